@@ -43,6 +43,10 @@ _ARCH_NAMES = {
 }
 
 
+#: NVML value-type code -> attribute of the value union (codes are stable in nvml.h)
+_VALUE_ATTRS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+
 def import_pynvml() -> Any:
     try:
         import pynvml
@@ -119,9 +123,8 @@ def _may_change_settings() -> tuple[bool, str]:
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("CapEff:"):
-                    if int(line.split()[1], 16) & (1 << 21):  # CAP_SYS_ADMIN
-                        return True, ""
+                if line.startswith("CapEff:") and int(line.split()[1], 16) & (1 << 21):  # CAP_SYS_ADMIN
+                    return True, ""
     except OSError:
         pass
     return False, "needs root or CAP_SYS_ADMIN"
@@ -140,7 +143,9 @@ class NvmlDevice:
         arch = next((name for const, name in _ARCH_NAMES.items() if getattr(nv, const, None) == arch_code), "unknown")
         mem = b.optional(nv.nvmlDeviceGetMemoryInfo, h)
         pci = b.optional(nv.nvmlDeviceGetPciInfo, h)
-        fields = self._fields([nv.NVML_FI_DEV_POWER_INSTANT, (nv.NVML_FI_DEV_POWER_AVERAGE, nv.NVML_POWER_SCOPE_MEMORY)])
+        # instant board power and memory power (average field, memory scope) in one call
+        self._power_fields = [nv.NVML_FI_DEV_POWER_INSTANT, (nv.NVML_FI_DEV_POWER_AVERAGE, nv.NVML_POWER_SCOPE_MEMORY)]
+        fields = self._fields(self._power_fields)
         may_set, note = _may_change_settings()
         self._samples_ok = b.optional(nv.nvmlDeviceGetSamples, h, nv.NVML_TOTAL_POWER_SAMPLES, 0) is not None
         self._energy_ok = b.optional(nv.nvmlDeviceGetTotalEnergyConsumption, h) is not None
@@ -168,6 +173,11 @@ class NvmlDevice:
         )
 
     # --- helpers ------------------------------------------------------------------------------
+    def _reasons_fn(self) -> Callable[..., int]:
+        """Clock-event reasons (the newer name; the older 'throttle' one on old bindings)."""
+        newer = getattr(self.nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        return newer or self.nv.nvmlDeviceGetCurrentClocksThrottleReasons
+
     def _fields(self, ids: list[Any]) -> list[float | None]:
         """Field values in NVML's units (mW for power); None where unsupported."""
         values = self.backend.optional(self.nv.nvmlDeviceGetFieldValues, self.handle, ids)
@@ -178,14 +188,8 @@ class NvmlDevice:
             if v.nvmlReturn != self.nv.NVML_SUCCESS:
                 out.append(None)
                 continue
-            vt = v.valueType
-            raw = {
-                self.nv.NVML_VALUE_TYPE_DOUBLE: lambda: v.value.dVal,
-                self.nv.NVML_VALUE_TYPE_UNSIGNED_INT: lambda: v.value.uiVal,
-                self.nv.NVML_VALUE_TYPE_UNSIGNED_LONG: lambda: v.value.ulVal,
-                self.nv.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: lambda: v.value.ullVal,
-                self.nv.NVML_VALUE_TYPE_SIGNED_LONG_LONG: lambda: v.value.sllVal,
-            }.get(vt, lambda: v.value.uiVal)()
+            attr = _VALUE_ATTRS.get(v.valueType, "uiVal")
+            raw = getattr(v.value, attr)
             out.append(float(raw))
         return out
 
@@ -226,12 +230,10 @@ class NvmlDevice:
     def read(self) -> Reading:
         b, nv, h = self.backend, self.nv, self.handle
         t = self.clock.now()
-        instant_mw, mem_mw = self._fields(
-            [nv.NVML_FI_DEV_POWER_INSTANT, (nv.NVML_FI_DEV_POWER_AVERAGE, nv.NVML_POWER_SCOPE_MEMORY)])
+        instant_mw, mem_mw = self._fields(self._power_fields)
         average_mw = b.optional(nv.nvmlDeviceGetPowerUsage, h)
         util = b.optional(nv.nvmlDeviceGetUtilizationRates, h)
         mem = b.optional(nv.nvmlDeviceGetMemoryInfo, h)
-        reasons_fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
         enforced = b.optional(nv.nvmlDeviceGetEnforcedPowerLimit, h)
 
         def w(mw: float | None) -> float | None:
@@ -240,7 +242,7 @@ class NvmlDevice:
         sm = b.optional(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM)
         memclk = b.optional(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_MEM)
         temp = b.optional(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU)
-        reasons = b.optional(reasons_fn, h)
+        reasons = b.optional(self._reasons_fn(), h)
         return Reading(
             t_s=t,
             power_instant_w=w(instant_mw),
@@ -281,8 +283,7 @@ class NvmlDevice:
         foreign = tuple(sorted({int(p.pid) for p in procs if int(p.pid) != mine}))
         mig = b.optional(nv.nvmlDeviceGetMigMode, h)
         persistence = b.optional(nv.nvmlDeviceGetPersistenceMode, h)
-        reasons_fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
-        reasons = b.optional(reasons_fn, h) or 0
+        reasons = b.optional(self._reasons_fn(), h) or 0
         notes = []
         if int(reasons) & ClockEvent.APPLICATIONS_CLOCKS_SETTING:
             notes.append("SM clock held by an application-clock or locked-clock setting")
