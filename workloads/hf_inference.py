@@ -147,6 +147,9 @@ class _StaticEngine:
         self.w, self.n_in, self.n_out = w, o.input_len, o.output_len
         self.cache = StaticCache(config=w._net.config, max_cache_len=o.input_len + o.output_len)
         self.out = torch.zeros((o.batch_size, o.output_len), dtype=torch.long, device=w._tdev)
+        # the decode step's token input: one fixed contiguous buffer, so the compiled graph sees
+        # the same shape, strides and address at every call
+        self.cur = torch.zeros((o.batch_size, 1), dtype=torch.long, device=w._tdev)
         self.prompt_pos = torch.arange(o.input_len, device=w._tdev).unsqueeze(0)
         # one (1, 1) position tensor per decode step, made once so the loop allocates nothing
         self.step_pos = torch.arange(o.input_len, o.input_len + o.output_len, device=w._tdev).view(-1, 1, 1)
@@ -180,14 +183,14 @@ class _StaticEngine:
         step ``i`` feeds the previous token at position ``input_len + i``."""
         import torch
 
-        ids = first
+        self.cur.copy_(first)
         for i in range(steps):
             if self.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            nxt = self.decode_one(ids, self.step_pos[i])
+            nxt = self.decode_one(self.cur, self.step_pos[i])
             col = start + i
             self.out[:, col : col + 1].copy_(nxt)
-            ids = self.out[:, col : col + 1]
+            self.cur.copy_(nxt)
 
     def prefill(self) -> StepResult:
         first = self._prefill()
