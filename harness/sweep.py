@@ -656,7 +656,7 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         if plan.search:
             lo, hi, discrete = knob_range(devices[0], knob)
             snap = (lambda v: min(discrete, key=lambda c: abs(c - v))) if discrete else (lambda v: round(v, 1))
-            source = MaxQSearch(lo, hi, batch_sizes[0], resolution=(hi - lo) / 40, ci_pct=plan.search_ci_pct,
+            source = MaxQSearch(lo, hi, batch_sizes[0], resolution=(hi - lo) / 20, ci_pct=plan.search_ci_pct,
                                 snap=snap)
         else:
             source = GridSource(plan)
