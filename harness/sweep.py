@@ -15,6 +15,7 @@ adaptive Max-Q search (``MaxQSearch``), which chooses each next setting from the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 from collections.abc import Callable, Iterator, Sequence
@@ -660,43 +661,40 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
                                 snap=snap)
         else:
             source = GridSource(plan)
-        sampler = Sampler(devices)
-        sampler.start()
-        try:
-            if resumed is not None:
-                run_dir = resumed
-                existing = run_dir.points()
-                done = {(float(r.setting), int(r.batch_size), int(r.repeat), str(r.phase))
-                        for r in existing.itertuples()}
-                next_index = int(existing["point_index"].max()) + 1 if len(existing) else 0
-                run_dir.update_manifest(status="running")
-            else:
-                spec = make_workload(devices[0], batch_sizes[0]).spec
-                manifest = _manifest(opts, profile, plan, devices, ds.backend, spec, reopen)
-                manifest["idle_power_w"] = {str(k): v for k, v in measure_idle(devices, sampler).items()}
-                run_dir = RunDir.create(opts.out, opts.run_id or new_run_id(profile.name or "sweep"), manifest)
-                done, next_index = set(), 0
-            ctx = SweepContext(devices, plan, source, make_workload, run_dir, sampler, None,
-                               status or LiveStatus(), on_point, next_index, done)
-            ctx.status.total = None if plan.search else len(plan.grid())
-            final = "failed"
+        # the per-GPU locks come first, so a refused run leaves nothing behind
+        guard = contextlib.nullcontext() if observe else guard_mod.Guard(devices, reopen)
+        with guard as g:
+            sampler = Sampler(devices)
+            sampler.start()
             try:
-                if observe:
-                    run_points(ctx)
+                if resumed is not None:
+                    run_dir = resumed
+                    existing = run_dir.points()
+                    done = {(float(r.setting), int(r.batch_size), int(r.repeat), str(r.phase))
+                            for r in existing.itertuples()}
+                    next_index = int(existing["point_index"].max()) + 1 if len(existing) else 0
+                    run_dir.update_manifest(status="running")
                 else:
-                    with guard_mod.Guard(devices, reopen) as g:
-                        ctx.guard = g
-                        run_points(ctx)
-                final = "complete"
-            except (KeyboardInterrupt, guard_mod.Terminated):
-                final = "interrupted"
-                raise
+                    spec = make_workload(devices[0], batch_sizes[0]).spec
+                    manifest = _manifest(opts, profile, plan, devices, ds.backend, spec, reopen)
+                    manifest["idle_power_w"] = {str(k): v for k, v in measure_idle(devices, sampler).items()}
+                    run_dir = RunDir.create(opts.out, opts.run_id or new_run_id(profile.name or "sweep"), manifest)
+                    done, next_index = set(), 0
+                ctx = SweepContext(devices, plan, source, make_workload, run_dir, sampler, g,
+                                   status or LiveStatus(), on_point, next_index, done)
+                ctx.status.total = None if plan.search else len(plan.grid())
+                final = "failed"
+                try:
+                    run_points(ctx)
+                    final = "complete"
+                except (KeyboardInterrupt, guard_mod.Terminated):
+                    final = "interrupted"
+                    raise
+                finally:
+                    run_dir.update_manifest(status=final, ended=_now_iso())
             finally:
-                run_dir.update_manifest(status=final, ended=_now_iso())
-        finally:
-            sampler.stop()
-        points = _points_of(run_dir)
-        return SweepRun(run_dir, final, points, messages, plan, estimate)
+                sampler.stop()
+        return SweepRun(run_dir, final, _points_of(run_dir), messages, plan, estimate)
     finally:
         ds.close()
 
