@@ -368,9 +368,9 @@ class SimulatedGPU:
                 average_power=True,
                 power_samples=part.has_power_samples,
                 memory_power=part.has_memory_power,
-                can_set_power_limit=overrides.can_set,
-                can_lock_sm_clock=overrides.can_set,
-                permission_note="" if overrides.can_set else "simulated board set read-only",
+                can_set_power_limit=self._may_set(),
+                can_lock_sm_clock=self._may_set(),
+                permission_note="" if self._may_set() else "simulated board set read-only",
             ),
         )
         # physical state: start idle, in thermal equilibrium
@@ -451,8 +451,13 @@ class SimulatedGPU:
         self.node.state.update(self.index, sm_clock_lock=None)
         self._settings_changed()
 
+    def _may_set(self) -> bool:
+        """Simulated privilege: refused per board (override) or for the whole process
+        (TOKBENCH_SIM_READONLY=1, as a non-root user would be)."""
+        return self.overrides.can_set and os.environ.get("TOKBENCH_SIM_READONLY") != "1"
+
     def _check_permission(self, what: str) -> None:
-        if not self.overrides.can_set or os.environ.get("TOKBENCH_SIM_READONLY") == "1":
+        if not self._may_set():
             raise PermissionDenied(what)
 
     # --- work -------------------------------------------------------------------------------
