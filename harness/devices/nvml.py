@@ -116,17 +116,23 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _may_change_settings() -> tuple[bool, str]:
-    """Whether this process has the privilege NVML setters need, without calling a setter."""
+def _may_change_settings(status_path: str = "/proc/self/status") -> tuple[bool, str]:
+    """Whether this process has the privilege NVML setters need, without calling a setter.
+
+    The effective capabilities decide where the kernel reports them: root in a container without
+    CAP_SYS_ADMIN is refused by the driver, so euid 0 alone is not enough.
+    """
+    try:
+        with open(status_path) as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    if int(line.split()[1], 16) & (1 << 21):  # CAP_SYS_ADMIN
+                        return True, ""
+                    return False, "needs root or CAP_SYS_ADMIN"
+    except (OSError, ValueError, IndexError):
+        pass
     if os.geteuid() == 0:
         return True, ""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:") and int(line.split()[1], 16) & (1 << 21):  # CAP_SYS_ADMIN
-                    return True, ""
-    except OSError:
-        pass
     return False, "needs root or CAP_SYS_ADMIN"
 
 
@@ -140,7 +146,9 @@ class NvmlDevice:
         self.clock = WallClock()
         self.handle = h = b.call(nv.nvmlDeviceGetHandleByIndex, index, what=f"open GPU {index}")
         arch_code = b.optional(nv.nvmlDeviceGetArchitecture, h)
-        arch = next((name for const, name in _ARCH_NAMES.items() if getattr(nv, const, None) == arch_code), "unknown")
+        # an unsupported query (None) must not match a constant that an older binding lacks (also None)
+        arch = next((name for const, name in _ARCH_NAMES.items()
+                     if arch_code is not None and getattr(nv, const, None) == arch_code), "unknown")
         mem = b.optional(nv.nvmlDeviceGetMemoryInfo, h)
         pci = b.optional(nv.nvmlDeviceGetPciInfo, h)
         # instant board power and memory power (average field, memory scope) in one call

@@ -469,13 +469,14 @@ class SimulatedGPU:
             f = float(part.idle_sm_clock_mhz)
             events |= ClockEvent.GPU_IDLE
         else:
-            f = min(f_top, self.f_cap_mhz)
-            f = max(f, float(part.sm_clock_min_mhz))
-            if self.f_cap_mhz < f_top - 1.0:
-                events |= ClockEvent.SW_POWER_CAP
-            if self.f_cap_mhz < f_floor:
-                f = max(self.f_cap_mhz, float(part.sm_clock_min_mhz))
-            if not busy_now:
+            f = f_top
+            if busy_now:  # the cap's clock ceiling applies to work; between bursts the clock floats up
+                f = max(min(f_top, self.f_cap_mhz), float(part.sm_clock_min_mhz))
+                if self.f_cap_mhz < f_top - 1.0:
+                    events |= ClockEvent.SW_POWER_CAP
+                if self.f_cap_mhz < f_floor:
+                    f = max(self.f_cap_mhz, float(part.sm_clock_min_mhz))
+            else:
                 events |= ClockEvent.GPU_IDLE
         if self.temp_c > part.slowdown_c:
             f = min(f, f_top * max(0.3, 1.0 - 0.05 * (self.temp_c - part.slowdown_c)))
@@ -530,10 +531,15 @@ class SimulatedGPU:
             if run.host_left <= 1e-12 and run.work_left <= 1e-9:
                 self.queue.popleft()
             self.last_busy_t = t + dt
-        # power-cap controller: integral action on filtered power
+        # power-cap controller: integral action on filtered power. Stepped implicitly (with the
+        # local slope of power against clock) so that a controller as fast as the real one stays
+        # stable at the longest sub-step; held while the SMs wait, so that the gaps between bursts
+        # do not wind the clock ceiling back up (on the H100 trace each burst starts near the cap).
         a = dt / (part.cap_filter_s + dt)
         self.p_filt_w += a * (p - self.p_filt_w)
-        self.f_cap_mhz += part.cap_gain_mhz_per_ws * (self._limit_w - self.p_filt_w) * dt
+        if self.act.busy > 0:
+            k = part.cap_gain_mhz_per_ws * dt
+            self.f_cap_mhz += k * (self._limit_w - self.p_filt_w) / (1.0 + k * a * self._power_slope_w_per_mhz())
         self.f_cap_mhz = min(max(self.f_cap_mhz, float(part.sm_clock_min_mhz) * 0.5), float(part.sm_clock_max_mhz))
         # thermal
         target = part.ambient_c + part.thermal_resistance_c_per_w * p
@@ -545,6 +551,18 @@ class SimulatedGPU:
         while len(self._hist_t) > 2 and self._hist_t[1] < horizon:
             self._hist_t.popleft()
             self._hist_e.popleft()
+
+    def _power_slope_w_per_mhz(self) -> float:
+        """d(power)/d(SM clock) at the current operating point (W per MHz, >= 0)."""
+        part, f = self.part, self.f_now_mhz
+        lo = max(float(part.sm_clock_min_mhz), f - part.sm_clock_step_mhz)
+        if f - lo < 1.0:
+            return 0.0
+
+        def p_at(x: float) -> float:
+            return power_w(part, x, voltage(part, x, self.vf_offset_v), self.temp_c, self.leak_mult, self.act, True)
+
+        return max(0.0, (p_at(f) - p_at(lo)) / (f - lo))
 
     def _energy_at(self, t: float) -> float:
         ts, es = self._hist_t, self._hist_e
