@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -45,11 +47,25 @@ def test_settling_point_of_a_cap_step_is_found():
         out = np.flatnonzero(np.abs(tr[:, k] / final - 1) > BAND_PCT / 100)
         if out.size:
             settle = max(settle, tr[out[-1], 0])
-    assert settle - t_step > 1.0  # a real transient, not an instant one
+    assert settle > t_step + 0.05  # a real transient (the cap controller takes a few hundred ms)
     assert not ss.timed_out
     assert ss.settled_since == pytest.approx(settle, abs=TOLERANCE_S)
     assert ss.settled_at - ss.settled_since == pytest.approx(HOLD_S, abs=0.1)
-    assert ss.warmup_s == pytest.approx(ss.settled_at - t_step, abs=0.1)
+    assert ss.warmup_s == pytest.approx(ss.settled_at - t_step, abs=0.15)
+
+
+def test_settling_point_of_an_exponential_is_where_the_band_holds():
+    """P = 350 + 350 e^(-t/2) W: the rolling 3 s range falls to 3% of the mean where
+    272 e^(-t/2) = 0.03 * ~360, i.e. t = 2 ln(272 / 10.8) = 6.45 s."""
+    ss = SteadyState(band_pct=3.0, hold_s=3.0, timeout_s=60)
+    for i in range(2000):
+        t = i * 0.05
+        p = 350 + 350 * math.exp(-t / 2)
+        if ss.update(t, p, 1500.0 + (p - 350)):
+            break
+    expected = 2 * math.log(350 * (1 - math.exp(-1.5)) / (0.03 * 350 * (1 + 0.5 * 0.03)))
+    assert ss.settled_since == pytest.approx(expected, abs=0.1)
+    assert ss.settled_at == pytest.approx(ss.settled_since + 3.0, abs=0.06)
 
 
 def test_timeout_ends_the_warmup():
