@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from harness.devices import open_devices
-from harness.devices.base import WallClock
 from harness.telemetry import READING_COLUMNS, Sampler
+from harness.telemetry.checks import WallClockView
 from harness.telemetry.shapes import bursty
 
 
@@ -67,28 +67,8 @@ def test_history_times_map_onto_the_device_clock():
     assert hist["t_s"].max() > now - 0.03
 
 
-class _WallDevice:
-    """A simulated GPU read on the wall clock, to exercise the sampler's thread."""
-
-    def __init__(self, gpu):
-        self._gpu = gpu
-        self.info = gpu.info
-        self.clock = WallClock()
-
-    def read(self):
-        import dataclasses
-
-        return dataclasses.replace(self._gpu.read(), t_s=self.clock.now())
-
-    def power_samples(self, since_us):
-        return None
-
-    def __getattr__(self, name):
-        return getattr(self._gpu, name)
-
-
 def test_thread_mode_samples_at_its_rate_and_stops():
-    dev = _WallDevice(open_devices("sim").devices[0])
+    dev = WallClockView(open_devices("sim").devices[0])
     s = Sampler([dev], rate_hz=50.0)
     assert s.threaded
     s.start()
