@@ -281,15 +281,20 @@ class RunDir:
     def append_point(self, point: Point, samples: pd.DataFrame) -> None:
         """Samples first (atomically), then the points.csv row (flushed and fsynced): a row in
         points.csv always has its samples on disk."""
-        target = self.samples_path(point.point_index)
+        self.write_samples(point.point_index, samples)
+        self.write_row(point)
+
+    def write_samples(self, point_index: int, samples: pd.DataFrame) -> None:
+        target = self.samples_path(point_index)
         if target.exists():
-            raise RunDirError(f"{target}: point {point.point_index} already recorded")
+            raise RunDirError(f"{target}: point {point_index} already recorded")
         buf = io.BytesIO()
         samples.to_parquet(buf, index=False)
         _write_atomic(target, buf.getvalue())
-        row = [_csv_cell(getattr(point, c)) for c in POINT_COLUMNS]
+
+    def write_row(self, point: Point) -> None:
         line = io.StringIO()
-        csv.writer(line).writerow(row)
+        csv.writer(line).writerow([_csv_cell(getattr(point, c)) for c in POINT_COLUMNS])
         with open(self.path / POINTS, "a", newline="") as f:
             f.write(line.getvalue())
             f.flush()

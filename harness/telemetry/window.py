@@ -262,7 +262,13 @@ class Window:
         primary = next((s for s in ("history", "instant", "average") if s in integrals), None)
         chosen = primary if tol.integral_source == "best" else tol.integral_source
         integral = integrals.get(chosen) if chosen else None
-        correct = sources.get(primary) if primary else None
+        if primary == "history":
+            # the device is synchronised (idle) between a tick and its edge: use only history
+            # samples from that side of the edge, not the one straddling the load's start or end
+            def correct(a: float, b: float) -> float | None:
+                return _edge_history_integral(hist, a, b, t0, t1)
+        else:
+            correct = sources.get(primary) if primary else None
 
         # counter energy, corrected from the tick to the edge
         joules: float | None = None
@@ -350,13 +356,15 @@ class Window:
 
     @staticmethod
     def _missing_fields(d: Device, in_win: pd.DataFrame) -> list[str]:
+        """Power fields the part declares must be in every reading; the other fields must not
+        drop out of some readings while present in others (a failing query, not an absent one)."""
         caps = d.info.capabilities
-        expected = ["power_average_w", "sm_clock_mhz", "temperature_c", "clock_events"]
-        if caps.instant_power:
-            expected.append("power_instant_w")
-        if caps.memory_power:
-            expected.append("memory_power_w")
-        return [c for c in expected if in_win[c].isna().any()]
+        declared = [c for c, has in (("power_instant_w", caps.instant_power), ("power_average_w", caps.average_power),
+                                     ("memory_power_w", caps.memory_power)) if has]
+        others = ["sm_clock_mhz", "mem_clock_mhz", "temperature_c", "clock_events"]
+        missing = [c for c in declared if in_win[c].isna().any()]
+        missing += [c for c in others if in_win[c].isna().any() and in_win[c].notna().any()]
+        return missing
 
     def _enforced(self, d: Device, in_win: pd.DataFrame, flags: list[str], notes: list[str]) -> float | None:
         """Read back the setting the window ran at and compare it with the requested one."""
@@ -403,6 +411,17 @@ class Window:
         if pids:
             flags.append("foreign_process")
             notes.append("other processes on the GPU: pid " + ", ".join(str(p) for p in sorted(pids)))
+
+
+def _edge_history_integral(hist: pd.DataFrame, a: float, b: float, t0: float, t1: float) -> float | None:
+    """Energy over a tick-to-edge stretch [a, b] outside the window [t0, t1] from history samples
+    whose interval lies wholly outside the window (falls back to all samples when none does)."""
+    t = hist["t_s"].to_numpy()
+    starts, ends = en.history_intervals(t)
+    outside = (ends <= t0 + 1e-9) if b <= t0 + 1e-9 else (starts >= t1 - 1e-9)
+    if outside.any():
+        return en.integrate_history(t[outside], hist["power_w"].to_numpy()[outside], a, b)
+    return en.integrate_history(t, hist["power_w"].to_numpy(), a, b)
 
 
 def _empty_readings() -> pd.DataFrame:
