@@ -211,16 +211,56 @@ def best_range(stats: list[SettingStats], samples: dict[float, np.ndarray], metr
     ib = int(np.argmax(means))
     groups = [samples[s] for s in settings]
     sigma, df = pooled_noise(groups, means)
-    same = [cannot_tell_apart(groups[ib], groups[i], sigma, df) for i in range(len(stats))]
+    k = max(len(stats) - 1, 1)
+    same = [cannot_tell_apart(groups[ib], groups[i], sigma, df, k) for i in range(len(stats))]
     lo = ib
     while lo > 0 and same[lo - 1]:
         lo -= 1
     hi = ib
     while hi < len(stats) - 1 and same[hi + 1]:
         hi += 1
-    rec = lo if lowest else ib
+    rec = lo if lowest else _peak(np.array(settings, dtype=float), means,
+                                  np.array([max(st.n, 1) for st in stats], dtype=float), lo, hi, ib)
     return Range(lo=settings[lo], hi=settings[hi], best=settings[rec], value=float(means[rec]),
                  top=settings[ib], settings=tuple(settings[lo:hi + 1]))
+
+
+def max_p_range(stats: list[SettingStats], samples: dict[float, np.ndarray]) -> Range:
+    """Max-P: tokens/s does not fall when a GPU gets more power or clock, so the best is the top
+    block of the isotonic fit (a flat top pools all its settings, which keeps the best from being
+    the luckiest of many equal settings); Max-P is the lowest setting from which every setting up
+    to the top cannot be told from that block."""
+    settings = [s.setting for s in stats]
+    means = np.array([s.tokens_per_s.mean for s in stats])
+    fit = monotone_fit(settings, means, [max(s.n, 1) for s in stats])
+    top_val = fit.values[-1]
+    block = [i for i in range(len(stats)) if np.isclose(fit.values[i], top_val, rtol=1e-12, atol=0)]
+    best = np.concatenate([samples[settings[i]] for i in block])
+    groups = [samples[x] for x in settings]
+    sigma, df = pooled_noise(groups, means)
+    k = max(len(stats) - 1, 1)
+    lo = len(stats) - 1
+    while lo > 0 and cannot_tell_apart(best, groups[lo - 1], sigma, df, k):
+        lo -= 1
+    if not cannot_tell_apart(best, groups[-1], sigma, df, k):  # the top itself is worse than the block
+        lo = block[0]
+    top = settings[int(np.argmax(means))]
+    return Range(lo=settings[lo], hi=settings[-1], best=settings[lo], value=float(means[lo]), top=top,
+                 settings=tuple(settings[lo:]))
+
+
+def _peak(x: np.ndarray, y: np.ndarray, w: np.ndarray, lo: int, hi: int, ib: int) -> int:
+    """The measured setting nearest the vertex of a weighted quadratic through the best mean and
+    two neighbours each side: a steadier pick inside a flat, noisy peak than the argmax of means
+    (which chases noise). Falls back to the argmax when the points do not bend downwards."""
+    a, b = max(ib - 2, 0), min(ib + 2, len(x) - 1)
+    if b - a < 3:
+        return ib
+    c2, c1, _ = np.polyfit(x[a:b + 1], y[a:b + 1], 2, w=np.sqrt(w[a:b + 1]))
+    if c2 >= 0:
+        return ib
+    vertex = float(np.clip(-c1 / (2 * c2), max(x[a], x[lo]), min(x[b], x[hi])))
+    return int(lo + np.argmin(np.abs(x[lo:hi + 1] - vertex)))
 
 
 def _flatness(stats: list[SettingStats], max_p: Range, knob: str, unit: str) -> Flatness:
@@ -230,8 +270,8 @@ def _flatness(stats: list[SettingStats], max_p: Range, knob: str, unit: str) -> 
     binds = knob != "power_limit_w" or any(s.power_mean_w >= NOT_BINDING_SHARE * s.setting for s in region[1:])
     what = "the cap" if knob == "power_limit_w" else "the clock lock"
     if max_p.hi != top or max_p.lo == top:
-        return Flatness(False, None, True, None,
-                        f"tokens/s falls as soon as {what} is lowered below {top:.0f} {unit}: it binds across the range")
+        return Flatness(False, None, True, None, f"tokens/s falls as soon as {what} is lowered below "
+                        f"{top:.0f} {unit}: it binds across the range")
     if knob != "power_limit_w":
         s = (f"tokens/s is flat above {max_p.lo:.0f} {unit}: a higher clock cannot be told from the best"
              if max_p.lo > stats[0].setting else f"tokens/s is flat across the whole range "
@@ -312,7 +352,7 @@ def _curve(phase: str, batch: int, stats: list[SettingStats], rows: pd.DataFrame
     stats = sorted(stats, key=lambda s: s.setting)
     by_s = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_s"]}
     by_j = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_j"]}
-    max_p = best_range(stats, by_s, "tokens_per_s", lowest=True)
+    max_p = max_p_range(stats, by_s)
     max_q = best_range(stats, by_j, "tokens_per_j", lowest=False)
     fit_s = _fit(stats, "tokens_per_s")
     return Curve(phase=phase, batch_size=batch, stats=tuple(stats), max_p=max_p, max_q=max_q,

@@ -148,7 +148,7 @@ def _read_telemetry(point_index: int, files: list[Path], columns: tuple[str, ...
                 history.append(pq.read_table(f, columns=[c for c in ("t_s", "power_w", "gpu_index")
                                                          if c in names]).to_pandas())
                 continue
-            table = pq.read_table(f, columns=[c for c in (*columns, "gpu_index") if c in names])
+            table = pq.read_table(f, columns=[c for c in dict.fromkeys((*columns, "gpu_index")) if c in names])
             samples.append(table.to_pandas())
             if "power_w" in names and "history" in f.name:
                 history.append(pq.read_table(f, columns=["t_s", "power_w"]).to_pandas())

@@ -1,9 +1,9 @@
 """Intervals over repeats and "can this be told from the best?" tests.
 
 Max-Q and Max-P are reported as the sets of settings that cannot be told from the best, so these
-tests decide what a run is allowed to claim. Small samples use Student t (Welch's test for a
-difference); with at least ``BOOTSTRAP_MIN`` repeats on both sides the bootstrap (scipy.stats),
-which does not assume normal noise. A setting measured once borrows the noise of the others
+tests decide what a run is allowed to claim. Small samples use Student t (for a difference,
+with the noise pooled over the curve's settings); with at least ``BOOTSTRAP_MIN`` repeats on both
+sides the bootstrap (scipy.stats), which does not assume normal noise. A setting measured once borrows the noise of the others
 (pooled within-setting variance, or, when nothing was repeated, the scatter of neighbouring
 means), so a single-repeat sweep still gets honest ranges rather than an argmax of noise.
 """
@@ -18,7 +18,7 @@ from scipy import stats as st
 
 CONFIDENCE = 0.95
 BOOTSTRAP_MIN = 5
-N_RESAMPLES = 1999
+N_RESAMPLES = 4999
 _SEED = 20260101
 
 
@@ -85,9 +85,18 @@ def pooled_noise(groups: list[np.ndarray], means_in_order: np.ndarray | None = N
     return None, 0.0
 
 
-def cannot_tell_apart(best: np.ndarray, other: np.ndarray, pooled_sigma: float | None, pooled_df: float) -> bool:
-    """True when the 95% interval of mean(best) - mean(other) reaches zero: ``other`` cannot be
-    told from the best. Identical arrays are trivially indistinguishable."""
+def cannot_tell_apart(best: np.ndarray, other: np.ndarray, pooled_sigma: float | None, pooled_df: float,
+                      comparisons: int = 1) -> bool:
+    """True when the interval of mean(best) - mean(other) reaches zero: ``other`` cannot be told
+    from the best. The interval is 95% over ``comparisons`` such tests together (Bonferroni): the
+    best was picked among them, and per-test 95% would call one of ten equal settings "worse" by
+    chance about every other run.
+
+    With ``BOOTSTRAP_MIN`` repeats on both sides: a bootstrap interval of the difference. Otherwise
+    a t interval with the curve's pooled noise (the settings of one curve share one noise level,
+    and pooling gives the test the degrees of freedom that 2-4 repeats alone cannot: Welch's test on
+    three values per side calls ties apart whenever both samples happen to be tight); Welch only
+    when no pooled noise is known."""
     best = np.asarray(best, dtype=float)
     other = np.asarray(other, dtype=float)
     d = float(best.mean() - other.mean())
@@ -96,18 +105,18 @@ def cannot_tell_apart(best: np.ndarray, other: np.ndarray, pooled_sigma: float |
     nb, no = len(best), len(other)
     sb = float(np.std(best, ddof=1)) if nb > 1 else 0.0
     so = float(np.std(other, ddof=1)) if no > 1 else 0.0
+    alpha = (1.0 - CONFIDENCE) / max(comparisons, 1)
     if nb >= BOOTSTRAP_MIN and no >= BOOTSTRAP_MIN and (sb > 0 or so > 0):
-        res = st.bootstrap((best, other), _diff_axis, confidence_level=CONFIDENCE, n_resamples=N_RESAMPLES,
+        res = st.bootstrap((best, other), _diff_axis, confidence_level=1.0 - alpha, n_resamples=N_RESAMPLES,
                            method="percentile", vectorized=True, paired=False, rng=np.random.default_rng(_SEED))
         low = float(res.confidence_interval.low)
         if math.isfinite(low):
             return low <= 0.0
-    if nb > 1 and no > 1 and (sb > 0 or so > 0):
-        vb, vo = sb**2 / nb, so**2 / no
-        se = math.sqrt(vb + vo)
-        df = (vb + vo) ** 2 / ((vb**2 / (nb - 1) if nb > 1 else 0) + (vo**2 / (no - 1) if no > 1 else 0))
-        return d <= float(st.t.ppf(0.5 + CONFIDENCE / 2, df)) * se
     if pooled_sigma and pooled_sigma > 0 and pooled_df > 0:
         se = pooled_sigma * math.sqrt(1 / nb + 1 / no)
-        return d <= float(st.t.ppf(0.5 + CONFIDENCE / 2, pooled_df)) * se
+        return d <= float(st.t.ppf(1.0 - alpha / 2, pooled_df)) * se
+    if nb > 1 and no > 1 and (sb > 0 or so > 0):
+        vb, vo = sb**2 / nb, so**2 / no
+        df = (vb + vo) ** 2 / (vb**2 / (nb - 1) + vo**2 / (no - 1))
+        return d <= float(st.t.ppf(1.0 - alpha / 2, df)) * math.sqrt(vb + vo)
     return False

@@ -138,8 +138,9 @@ def fabricate_run(root: Path, run: SynthRun, run_id: str = "synth") -> Path:
             for ph in run.phases:
                 row, tel, hist = _point(run, ph, setting, batch, repeat, gpu, idx, t0, rng)
                 rows.append(row)
-                tel.to_parquet(d / "samples" / f"point-{idx:04d}.parquet", index=False)
-                hist.to_parquet(d / "samples" / f"point-{idx:04d}-history.parquet", index=False)
+                if run.samples_per_point:  # 0: points only (fast, for analysis tests)
+                    tel.to_parquet(d / "samples" / f"point-{idx:04d}.parquet", index=False)
+                    hist.to_parquet(d / "samples" / f"point-{idx:04d}-history.parquet", index=False)
                 t0 = row["window_end_s"] + 1.0
                 idx += 1
     pd.DataFrame(rows, columns=list(POINT_COLUMNS)).to_csv(d / "points.csv", index=False)
@@ -176,7 +177,7 @@ def _point(run: SynthRun, ph: SynthPhase, setting: float, batch: int, repeat: in
         clock_event_shares=f"sw_power_cap={0.95 if binds else 0.0:.2f}" + (";hw_slowdown=0.30" if flag else ""),
         flags=flag,
     )
-    n = run.samples_per_point
+    n = max(run.samples_per_point, 2)
     t = t0 + np.linspace(0.0, secs, n, endpoint=False)
     inst = watts * (1 + 0.03 * rng.standard_normal(n))
     tel = pd.DataFrame({
@@ -185,7 +186,7 @@ def _point(run: SynthRun, ph: SynthPhase, setting: float, batch: int, repeat: in
         "sm_clock_mhz": clock + 10 * rng.standard_normal(n), "temperature_c": np.linspace(55.0, 56.0, n),
         "clock_events": np.where(rng.random(n) < (0.95 if binds else 0.0), 0x4, 0).astype("int64"),
     })
-    hn = max(2, int(secs * 50))
+    hn = max(2, int(secs * 50)) if run.samples_per_point else 2
     hist = pd.DataFrame({"t_s": t0 + np.arange(hn) * 0.02, "power_w": watts * (1 + 0.03 * rng.standard_normal(hn))})
     return row, tel, hist
 
