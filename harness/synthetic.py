@@ -177,7 +177,7 @@ def _point(run: SynthRun, ph: SynthPhase, setting: float, batch: int, repeat: in
         clock_event_shares=f"sw_power_cap={0.95 if binds else 0.0:.2f}" + (";hw_slowdown=0.30" if flag else ""),
         flags=flag,
     )
-    n = max(run.samples_per_point, 2)
+    n = max(run.samples_per_point, 5)
     t = t0 + np.linspace(0.0, secs, n, endpoint=False)
     inst = watts * (1 + 0.03 * rng.standard_normal(n))
     tel = pd.DataFrame({
