@@ -196,6 +196,86 @@ def restore() -> None:
         console.print("nothing to restore")
 
 
+RunArg = Annotated[str, typer.Argument(help="run directory (results/<run-id>)")]
+TpotOpt = Annotated[float | None, typer.Option("--tpot-ms", min=0.0,
+                                                help="latency target: time per output token, ms (inference runs)")]
+TtftOpt = Annotated[float | None, typer.Option("--ttft-ms", min=0.0,
+                                                help="latency target: time to first token, ms (with --tpot-ms)")]
+FlaggedOpt = Annotated[bool, typer.Option("--include-flagged", help="use flagged points in the statistics too")]
+GpuOpt = Annotated[int | None, typer.Option("--gpu", help="analyse one GPU (default: a node's GPUs pooled)")]
+
+
+@app.command()
+def report(
+    run: RunArg,
+    out: Annotated[str | None, typer.Option(help="folder for report.md and plots/ (default: the run directory)")]
+    = None,
+    tpot_ms: TpotOpt = None,
+    ttft_ms: TtftOpt = None,
+    include_flagged: FlaggedOpt = False,
+    gpu: GpuOpt = None,
+) -> None:
+    """Analyse a run: Max-P/Max-Q ranges, curves, frontier, timelines; writes report.md and plots/."""
+    from harness.analysis import analyse
+    from harness.render_readers import analysis_table
+    from harness.report import write_report
+
+    a = analyse(run, include_flagged=include_flagged, gpu=gpu, tpot_ms=tpot_ms, ttft_ms=ttft_ms)
+    rep = write_report(a, out)
+    console.print(analysis_table(a))
+    for c in a.curves:
+        console.print(f"{c.phase} b{c.batch_size}: {c.flat.sentence}", highlight=False)
+    if a.tokenomics is not None and a.tokenomics.latency is not None:
+        console.print(a.tokenomics.latency.sentence, highlight=False)
+    for p in a.problems:
+        err_console.print(f"[yellow]note:[/] {p}", highlight=False)
+    console.print(f"wrote {rep.markdown} and {len(rep.plots)} plots (PNG+SVG) in {rep.markdown.parent / 'plots'}")
+
+
+@app.command()
+def export(
+    run: RunArg,
+    fmt: Annotated[str, typer.Option("--format", help="json (the curve file planners read) or csv (points)")]
+    = "json",
+    out: Annotated[str | None, typer.Option(help="file to write, '-' for stdout (default: RUN/curve.<format>)")]
+    = None,
+    tpot_ms: TpotOpt = None,
+    ttft_ms: TtftOpt = None,
+    include_flagged: FlaggedOpt = False,
+    gpu: GpuOpt = None,
+) -> None:
+    """Write the run's calibrated curve (versioned schema, docs/curve-schema.md) for planners."""
+    from harness.analysis import analyse
+    from harness.export import export_run
+
+    a = analyse(run, include_flagged=include_flagged, gpu=gpu, tpot_ms=tpot_ms, ttft_ms=ttft_ms)
+    _, where = export_run(a, fmt, out, tpot_ms, ttft_ms)
+    if out == "-":
+        print(where)
+    else:
+        err_console.print(f"wrote {where}", highlight=False)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="two or more run directories")],
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch",
+                                                 help="compare runs whose workload metadata differ (marked)")]
+    = False,
+    out: Annotated[str | None, typer.Option(help="folder for compare.md, compare.json and plots/")] = None,
+    include_flagged: FlaggedOpt = False,
+) -> None:
+    """Compare runs across parts or generations: table and overlay plots (absolute and normalised)."""
+    from harness.compare import compare_runs, write_comparison
+    from harness.render_readers import compare_table
+
+    cmp = write_comparison(compare_runs(runs, allow_mismatch, include_flagged), out)
+    console.print(compare_table(cmp))
+    if cmp.mismatched:
+        err_console.print("[bold red]mismatched comparison:[/] " + "; ".join(cmp.differences), highlight=False)
+    console.print(f"wrote {cmp.markdown} and {len(cmp.plots)} plots")
+
+
 @app.callback()
 def _root(ctx: typer.Context) -> None:
     """tokbench: tokens per second and per joule across power limits and clocks."""
