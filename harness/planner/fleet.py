@@ -73,8 +73,8 @@ class WorkloadFleet:
 
     @property
     def max_q_index(self) -> int:
-        """Most tokens per joule of site power (overhead and PUE included, so not always the GPU's own)."""
-        return int(np.argmax(self.tokens_per_s / self.site_w))
+        """Most tokens per joule at the meter (mean draw, overhead and PUE included), not the GPU's own."""
+        return int(np.argmax(self.tokens_per_s / self.site_mean_w))
 
     def index(self, which: str) -> int:
         return {"max_p": self.max_p_index, "max_q": self.max_q_index, "default": self.default_index}[which]
@@ -113,7 +113,7 @@ def _stat(curve: CurveFile, fit, provision: str, path: Path) -> np.ndarray:
     if arr is None:
         raise CurveFileError(
             f"{path}: no power_{provision}_w for phase {fit.phase} batch {fit.batch_size}; "
-            f"provision for another statistic in the site file (provision = \"mean\")"
+            f'provision for another statistic in the site file (provision = "mean")'
         )
     return np.asarray(arr, dtype=float)
 
@@ -162,8 +162,9 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
             if isinstance(site.design_setting, float | int):
                 i = int(np.argmin(np.abs(settings - site.design_setting)))
             else:
-                probe = WorkloadFleet("", "", curve.knob, 1, settings, tps, gpu_w, gpu_w, w, w,
-                                      _default_index(curve, settings))
+                probe = WorkloadFleet(
+                    "", "", curve.knob, 1, settings, tps, gpu_w, gpu_w, w, w, _default_index(curve, settings)
+                )
                 i = probe.index(site.design_setting)
             per_gpu += wl.share * w[i]
         total = int(site.power_budget_mw * 1e6 // per_gpu)
@@ -171,12 +172,22 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
     for wl, curve, settings, tps, gpu_w, mean_w, label in parts:
         gpus = int(round(total * wl.share))
         if gpus < 1:
-            raise ProfileError(f"site '{site.name}': workload {label} gets no GPU (share {wl.share:g} of {total})")
+            raise ProfileError(
+                f"site '{site.name}': workload {label} gets no GPU (share {wl.share:g} of {total})"
+            )
         fleets.append(
             WorkloadFleet(
-                label=label, curve_path=str(wl.curve), knob=curve.knob, gpus=gpus, settings=settings,
-                tokens_per_s=tps, gpu_w=gpu_w, gpu_mean_w=mean_w, site_w=site_w(gpu_w),
-                site_mean_w=site_w(mean_w), default_index=_default_index(curve, settings),
+                label=label,
+                curve_path=str(wl.curve),
+                knob=curve.knob,
+                gpus=gpus,
+                settings=settings,
+                tokens_per_s=tps,
+                gpu_w=gpu_w,
+                gpu_mean_w=mean_w,
+                site_w=site_w(gpu_w),
+                site_mean_w=site_w(mean_w),
+                default_index=_default_index(curve, settings),
                 capex_per_gpu_h=capex_h,
             )
         )

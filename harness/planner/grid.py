@@ -65,7 +65,9 @@ def load_grid(path: Path, extra_columns: tuple[str, ...] = ()) -> GridSignal:
     if times.isna().any():
         i = int(np.flatnonzero(times.isna().to_numpy())[0])
         raise ProfileError(f"{path}: line {_row(df, i)}: bad timestamp {df['timestamp'].iloc[i]!r}")
-    steps = np.diff(times.to_numpy().astype("datetime64[s]").astype(np.int64)) if len(df) > 1 else np.array([])
+    times = times.dt.tz_localize(None)
+    seconds = times.to_numpy().astype("datetime64[s]").astype(np.int64)
+    steps = np.diff(seconds) if len(df) > 1 else np.array([], dtype=np.int64)
     if (steps <= 0).any():
         i = int(np.flatnonzero(steps <= 0)[0]) + 1
         raise ProfileError(f"{path}: line {_row(df, i)}: timestamps must increase (repeat or out of order)")
@@ -73,8 +75,8 @@ def load_grid(path: Path, extra_columns: tuple[str, ...] = ()) -> GridSignal:
     if (steps != step_s).any():
         i = int(np.flatnonzero(steps != step_s)[0]) + 1
         raise ProfileError(
-            f"{path}: line {_row(df, i)}: gap in the grid signal ({steps[i - 1] / 3600:g} h after the previous "
-            f"interval, expected every {step_s / 3600:g} h)"
+            f"{path}: line {_row(df, i)}: gap in the grid signal ({steps[i - 1] / 3600:g} h after the "
+            f"previous interval, expected every {step_s / 3600:g} h)"
         )
 
     values: dict[str, np.ndarray] = {}
@@ -91,5 +93,5 @@ def load_grid(path: Path, extra_columns: tuple[str, ...] = ()) -> GridSignal:
             i = int(np.flatnonzero(~np.isin(col, (0.0, 1.0)))[0])
             raise ProfileError(f"{path}: line {_row(df, i)}: 'event' must be 0 or 1, not {col[i]:g}")
         values[c] = col
-    frame = pd.DataFrame(values, index=pd.DatetimeIndex(times.dt.tz_localize(None), name="timestamp"))
+    frame = pd.DataFrame(values, index=pd.DatetimeIndex(times, name="timestamp"))
     return GridSignal(frame=frame, step_h=step_s / 3600.0, source=str(path))

@@ -24,8 +24,11 @@ provisioned statistic to the mean); the schedule also reports the mean-draw ener
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,7 +110,9 @@ class ScenarioResult:
     totals: dict[str, float]
 
 
-def _weights(site: Site, h: Horizon, objective: Objective) -> tuple[np.ndarray, np.ndarray, list[float], float]:
+def _weights(
+    site: Site, h: Horizon, objective: Objective
+) -> tuple[np.ndarray, np.ndarray, list[float], float]:
     """Objective coefficients: grid import, export value, generation, token reward (per Gtok)."""
     if objective == "tokens":
         gen = [g[2] * TIE_BREAK for g in h.generation]
@@ -129,20 +134,38 @@ def _add_scenario(n, site: Site, fleet: Fleet, h: Horizon, sc: Scenario) -> None
     imp_nom = max(float(imp.max()), 1e-9)
     n.add("Generator", p + "grid", bus=p + "site", p_nom=imp_nom, p_max_pu=imp / imp_nom, marginal_cost=imp_c)
     if site.grid.export_mw > 0 and h.stress.any():
-        n.add("Generator", p + "export", bus=p + "site", p_nom=site.grid.export_mw,
-              p_min_pu=-h.stress.astype(float), p_max_pu=0.0, marginal_cost=exp_v)
-    for (name, mw, _c, _k), cost in zip(h.generation, gen_c):
+        n.add(
+            "Generator",
+            p + "export",
+            bus=p + "site",
+            p_nom=site.grid.export_mw,
+            p_min_pu=-h.stress.astype(float),
+            p_max_pu=0.0,
+            marginal_cost=exp_v,
+        )
+    for (name, mw, _c, _k), cost in zip(h.generation, gen_c, strict=True):
         nom = max(float(mw.max()), 1e-9)
-        n.add("Generator", p + "gen:" + name, bus=p + "site", p_nom=nom, p_max_pu=mw / nom, marginal_cost=cost)
+        n.add(
+            "Generator", p + "gen:" + name, bus=p + "site", p_nom=nom, p_max_pu=mw / nom, marginal_cost=cost
+        )
     b = site.battery
     if b is not None:
         nom = max(b.charge_mw, b.discharge_mw)
         usable = b.energy_mwh * (b.soc_max - b.soc_min)
         eta = math.sqrt(b.round_trip_efficiency)
-        n.add("StorageUnit", p + "battery", bus=p + "site", p_nom=nom, max_hours=usable / nom,
-              p_min_pu=-b.charge_mw / nom, p_max_pu=b.discharge_mw / nom, efficiency_store=eta,
-              efficiency_dispatch=eta, cyclic_state_of_charge=b.cyclic,
-              state_of_charge_initial=b.energy_mwh * (b.soc_initial - b.soc_min))
+        n.add(
+            "StorageUnit",
+            p + "battery",
+            bus=p + "site",
+            p_nom=nom,
+            max_hours=usable / nom,
+            p_min_pu=-b.charge_mw / nom,
+            p_max_pu=b.discharge_mw / nom,
+            efficiency_store=eta,
+            efficiency_dispatch=eta,
+            cyclic_state_of_charge=b.cyclic,
+            state_of_charge_initial=0.0 if b.cyclic else b.energy_mwh * (b.soc_initial - b.soc_min),
+        )
     gpu_bus = p + "site"
     if fleet.budget_mw is not None:
         gpu_bus = p + "facility"
@@ -154,7 +177,9 @@ def _add_scenario(n, site: Site, fleet: Fleet, h: Horizon, sc: Scenario) -> None
         names = [f"{p}gpu{k}:seg{j}" for j in range(len(nom))]
         n.add("Link", names, bus0=gpu_bus, bus1=p + "tokens", p_nom=nom, efficiency=eff)
         top += float((nom * eff).sum())
-    sink = dict(bus=p + "tokens", p_nom=max(top, 1e-9) * 1.01, p_min_pu=-1.0, p_max_pu=0.0, marginal_cost=reward)
+    sink = dict(
+        bus=p + "tokens", p_nom=max(top, 1e-9) * 1.01, p_min_pu=-1.0, p_max_pu=0.0, marginal_cost=reward
+    )
     if sc.target_gtok is not None:
         sink["e_sum_max"] = -sc.target_gtok
     n.add("Generator", p + "tokens", **sink)
@@ -177,14 +202,16 @@ def _readback_workload(wf: WorkloadFleet, only: int | None, x_mw: np.ndarray) ->
     gpus_hi = np.floor(n_hi + 1e-6)
     gpus_lo = np.where(lo > 0, wf.gpus - gpus_hi, 0.0)
     running = n_hi + n_lo
-    setting = np.where(running > 0, (n_hi * s[hi] + n_lo * np.nan_to_num(s[lo])) / np.maximum(running, 1e-12),
-                       np.nan)
+    setting = np.where(
+        running > 0, (n_hi * s[hi] + n_lo * np.nan_to_num(s[lo])) / np.maximum(running, 1e-12), np.nan
+    )
     return {
         "setting_hi": np.where(gpus_hi > 0, s[hi], np.nan),
         "gpus_hi": gpus_hi,
         "setting_lo": np.where(gpus_lo > 0, s[lo], np.nan),
         "gpus_lo": gpus_lo,
         "gpus_running": gpus_hi + gpus_lo,
+        "gpus_off": wf.gpus - gpus_hi - gpus_lo,
         "setting_mean": setting,
         "tokens_per_s_curve": n_hi * t[hi] + n_lo * t[lo],
         "gpu_mw": x_mw,
@@ -206,8 +233,9 @@ def _readback(n, site: Site, fleet: Fleet, h: Horizon, sc: Scenario) -> Scenario
         "import_available_mw": imp_cap,
         "grid_import_mw": _series(n, "generators", "p", p + "grid", T),
         "export_mw": -_series(n, "generators", "p", p + "export", T),
-        "generation_mw": sum((_series(n, "generators", "p", p + "gen:" + g[0], T) for g in h.generation),
-                             np.zeros(T)),
+        "generation_mw": sum(
+            (_series(n, "generators", "p", p + "gen:" + g[0], T) for g in h.generation), np.zeros(T)
+        ),
         "price_per_mwh": h.price,
         "carbon_kg_per_mwh": h.carbon,
         "stress": h.stress.astype(int),
@@ -216,7 +244,9 @@ def _readback(n, site: Site, fleet: Fleet, h: Horizon, sc: Scenario) -> Scenario
         b = site.battery
         cols["battery_dispatch_mw"] = _series(n, "storage_units", "p_dispatch", p + "battery", T)
         cols["battery_store_mw"] = _series(n, "storage_units", "p_store", p + "battery", T)
-        cols["soc_mwh"] = _series(n, "storage_units", "state_of_charge", p + "battery", T) + b.energy_mwh * b.soc_min
+        cols["soc_mwh"] = (
+            _series(n, "storage_units", "state_of_charge", p + "battery", T) + b.energy_mwh * b.soc_min
+        )
     links_p0 = n.links_t.p0
     tokens = np.zeros(T)
     gpu_mw = np.zeros(T)
@@ -264,31 +294,68 @@ def _readback(n, site: Site, fleet: Fleet, h: Horizon, sc: Scenario) -> Scenario
     return ScenarioResult(sc.key, sc.objective, frame, totals)
 
 
+_PYPSA_OPTIONS = (
+    "general.allow_network_requests",
+    False,  # no version checks from a planning command
+    "api.legacy_string_dtype",
+    True,
+    "params.optimize.include_objective_constant",
+    False,
+)
+
+
 def build_network(site: Site, fleet: Fleet, h: Horizon, scenarios: list[Scenario]):
     """A PyPSA network holding every scenario as its own disconnected island."""
     import pypsa
 
     for name in ("pypsa", "linopy"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    n = pypsa.Network(name=site.name)
-    n.set_snapshots(h.index)
-    n.snapshot_weightings.loc[:, :] = h.step_h
-    n.add("Carrier", ["AC", "tokens"])
-    for sc in scenarios:
-        _add_scenario(n, site, fleet, h, sc)
+    with pypsa.option_context(*_PYPSA_OPTIONS):
+        n = pypsa.Network(name=site.name)
+        n.set_snapshots(h.index)
+        n.snapshot_weightings.loc[:, :] = h.step_h
+        n.add("Carrier", ["AC", "tokens"])
+        for sc in scenarios:
+            _add_scenario(n, site, fleet, h, sc)
     return n
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """HiGHS prints its banner from C++ before any option can silence it: park fd 1 meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def optimize(n) -> tuple[str, str]:
+    """Solve with HiGHS through its direct interface (no LP file), quietly."""
+    import pypsa
+
+    with pypsa.option_context(*_PYPSA_OPTIONS), _quiet_stdout():
+        return n.optimize(
+            solver_name="highs",
+            io_api="direct",
+            solver_options={"output_flag": False, "log_to_console": False},
+        )
 
 
 def solve(site: Site, fleet: Fleet, h: Horizon, scenarios: list[Scenario]):
     """Build and solve; returns the network and each scenario's read-back schedule."""
     n = build_network(site, fleet, h, scenarios)
-    status, condition = n.optimize(solver_name="highs", io_api="direct",
-                                   solver_options={"output_flag": False, "log_to_console": False})
+    status, condition = optimize(n)
     if status != "ok":
         targets = [f"{s.key}: {s.target_gtok:g} Gtok" for s in scenarios if s.target_gtok is not None]
         if "infeasible" in str(condition) and targets:
             raise UsageError(
-                f"no schedule reaches the token target ({'; '.join(targets)}) within the power the grid offers"
+                f"no schedule reaches the token target ({'; '.join(targets)}) within the power offered"
             )
         raise UsageError(f"the planner's LP did not solve ({status}: {condition})")
     return n, {sc.key: _readback(n, site, fleet, h, sc) for sc in scenarios}

@@ -64,18 +64,28 @@ def reference_draw_mw(fleet: Fleet) -> float:
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
-    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
 
 
-def curtailments(h: Horizon, fleet: Fleet, sched: ScenarioResult, default: ScenarioResult | None) -> list[Curtailment]:
+def curtailments(
+    h: Horizon, fleet: Fleet, sched: ScenarioResult, default: ScenarioResult | None
+) -> list[Curtailment]:
     ref_mw = reference_draw_mw(fleet)
     ref_rate = sum(wf.gpus * wf.tokens_per_s[wf.default_index] for wf in fleet.workloads) * 3600 / 1e9
     # a fleet capped by its budget makes proportionally less at its default setting
     ref_rate *= ref_mw / fleet.draw_mw("default")
     f = sched.frame
-    supply = h.supply_mw if "import_available_mw" not in f else f["import_available_mw"].to_numpy() + h.generation_mw
+    supply = (
+        h.supply_mw
+        if "import_available_mw" not in f
+        else f["import_available_mw"].to_numpy() + h.generation_mw
+    )
     short = np.clip(ref_mw - supply, 0.0, None)
-    batt = (f["battery_dispatch_mw"] - f["battery_store_mw"]).clip(lower=0).to_numpy() if "soc_mwh" in f else 0 * short
+    batt = (
+        (f["battery_dispatch_mw"] - f["battery_store_mw"]).clip(lower=0).to_numpy()
+        if "soc_mwh" in f
+        else 0 * short
+    )
     settings = np.clip(ref_mw - f["gpu_mw"].to_numpy(), 0.0, None)
     tokens = f["tokens_gtok"].to_numpy()
     base = default.frame["tokens_gtok"].to_numpy() if default is not None else tokens
@@ -84,8 +94,11 @@ def curtailments(h: Horizon, fleet: Fleet, sched: ScenarioResult, default: Scena
         hrs = h.step_h
         out.append(
             Curtailment(
-                start=h.index[a], hours=(b - a) * hrs, shortfall_mwh=float(short[a:b].sum() * hrs),
-                battery_mwh=float(batt[a:b].sum() * hrs), settings_mwh=float(settings[a:b].sum() * hrs),
+                start=h.index[a],
+                hours=(b - a) * hrs,
+                shortfall_mwh=float(short[a:b].sum() * hrs),
+                battery_mwh=float(batt[a:b].sum() * hrs),
+                settings_mwh=float(settings[a:b].sum() * hrs),
                 tokens_lost_gtok=float(ref_rate * (b - a) * hrs - tokens[a:b].sum()),
                 tokens_lost_default_gtok=float(ref_rate * (b - a) * hrs - base[a:b].sum()),
             )
@@ -94,8 +107,11 @@ def curtailments(h: Horizon, fleet: Fleet, sched: ScenarioResult, default: Scena
 
 
 def _objective_value(r: ScenarioResult) -> float:
-    return {"tokens": r.totals["tokens_gtok"], "cost": r.totals["energy_cost_usd"],
-            "carbon": r.totals["carbon_kg"]}[r.objective]
+    return {
+        "tokens": r.totals["tokens_gtok"],
+        "cost": r.totals["energy_cost_usd"],
+        "carbon": r.totals["carbon_kg"],
+    }[r.objective]
 
 
 def plan(
@@ -152,15 +168,29 @@ def plan(
         }
     bases = {k: results[k] for k in BASELINES if k in results}
     return PlanResult(
-        site=site, fleet=fleet, steady=rows, best=result.best, objective=objective, target_gtok=target,
-        horizon=h, schedule=sched, baselines=bases,
-        curtailments=curtailments(h, fleet, sched, bases.get("default")), surplus=surplus,
-        network=n, reference_mw=ref_mw,
+        site=site,
+        fleet=fleet,
+        steady=rows,
+        best=result.best,
+        objective=objective,
+        target_gtok=target,
+        horizon=h,
+        schedule=sched,
+        baselines=bases,
+        curtailments=curtailments(h, fleet, sched, bases.get("default")),
+        surplus=surplus,
+        network=n,
+        reference_mw=ref_mw,
     )
 
 
 def export_network(result: PlanResult, path: Path) -> None:
     """Write the solved plan's own network (without the comparison islands) as NetCDF."""
+    if result.network is None:
+        raise UsageError("there is no network to export: the plan had no grid signal")
+    model = getattr(result.network, "model", None)
+    if model is not None:
+        model.solver_model = None  # PyPSA will not copy a network holding a live solver
     n = result.network.copy()
     for comp in ("Bus", "Generator", "Link", "StorageUnit"):
         names = [x for x in n.static(comp).index if not x.startswith(MAIN + "|")]

@@ -34,24 +34,30 @@ class SteadyRow:
 
 def _rows(site: Site, wf: WorkloadFleet, budget_mw: float | None) -> list[SteadyRow]:
     rows = []
-    tags = {wf.max_p_index: "max-p", wf.max_q_index: "max-q", wf.default_index: "default"}
+    named = (("max-p", wf.max_p_index), ("max-q", wf.max_q_index), ("default", wf.default_index))
     for i, s in enumerate(wf.settings):
         tps = float(wf.tokens_per_s[i])
         fits = int(budget_mw * 1e6 // wf.site_w[i]) if budget_mw is not None else None
         running = wf.gpus if fits is None else min(wf.gpus, fits)
         mtok_per_h = tps * 3600 / 1e6
-        energy_usd_h = site.price_per_mwh * wf.site_mean_w[i] * 1e-6  # per GPU-hour
+        energy_usd_h = site.price_per_mwh * float(wf.site_mean_w[i]) * 1e-6  # per GPU-hour
         per_mtok = energy_usd_h / mtok_per_h if mtok_per_h > 0 else float("inf")
         capex = (energy_usd_h + wf.capex_per_gpu_h) / mtok_per_h if site.capex and mtok_per_h > 0 else None
         rows.append(
             SteadyRow(
-                workload=wf.label, setting=float(s), gpu_w=float(wf.gpu_w[i]),
-                site_kw_per_gpu=float(wf.site_w[i] / 1e3), tokens_per_s_per_gpu=tps,
-                mtok_per_mwh=tps * 3600 / 1e6 / (wf.site_mean_w[i] * 1e-6),
-                installed_running=running, installed_tokens_per_s=running * tps,
-                sized_gpus=fits, sized_tokens_per_s=None if fits is None else fits * tps,
-                usd_per_mtok_energy=per_mtok, usd_per_mtok_with_capex=capex,
-                tags=tuple(sorted({t for j, t in tags.items() if j == i})),
+                workload=wf.label,
+                setting=float(s),
+                gpu_w=float(wf.gpu_w[i]),
+                site_kw_per_gpu=float(wf.site_w[i] / 1e3),
+                tokens_per_s_per_gpu=tps,
+                mtok_per_mwh=tps * 3600 / 1e6 / (float(wf.site_mean_w[i]) * 1e-6),
+                installed_running=running,
+                installed_tokens_per_s=running * tps,
+                sized_gpus=fits,
+                sized_tokens_per_s=None if fits is None else fits * tps,
+                usd_per_mtok_energy=per_mtok,
+                usd_per_mtok_with_capex=capex,
+                tags=tuple(t for t, j in named if j == i),
             )
         )
     return rows
@@ -77,8 +83,11 @@ def best_settings(rows: list[SteadyRow]) -> dict[str, dict[str, float]]:
         entry = {"installed_setting": inst.setting, "installed_tokens_per_s": inst.installed_tokens_per_s}
         if mine[0].sized_gpus is not None:
             sized = max(mine, key=lambda r: (r.sized_tokens_per_s or 0.0, -r.setting))
-            entry |= {"sized_setting": sized.setting, "sized_gpus": float(sized.sized_gpus or 0),
-                      "sized_tokens_per_s": float(sized.sized_tokens_per_s or 0.0)}
+            entry |= {
+                "sized_setting": sized.setting,
+                "sized_gpus": float(sized.sized_gpus or 0),
+                "sized_tokens_per_s": float(sized.sized_tokens_per_s or 0.0),
+            }
         cheapest = min(mine, key=lambda r: r.usd_per_mtok_energy)
         entry |= {"cheapest_setting": cheapest.setting, "usd_per_mtok_energy": cheapest.usd_per_mtok_energy}
         out[label] = entry
@@ -87,7 +96,13 @@ def best_settings(rows: list[SteadyRow]) -> dict[str, dict[str, float]]:
 
 def rows_as_dicts(rows: list[SteadyRow]) -> list[dict]:
     return [
-        {k: (list(v) if isinstance(v, tuple) else (None if isinstance(v, float) and not np.isfinite(v) else v))
-         for k, v in r.__dict__.items()}
+        {
+            k: (
+                list(v)
+                if isinstance(v, tuple)
+                else (None if isinstance(v, float) and not np.isfinite(v) else v)
+            )
+            for k, v in r.__dict__.items()
+        }
         for r in rows
     ]
