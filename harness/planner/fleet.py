@@ -94,6 +94,22 @@ class WorkloadFleet:
         return self.gpus * dw * 1e-6, GTOK_PER_MWH_PER_TOKENS_PER_J * dt / dw, v
 
 
+def curtailment_options(wf: WorkloadFleet, power_mw: float) -> dict[str, float | None]:
+    """Site tokens/s one workload keeps on ``power_mw`` three ways: every GPU at the highest
+    setting that fits ("lower"; None when even the lowest does not), as many GPUs as fit at the
+    default setting with the rest off ("off"), and the hull's best mix ("plan")."""
+    x = power_mw * 1e6
+    fits = np.flatnonzero(wf.gpus * wf.site_w <= x * (1 + 1e-12))
+    lower = float(wf.gpus * wf.tokens_per_s[fits].max()) if fits.size else None
+    d = wf.default_index
+    off = float(min(wf.gpus, np.floor(x / wf.site_w[d] + 1e-9)) * wf.tokens_per_s[d])
+    v = wf.hull()
+    w = np.concatenate([[0.0], wf.site_w[v]])
+    t = np.concatenate([[0.0], wf.tokens_per_s[v]])
+    plan = float(wf.gpus * np.interp(min(x / wf.gpus, w[-1]), w, t))
+    return {"lower": lower, "off": off, "plan": plan}
+
+
 @dataclass(frozen=True)
 class Fleet:
     workloads: tuple[WorkloadFleet, ...]

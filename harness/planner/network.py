@@ -70,9 +70,13 @@ class Horizon:
 
 def build_horizon(site: Site, fleet: Fleet, grid: GridSignal) -> Horizon:
     n = len(grid)
-    cap = site.grid.import_mw or fleet.budget_mw or fleet.draw_mw("max_p")
     avail = grid.column("available_mw")
-    import_mw = np.full(n, cap) if avail is None else np.minimum(avail, cap)
+    if avail is None:  # the grid offers whatever the connection carries
+        charge = site.battery.charge_mw if site.battery else 0.0
+        cap = site.grid.import_mw or fleet.budget_mw or fleet.draw_mw("max_p") + charge
+        import_mw = np.full(n, cap)
+    else:
+        import_mw = avail if site.grid.import_mw is None else np.minimum(avail, site.grid.import_mw)
     price = grid.column("price_per_mwh")
     price = np.full(n, site.price_per_mwh) if price is None else price
     carbon = grid.column("carbon_kg_per_mwh")
@@ -118,10 +122,11 @@ def _weights(
         gen = [g[2] * TIE_BREAK for g in h.generation]
         return h.price * TIE_BREAK, (h.price - EXPORT_SPREAD) * TIE_BREAK, gen, 1.0
     if objective == "cost":
-        reward = site.token_value_per_mtok * 1e3 if site.token_value_per_mtok else 0.0
+        # a hair of reward on tokens: among least-cost schedules, the one that makes most
+        reward = site.token_value_per_mtok * 1e3 if site.token_value_per_mtok else TIE_BREAK
         return h.price, h.price - EXPORT_SPREAD, [g[2] for g in h.generation], reward
     if objective == "carbon":
-        return h.carbon, h.carbon - EXPORT_SPREAD, [g[3] for g in h.generation], 0.0
+        return h.carbon, h.carbon - EXPORT_SPREAD, [g[3] for g in h.generation], TIE_BREAK
     raise UsageError(f"unknown objective '{objective}' (choose one of {', '.join(OBJECTIVES)})")
 
 
@@ -294,7 +299,7 @@ def _readback(n, site: Site, fleet: Fleet, h: Horizon, sc: Scenario) -> Scenario
     return ScenarioResult(sc.key, sc.objective, frame, totals)
 
 
-_PYPSA_OPTIONS = (
+PYPSA_OPTIONS = (
     "general.allow_network_requests",
     False,  # no version checks from a planning command
     "api.legacy_string_dtype",
@@ -310,7 +315,7 @@ def build_network(site: Site, fleet: Fleet, h: Horizon, scenarios: list[Scenario
 
     for name in ("pypsa", "linopy"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    with pypsa.option_context(*_PYPSA_OPTIONS):
+    with pypsa.option_context(*PYPSA_OPTIONS):
         n = pypsa.Network(name=site.name)
         n.set_snapshots(h.index)
         n.snapshot_weightings.loc[:, :] = h.step_h
@@ -339,7 +344,7 @@ def optimize(n) -> tuple[str, str]:
     """Solve with HiGHS through its direct interface (no LP file), quietly."""
     import pypsa
 
-    with pypsa.option_context(*_PYPSA_OPTIONS), _quiet_stdout():
+    with pypsa.option_context(*PYPSA_OPTIONS), _quiet_stdout():
         return n.optimize(
             solver_name="highs",
             io_api="direct",

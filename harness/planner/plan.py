@@ -10,6 +10,7 @@ draw; its worth is what the plan gains from it, found by solving again with the 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,15 @@ import pandas as pd
 from harness.errors import UsageError
 from harness.planner.fleet import Fleet, build_fleet
 from harness.planner.grid import load_grid
-from harness.planner.network import OBJECTIVES, Horizon, Scenario, ScenarioResult, build_horizon, solve
+from harness.planner.network import (
+    OBJECTIVES,
+    PYPSA_OPTIONS,
+    Horizon,
+    Scenario,
+    ScenarioResult,
+    build_horizon,
+    solve,
+)
 from harness.planner.site import Site, load_site
 from harness.planner.steady import SteadyRow, best_settings, steady_table
 
@@ -185,15 +194,25 @@ def plan(
 
 
 def export_network(result: PlanResult, path: Path) -> None:
-    """Write the solved plan's own network (without the comparison islands) as NetCDF."""
+    """Write the solved plan's own network (without the comparison islands) as NetCDF, so a
+    utility can load the factory's flexibility into its own study with ``pypsa.Network(path)``."""
+    import pypsa
+
     if result.network is None:
         raise UsageError("there is no network to export: the plan had no grid signal")
     model = getattr(result.network, "model", None)
     if model is not None:
         model.solver_model = None  # PyPSA will not copy a network holding a live solver
-    n = result.network.copy()
-    for comp in ("Bus", "Generator", "Link", "StorageUnit"):
-        names = [x for x in n.static(comp).index if not x.startswith(MAIN + "|")]
-        if names:
-            n.remove(comp, names)
-    n.export_to_netcdf(str(path))
+    with pypsa.option_context(*PYPSA_OPTIONS), warnings.catch_warnings():
+        # pandas deprecation notices raised inside PyPSA's own remove/export code
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        n = result.network.copy()
+        for comp in ("Bus", "Generator", "Link", "StorageUnit"):
+            names = [x for x in n.components[comp].static.index if not x.startswith(MAIN + "|")]
+            if names:
+                n.remove(comp, names)
+        try:
+            n.export_to_netcdf(str(path))
+        except OSError as e:
+            raise UsageError(f"cannot write {path}: {e.strerror or e}") from None

@@ -88,7 +88,8 @@ class Generation(_Strict):
 
 class GridLink(_Strict):
     file: Path | None = None
-    #: most the site may import; defaults to the power budget
+    #: the connection's import limit; without it the grid file's available_mw governs alone (and
+    #: where the file has none, the power budget, else the fleet at Max-P plus battery charging)
     import_mw: float | None = Field(None, gt=0)
     #: most the site may send back during a stress event (0: never)
     export_mw: float = Field(0.0, ge=0)
