@@ -57,6 +57,7 @@ def test_plan_command_runs_out_of_the_box_and_writes_its_outputs(tmp_path):
 
     with pypsa.option_context(*PYPSA_OPTIONS), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # pandas notices inside PyPSA's reader
+        warnings.simplefilter("ignore", DeprecationWarning)
         n = pypsa.Network(str(nc))
     assert len(n.snapshots) == 48 and all(x.startswith("plan|") for x in n.links.index)
     assert "plan|battery" in n.storage_units.index

@@ -119,6 +119,11 @@ class Fleet:
     def gpus(self) -> int:
         return sum(w.gpus for w in self.workloads)
 
+    @property
+    def top_mw(self) -> float:
+        """The most the fleet can draw: every GPU at its hull's top setting, MW."""
+        return sum(w.gpus * w.site_w[w.hull()[-1]] for w in self.workloads) * 1e-6
+
     def draw_mw(self, which: str) -> float:
         """Site power of the whole fleet running at one named setting, MW."""
         return sum(w.gpus * w.site_w[w.index(which)] for w in self.workloads) * 1e-6

@@ -172,7 +172,7 @@ def _add_scenario(n, site: Site, fleet: Fleet, h: Horizon, sc: Scenario) -> None
             state_of_charge_initial=0.0 if b.cyclic else b.energy_mwh * (b.soc_initial - b.soc_min),
         )
     gpu_bus = p + "site"
-    if fleet.budget_mw is not None:
+    if fleet.budget_mw is not None and fleet.budget_mw < fleet.top_mw * (1 - 1e-9):  # only where it can bind
         gpu_bus = p + "facility"
         n.add("Bus", gpu_bus, carrier="AC")
         n.add("Link", p + "facility", bus0=p + "site", bus1=gpu_bus, p_nom=fleet.budget_mw, efficiency=1.0)
