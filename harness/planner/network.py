@@ -119,8 +119,10 @@ def _weights(
 ) -> tuple[np.ndarray, np.ndarray, list[float], float]:
     """Objective coefficients: grid import, export value, generation, token reward (per Gtok)."""
     if objective == "tokens":
-        gen = [g[2] * TIE_BREAK for g in h.generation]
-        return h.price * TIE_BREAK, (h.price - EXPORT_SPREAD) * TIE_BREAK, gen, 1.0
+        # money only breaks ties; a negative price is not let reward burning energy in the battery
+        price = np.clip(h.price, 0.0, None)
+        gen = [max(g[2], 0.0) * TIE_BREAK for g in h.generation]
+        return price * TIE_BREAK, (price - EXPORT_SPREAD) * TIE_BREAK, gen, 1.0
     if objective == "cost":
         # a hair of reward on tokens: among least-cost schedules, the one that makes most
         reward = site.token_value_per_mtok * 1e3 if site.token_value_per_mtok else TIE_BREAK
@@ -277,6 +279,7 @@ def _readback(n, site: Site, fleet: Fleet, h: Horizon, sc: Scenario) -> Scenario
         cols["gpu_mean_mw"] = gpu_mean
         cols["tokens_gtok"] = tokens
     frame = pd.DataFrame(cols, index=h.index)
+    frame = frame.mask(frame.abs() < 1e-9, 0.0)  # solver dust and -0.0
     gen_cost = sum((_series(n, "generators", "p", p + "gen:" + g[0], T) * g[2]).sum() for g in h.generation)
     gen_carbon = sum((_series(n, "generators", "p", p + "gen:" + g[0], T) * g[3]).sum() for g in h.generation)
     cost = float(((frame["grid_import_mw"] - frame["export_mw"]) * h.price).sum() + gen_cost) * hrs

@@ -167,12 +167,14 @@ def plan(
         hrs = h.step_h
         f = sched.frame
         charged = (f["battery_store_mw"].to_numpy() if "soc_mwh" in f else np.zeros(len(f)))[surplus_mask]
+        sign = 1.0 if objective == "tokens" else -1.0
         surplus = {
             "surplus_mwh": float((h.supply_mw - ref_mw).clip(min=0).sum() * hrs),
             "intervals": int(surplus_mask.sum()),
             "stored_mwh": float(charged.sum() * hrs),
             "extra_gpu_mwh": float((f["gpu_mw"].to_numpy()[surplus_mask] - ref_mw).clip(min=0).sum() * hrs),
-            "worth": float(_objective_value(sched) - _objective_value(results[NO_SURPLUS])),
+            # what the plan gains from the surplus: more tokens, or less cost or carbon
+            "worth": float(sign * (_objective_value(sched) - _objective_value(results[NO_SURPLUS]))),
             "worth_unit": {"tokens": "Gtok", "cost": "USD", "carbon": "kg CO2"}[objective],
         }
     bases = {k: results[k] for k in BASELINES if k in results}

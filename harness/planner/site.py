@@ -169,8 +169,8 @@ def load_site(path: Path) -> Site:
         where = ".".join(str(p) for p in first["loc"]) or "site"
         raise ProfileError(f"{path}: invalid site file at '{where}': {first['msg']}") from None
     base = path.resolve().parent
-    workloads = [w.model_copy(update={"curve": base / w.curve}) for w in site.workloads]
+    workloads = [w.model_copy(update={"curve": (base / w.curve).resolve()}) for w in site.workloads]
     grid = site.grid
     if grid.file is not None:
-        grid = grid.model_copy(update={"file": base / grid.file})
+        grid = grid.model_copy(update={"file": (base / grid.file).resolve()})
     return site.model_copy(update={"workloads": workloads, "grid": grid})
