@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -284,6 +285,45 @@ def _root(ctx: typer.Context) -> None:
 
         for line in recover():
             err_console.print(f"[yellow]restored[/] {line}", highlight=False)
+
+
+@app.command()
+def plan(
+    site: Path = typer.Argument(..., help="Site file (TOML), e.g. profiles/sites/example-site.toml."),
+    grid: Path | None = typer.Option(None, "--grid", help="Grid signal CSV (overrides the site file's)."),
+    objective: str = typer.Option(
+        "tokens", "--objective", help="tokens (max), cost or carbon (min, at a token target)."
+    ),
+    token_target: float | None = typer.Option(
+        None,
+        "--token-target",
+        help="Gtok to make over the horizon (cost/carbon; default: what the default setting makes).",
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default results/plan-<site name>)."),
+    export_network: Path | None = typer.Option(
+        None, "--export-network", help="Write the solved PyPSA network (NetCDF)."
+    ),
+    compare: bool = typer.Option(
+        True, "--compare/--no-compare", help="Also solve fixed Max-P, Max-Q and default."
+    ),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write plan.png."),
+) -> None:
+    """Plan an AI factory on its power: tokens per MW per setting, and a grid-interactive schedule."""
+    from harness.planner import export_network as write_network
+    from harness.planner import plan as run_plan
+    from harness.planner.outputs import write_outputs
+    from harness.planner.tables import render
+
+    if export_network is not None and export_network.suffix != ".nc":
+        raise UsageError(f"--export-network writes NetCDF: name the file *.nc, not '{export_network.name}'")
+    r = run_plan(site, grid, objective=objective, token_target_gtok=token_target, compare=compare)
+    for item in render(r):
+        console.print(item)
+    for p in write_outputs(r, out or Path("results") / f"plan-{r.site.name}", plots=plots):
+        console.print(f"wrote {p}")
+    if export_network is not None:
+        write_network(r, export_network)
+        console.print(f"wrote {export_network}")
 
 
 def main() -> None:
