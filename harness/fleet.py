@@ -1,0 +1,514 @@
+"""Fleet campaigns: one `tokbench sweep` per node, submitted to Slurm as a job array.
+
+A campaign is a directory on the shared filesystem, ``<results-root>/<id>/``:
+
+    campaign.json           what was asked for and every submission (job id, tasks)
+    slurm/submit-N.sh       the batch scripts as submitted; slurm/<job>_<task>.out their logs
+    tasks/task-N.json       written by task N when it starts and ends (host, GPUs, argv, exit code)
+    <host>/task-N/          task N's run directory (what `tokbench sweep --out` writes)
+
+Each array task runs the hidden ``tokbench fleet task CAMPAIGN N``, which finds its GPUs (by UUID
+on real nodes, simulated ones otherwise), records itself, and runs `tokbench sweep` as an argv list.
+Slurm specifics live in ``harness.slurm``; reading the runs back lives in ``harness.fleet_collect``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness import slurm
+from harness.errors import UsageError
+
+CAMPAIGN_SCHEMA = "tokbench.fleet"
+CAMPAIGN_SCHEMA_VERSION = 1
+DEFAULT_RESULTS_ROOT = Path("results/fleet")
+#: manifest statuses that mean a task's sweep finished; anything else is resubmitted by --resume
+DONE_STATUSES = frozenset({"complete", "completed", "done"})
+
+_PROFILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_SIM_GPU_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+_OVERRIDE_RE = re.compile(r"^\d{1,3}:[a-z_]+=[A-Za-z0-9_.+\-]+(,[a-z_]+=[A-Za-z0-9_.+\-]+)*$")
+_VALUES_RE = re.compile(r"^[-+0-9.eE]+(,[-+0-9.eE]+)*$")
+_HOST_RE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Submission(_Strict):
+    job_id: str
+    tasks: list[int]
+    submitted: str
+    script: str  # path relative to the campaign directory
+
+
+class Campaign(_Strict):
+    """campaign.json. Every field was validated by ``new_campaign`` before it was written."""
+
+    schema_: Literal["tokbench.fleet"] = Field(CAMPAIGN_SCHEMA, alias="schema")
+    schema_version: int = CAMPAIGN_SCHEMA_VERSION
+    id: str
+    created: str
+    tool_version: str
+    profile: str
+    nodes: int = Field(ge=1, le=10000)
+    gpus_per_node: int = Field(ge=1, le=64)
+    backend: Literal["nvml", "sim"]
+    sim_gpu: str | None = None
+    sim_seed: int = 0
+    #: task index -> per-board overrides for that task's simulated node ("GPU:key=value")
+    sim_overrides: dict[int, list[str]] = Field(default_factory=dict)
+    points: int | None = None
+    values: str | None = None
+    repeats: int | None = None
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = None
+    exclusive: bool = False
+    request_gres: bool = True
+    #: argv prefix that runs tokbench on the nodes
+    launcher: list[str]
+    submissions: list[Submission] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+@dataclass(frozen=True)
+class FleetRequest:
+    """What `tokbench fleet submit` was asked for (before validation)."""
+
+    profile: str
+    nodes: int
+    gpus_per_node: int = 1
+    backend: str = "nvml"
+    sim_gpu: str | None = None
+    sim_seed: int = 0
+    sim_overrides: tuple[str, ...] = ()  # "TASK:GPU:key=value"
+    points: int | None = None
+    values: str | None = None
+    repeats: int | None = None
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = None
+    exclusive: bool = False
+    request_gres: bool = True
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _tool_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tokbench")
+    except Exception:
+        return "0+unknown"
+
+
+def default_launcher() -> list[str]:
+    """How the nodes start tokbench: this interpreter with the CLI module, i.e. the very tokbench
+    that submitted (sbatch exports the environment, PYTHONPATH included), whatever a job's PATH
+    would pick."""
+    return [sys.executable, "-m", "harness.cli"]
+
+
+def _check_profile(profile: str) -> str:
+    """An existing profile file (made absolute: tasks run elsewhere) or a plain profile name.
+    A file path may hold any characters: it reaches `tokbench sweep` as one argv item."""
+    p = Path(profile)
+    if p.is_file():
+        return str(p.resolve())
+    if _PROFILE_NAME_RE.match(profile):
+        return profile
+    raise UsageError(f"profile {profile!r} is neither an existing file nor a plain profile name")
+
+
+def _parse_overrides(specs: tuple[str, ...], nodes: int) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for spec in specs:
+        task_s, sep, rest = spec.partition(":")
+        if not sep or not task_s.isdigit() or not _OVERRIDE_RE.match(rest):
+            raise UsageError(
+                f"--sim-override {spec!r} refused: use TASK:GPU:key=value[,key=value], e.g. 1:0:leakage=1.4"
+            )
+        task = int(task_s)
+        if task >= nodes:
+            raise UsageError(f"--sim-override {spec!r}: task {task} is outside 0..{nodes - 1}")
+        out.setdefault(task, []).append(rest)
+    return out
+
+
+def new_campaign(req: FleetRequest, launcher: list[str] | None = None) -> Campaign:
+    """Validate a request into a campaign record (nothing is written or submitted)."""
+    if req.nodes < 1:
+        raise UsageError("--nodes must be at least 1")
+    if req.gpus_per_node < 1:
+        raise UsageError("--gpus-per-node must be at least 1")
+    backend = "sim" if req.sim_gpu else req.backend
+    if backend not in ("nvml", "sim"):
+        raise UsageError(f"--backend {req.backend!r}: a fleet runs on 'nvml' (real GPUs) or 'sim'")
+    sim_gpu = req.sim_gpu or ("h100-sxm" if backend == "sim" else None)
+    if sim_gpu and not _SIM_GPU_RE.match(sim_gpu):
+        raise UsageError(f"--sim-gpu {sim_gpu!r} refused: not a simulated part name")
+    if req.sim_overrides and backend != "sim":
+        raise UsageError("--sim-override needs the simulated backend (--sim-gpu)")
+    if req.values is not None and not _VALUES_RE.match(req.values):
+        raise UsageError(f"--values {req.values!r} refused: use numbers separated by commas")
+    for name, n in (("--points", req.points), ("--repeats", req.repeats)):
+        if n is not None and n < 1:
+            raise UsageError(f"{name} must be at least 1")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    try:
+        return Campaign(
+            id=f"{stamp}-{secrets.token_hex(2)}",
+            created=_now(),
+            tool_version=_tool_version(),
+            profile=_check_profile(req.profile),
+            nodes=req.nodes,
+            gpus_per_node=req.gpus_per_node,
+            backend=backend,
+            sim_gpu=sim_gpu,
+            sim_seed=req.sim_seed,
+            sim_overrides=_parse_overrides(req.sim_overrides, req.nodes),
+            points=req.points,
+            values=req.values,
+            repeats=req.repeats,
+            partition=slurm.check_partition(req.partition) if req.partition else None,
+            account=slurm.check_account(req.account) if req.account else None,
+            time=slurm.check_time(req.time) if req.time else None,
+            exclusive=req.exclusive,
+            request_gres=req.request_gres,
+            launcher=launcher or default_launcher(),
+        )
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise UsageError(
+            f"invalid fleet request: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+        ) from None
+
+
+# ---- campaign directory -----------------------------------------------------------------------
+
+
+def save_campaign(c: Campaign, cdir: Path) -> None:
+    tmp = cdir / "campaign.json.tmp"
+    tmp.write_text(json.dumps(c.model_dump(mode="json", by_alias=True), indent=2) + "\n")
+    tmp.replace(cdir / "campaign.json")
+
+
+def load_campaign(cdir: Path) -> Campaign:
+    path = cdir / "campaign.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{cdir}: not a fleet campaign (no campaign.json)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path}: unreadable ({e})") from None
+    if not isinstance(raw, dict) or raw.get("schema") != CAMPAIGN_SCHEMA:
+        raise UsageError(f"{path}: not a tokbench fleet campaign file")
+    if raw.get("schema_version") != CAMPAIGN_SCHEMA_VERSION:
+        raise UsageError(f"{path}: campaign schema version {raw.get('schema_version')!r} is not supported")
+    try:
+        return Campaign.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise UsageError(f"{path}: invalid at '{'.'.join(map(str, first['loc']))}': {first['msg']}") from None
+
+
+def resolve_campaign(ref: str | Path, results_root: Path = DEFAULT_RESULTS_ROOT) -> Path:
+    """A campaign directory, given as a path or as an id under the results root."""
+    p = Path(ref)
+    for cand in (p, results_root / str(ref)):
+        if (cand / "campaign.json").is_file():
+            return cand.resolve()
+    raise UsageError(
+        f"no fleet campaign {str(ref)!r} (looked for campaign.json in {p} and {results_root / str(ref)})"
+    )
+
+
+# ---- submission -------------------------------------------------------------------------------
+
+
+def batch_request(c: Campaign, cdir: Path, tasks: list[int]) -> slurm.BatchRequest:
+    return slurm.make_batch_request(
+        job_name=f"tokbench-{c.id}",
+        tasks=tasks,
+        gpus_per_node=c.gpus_per_node,
+        request_gres=c.request_gres,
+        partition=c.partition,
+        account=c.account,
+        time=c.time,
+        exclusive=c.exclusive,
+        workdir=cdir,
+        log_dir=cdir / "slurm",
+        command=[*c.launcher, "fleet", "task", str(cdir)],
+    )
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    campaign_dir: Path
+    job_id: str | None  # None on a dry run or when nothing was missing
+    tasks: tuple[int, ...]
+    script: str
+    sbatch: str  # the sbatch command line, shell-quoted for display
+    #: what each task will run, shell-quoted for display only (tasks run it as an argv list)
+    task_commands: tuple[str, ...] = ()
+
+
+def _submit_tasks(c: Campaign, cdir: Path, tasks: list[int], dry_run: bool) -> tuple[Campaign, SubmitResult]:
+    req = batch_request(c, cdir, tasks)
+    script = slurm.render_script(req)
+    n = len(c.submissions)
+    script_path = cdir / "slurm" / f"submit-{n}.sh"
+    shown = shlex.join(slurm.sbatch_argv(req, script_path))
+    placeholder = (
+        ["<GPU UUIDs from Slurm>"] if c.backend == "nvml" else [str(i) for i in range(c.gpus_per_node)]
+    )
+    commands = tuple(
+        shlex.join(sweep_argv(c, t, placeholder, task_out_dir(cdir, "<host>", t), resume=False))
+        for t in tasks
+    )
+    if dry_run:
+        return c, SubmitResult(cdir, None, tuple(tasks), script, shown, commands)
+    slurm.require_slurm()
+    (cdir / "slurm").mkdir(parents=True, exist_ok=True)
+    (cdir / "tasks").mkdir(exist_ok=True)
+    script_path.write_text(script)
+    job_id = slurm.submit(req, script_path)
+    sub = Submission(
+        job_id=job_id, tasks=list(tasks), submitted=_now(), script=str(script_path.relative_to(cdir))
+    )
+    c = c.model_copy(update={"submissions": [*c.submissions, sub]})
+    save_campaign(c, cdir)
+    return c, SubmitResult(cdir, job_id, tuple(tasks), script, shown, commands)
+
+
+def submit_campaign(
+    req: FleetRequest, results_root: Path, dry_run: bool = False, launcher: list[str] | None = None
+) -> SubmitResult:
+    """Create a campaign under ``results_root`` and submit all its tasks (or, on a dry run, only
+    say what would be submitted: nothing is written)."""
+    c = new_campaign(req, launcher)
+    cdir = slurm.check_path_for_slurm(results_root.resolve() / c.id)
+    if dry_run:
+        return _submit_tasks(c, cdir, list(range(c.nodes)), dry_run=True)[1]
+    slurm.require_slurm()
+    cdir.mkdir(parents=True, exist_ok=False)
+    save_campaign(c, cdir)
+    return _submit_tasks(c, cdir, list(range(c.nodes)), dry_run=False)[1]
+
+
+def resume_campaign(cdir: Path, dry_run: bool = False) -> SubmitResult:
+    """Re-submit only the tasks whose sweep has not finished and that Slurm is not running now."""
+    c = load_campaign(cdir)
+    missing = [s.task for s in campaign_status(cdir, c) if s.needs_resubmit]
+    if not missing:
+        return SubmitResult(cdir, None, (), "", "")
+    return _submit_tasks(c, cdir, missing, dry_run)[1]
+
+
+# ---- the array task ---------------------------------------------------------------------------
+
+
+class TaskRecord(_Strict):
+    """tasks/task-N.json: what one array task ran, where, and how it ended."""
+
+    task: int
+    host: str
+    job_id: str = ""
+    slurm_gpus: list[str] = Field(default_factory=list)
+    gpus: list[str]
+    out: str
+    argv: list[str]
+    started: str
+    ended: str | None = None
+    exit_code: int | None = None
+
+
+def host_name(env: Mapping[str, str]) -> str:
+    raw = env.get("SLURMD_NODENAME") or socket.gethostname().split(".", 1)[0] or "host"
+    return _HOST_RE.sub("_", raw)
+
+
+def task_out_dir(cdir: Path, host: str, task: int) -> Path:
+    return cdir / host / f"task-{task}"
+
+
+def sweep_argv(c: Campaign, task: int, gpus: list[str], out: Path, resume: bool) -> list[str]:
+    """The `tokbench sweep` command of one task, as an argv list (never a shell string)."""
+    argv = [*c.launcher, "sweep", "--profile", c.profile, "--gpus", ",".join(gpus)]
+    argv += ["--resume", str(out)] if resume else ["--out", str(out)]
+    if c.backend == "sim":
+        argv += ["--backend", "sim", "--sim-gpu", str(c.sim_gpu), "--sim-count", str(c.gpus_per_node)]
+        argv += ["--sim-seed", str(c.sim_seed + task)]
+        for spec in c.sim_overrides.get(task, []):
+            argv += ["--sim-override", spec]
+    else:
+        argv += ["--backend", "nvml"]
+    if c.points is not None:
+        argv += ["--points", str(c.points)]
+    if c.values is not None:
+        argv += ["--values", c.values]
+    if c.repeats is not None:
+        argv += ["--repeats", str(c.repeats)]
+    return argv
+
+
+def task_gpus(
+    c: Campaign, env: Mapping[str, str], proc_dir: Path = slurm.PROC_GPUS
+) -> tuple[list[str], list[str]]:
+    """(Slurm's GPU ids, what the sweep gets with --gpus). Simulated nodes sweep all their boards;
+    real nodes sweep exactly the GPUs Slurm allocated, named by UUID."""
+    slurm_ids = slurm.allocated_gpu_ids(env)
+    if c.backend == "sim":
+        return slurm_ids, [str(i) for i in range(c.gpus_per_node)]
+    return slurm_ids, slurm.gpus_as_uuids(slurm_ids, proc_dir)
+
+
+def _write_record(cdir: Path, rec: TaskRecord) -> None:
+    path = cdir / "tasks" / f"task-{rec.task}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rec.model_dump(mode="json"), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read_record(cdir: Path, task: int) -> TaskRecord | None:
+    path = cdir / "tasks" / f"task-{task}.json"
+    try:
+        return TaskRecord.model_validate_json(path.read_text())
+    except (OSError, ValidationError):
+        return None
+
+
+def run_task(cdir: Path, task: int, env: Mapping[str, str] | None = None) -> int:
+    """Body of one array task: find the GPUs, record, run the sweep, record its exit code."""
+    env = dict(os.environ if env is None else env)
+    c = load_campaign(cdir)
+    if not 0 <= task < c.nodes:
+        raise UsageError(f"task {task} is outside this campaign's 0..{c.nodes - 1}")
+    host = host_name(env)
+    out = task_out_dir(cdir, host, task)
+    slurm_ids, gpus = task_gpus(c, env)
+    argv = sweep_argv(c, task, gpus, out, resume=(out / "manifest.json").is_file())
+    rec = TaskRecord(
+        task=task,
+        host=host,
+        job_id=env.get("SLURM_ARRAY_JOB_ID", env.get("SLURM_JOB_ID", "")),
+        slurm_gpus=slurm_ids,
+        gpus=gpus,
+        out=str(out.relative_to(cdir)),
+        argv=argv,
+        started=_now(),
+    )
+    _write_record(cdir, rec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print("tokbench fleet task:", shlex.join(argv), flush=True)
+    try:
+        rc = subprocess.run(argv, cwd=out.parent, env=env, check=False).returncode
+    except OSError as e:
+        rc = 127
+        print(f"tokbench fleet task: cannot start the sweep: {e}", file=sys.stderr, flush=True)
+    _write_record(cdir, rec.model_copy(update={"ended": _now(), "exit_code": rc}))
+    return rc
+
+
+# ---- status -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    task: int
+    job: str  # "<array job>_<task>", empty when never submitted
+    slurm_state: str  # Slurm's state, "gone" once Slurm forgot the job, "unsubmitted"
+    host: str
+    run_dir: Path | None
+    run_status: str  # the manifest's status, "" when there is no run directory yet
+    points_done: int
+    exit_code: int | None
+
+    @property
+    def done(self) -> bool:
+        return self.run_status in DONE_STATUSES
+
+    @property
+    def needs_resubmit(self) -> bool:
+        return not self.done and self.slurm_state not in slurm.ACTIVE_STATES
+
+
+def _run_dir(cdir: Path, task: int, rec: TaskRecord | None) -> Path | None:
+    if rec is not None:
+        return cdir / rec.out
+    found = sorted(cdir.glob(f"*/task-{task}"))
+    return found[0] if found else None
+
+
+def run_progress(run_dir: Path | None) -> tuple[str, int]:
+    """(manifest status, points recorded) of a run directory."""
+    if run_dir is None or not run_dir.is_dir():
+        return "", 0
+    status = ""
+    try:
+        status = str(json.loads((run_dir / "manifest.json").read_text()).get("status", ""))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        status = "unreadable" if (run_dir / "manifest.json").exists() else ""
+    points = 0
+    try:
+        with open(run_dir / "points.csv") as f:
+            points = max(0, sum(1 for line in f if line.strip()) - 1)
+    except OSError:
+        pass
+    return status, points
+
+
+def campaign_status(cdir: Path, c: Campaign | None = None) -> list[TaskStatus]:
+    c = c or load_campaign(cdir)
+    latest: dict[int, str] = {}
+    for sub in c.submissions:
+        for t in sub.tasks:
+            latest[t] = sub.job_id
+    states: dict[str, dict[int, slurm.TaskState]] = {}
+    out: list[TaskStatus] = []
+    for t in range(c.nodes):
+        job_id = latest.get(t)
+        rec = read_record(cdir, t)
+        if job_id is None:
+            state, node = "unsubmitted", ""
+        else:
+            if job_id not in states:
+                states[job_id] = slurm.job_states(job_id)
+            ts = states[job_id].get(t)
+            state, node = (ts.state, ts.node) if ts else ("gone", "")
+        run_dir = _run_dir(cdir, t, rec)
+        run_status, points = run_progress(run_dir)
+        out.append(
+            TaskStatus(
+                task=t,
+                job=f"{job_id}_{t}" if job_id else "",
+                slurm_state=state,
+                host=rec.host if rec else node,
+                run_dir=run_dir,
+                run_status=run_status,
+                points_done=points,
+                exit_code=rec.exit_code if rec else None,
+            )
+        )
+    return out
