@@ -6,8 +6,10 @@ need them, so `tokbench --help` and `tokbench devices` start fast.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,8 +23,59 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# piped output (CI logs, files) gets a wide console rather than rich's 80-column default
+console = Console() if sys.stdout.isatty() else Console(width=200)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
+
+
+BackendOpt = Annotated[str, typer.Option("--backend", help="auto (NVML if a GPU answers, else simulated), nvml or sim")]
+SimGpuOpt = Annotated[str, typer.Option("--sim-gpu", help="simulated part (profiles/gpus/<id>.toml)")]
+SimCountOpt = Annotated[int, typer.Option("--sim-count", min=1, help="number of simulated GPUs in the node")]
+SimSeedOpt = Annotated[int, typer.Option("--sim-seed", help="seed of the simulated node (board variation, noise)")]
+SimOverrideOpt = Annotated[
+    list[str] | None,
+    typer.Option("--sim-override", help="per-board override INDEX:key=value,... (e.g. 1:leakage=1.4)"),
+]
+
+
+def open_node(backend: str, sim_gpu: str, sim_count: int, sim_seed: int, sim_override: list[str] | None):
+    """Open the node's devices and print the backend notice, if any."""
+    from harness.devices import open_devices
+
+    ds = open_devices(backend, sim_gpu=sim_gpu, sim_count=sim_count, sim_seed=sim_seed, sim_overrides=sim_override)
+    if ds.notice:
+        err_console.print(f"[yellow]note:[/] {ds.notice}", highlight=False)
+    return ds
+
+
+@app.command()
+def devices(
+    backend: BackendOpt = "auto",
+    sim_gpu: SimGpuOpt = "h100-sxm",
+    sim_count: SimCountOpt = 1,
+    sim_seed: SimSeedOpt = 0,
+    sim_override: SimOverrideOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+) -> None:
+    """List every GPU: limits, clocks, power now, capabilities, and what could spoil a measurement."""
+    from harness.devices import describe
+
+    ds = open_node(backend, sim_gpu, sim_count, sim_seed, sim_override)
+    try:
+        rows = [describe(d) for d in ds.devices]
+    finally:
+        ds.close()
+    if as_json:
+        print(json.dumps({"backend": ds.backend, "devices": rows}, indent=2))
+        return
+    from harness.render import devices_table
+
+    console.print(devices_table(ds.backend, rows))
+
+
+@app.callback()
+def _root() -> None:
+    """tokbench: tokens per second and per joule across power limits and clocks."""
 
 
 # ---- tokbench fleet: Slurm campaigns (harness/fleet.py, harness/fleet_collect.py) -------------
@@ -32,41 +85,37 @@ fleet_app = typer.Typer(
 )
 app.add_typer(fleet_app, name="fleet")
 
+CampaignArg = Annotated[str, typer.Argument(help="campaign directory, or its id under --results-root")]
+ResultsRootOpt = Annotated[Path, typer.Option("--results-root", help="shared directory that holds the campaigns")]
+
 
 @fleet_app.command("submit")
 def fleet_submit(
-    profile: str = typer.Option(
-        None, "--profile", help="Benchmark profile (file or name) every node sweeps."
-    ),
-    nodes: int = typer.Option(1, "--nodes", help="Number of nodes (array tasks)."),
-    gpus_per_node: int = typer.Option(1, "--gpus-per-node", help="GPUs each task asks for and sweeps."),
-    partition: str = typer.Option(None, "--partition"),
-    account: str = typer.Option(None, "--account"),
-    time: str = typer.Option(None, "--time", help="Slurm time limit per task, e.g. 2:00:00."),
-    results_root: Path = typer.Option(
-        Path("results/fleet"), "--results-root", help="Shared directory for campaigns."
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the batch script; submit nothing."),
-    resume: str = typer.Option(
-        None, "--resume", help="Campaign (dir or id): re-submit only unfinished tasks."
-    ),
-    backend: str = typer.Option("nvml", "--backend", help="nvml (real GPUs) or sim."),
-    sim_gpu: str = typer.Option(
-        None, "--sim-gpu", help="Simulated part for every node (implies --backend sim)."
-    ),
-    sim_seed: int = typer.Option(
-        0, "--sim-seed", help="Seed of task 0's simulated node; task N gets seed+N."
-    ),
-    sim_override: list[str] = typer.Option(
-        [], "--sim-override", help="TASK:GPU:key=value per-board override, e.g. 1:0:leakage=1.4 (repeatable)."
-    ),
-    points: int = typer.Option(None, "--points"),
-    values: str = typer.Option(None, "--values"),
-    repeats: int = typer.Option(None, "--repeats"),
-    exclusive: bool = typer.Option(False, "--exclusive", help="Ask Slurm for whole nodes."),
-    gres: bool = typer.Option(
-        True, "--gres/--no-gres", help="Request gpu GRES (--no-gres: simulated fleets on CPU nodes)."
-    ),
+    profile: Annotated[str | None, typer.Option("--profile", help="profile (file or name) every node sweeps")] = None,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="nodes to sweep (one array task each)")] = 1,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", min=1, help="GPUs each task gets")] = 1,
+    partition: Annotated[str | None, typer.Option("--partition")] = None,
+    account: Annotated[str | None, typer.Option("--account")] = None,
+    time: Annotated[str | None, typer.Option("--time", help="time limit per task, e.g. 2:00:00")] = None,
+    results_root: ResultsRootOpt = Path("results/fleet"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the batch script; submit nothing")] = False,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="campaign (dir or id): re-submit only its unfinished tasks")
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="nvml (real GPUs) or sim")] = "nvml",
+    sim_gpu: Annotated[str | None, typer.Option("--sim-gpu", help="simulated part (implies --backend sim)")] = None,
+    sim_seed: Annotated[int, typer.Option("--sim-seed", help="seed of task 0's node; task N gets seed+N")] = 0,
+    sim_override: Annotated[
+        list[str] | None,
+        typer.Option("--sim-override", help="TASK:GPU:key=value,... per-board override, e.g. 1:0:leakage=1.4"),
+    ] = None,
+    points: Annotated[int | None, typer.Option("--points", help="passed to every sweep")] = None,
+    values: Annotated[str | None, typer.Option("--values", help="passed to every sweep")] = None,
+    repeats: Annotated[int | None, typer.Option("--repeats", help="passed to every sweep")] = None,
+    exclusive: Annotated[bool, typer.Option("--exclusive", help="ask Slurm for whole nodes")] = False,
+    gres: Annotated[
+        bool, typer.Option("--gres/--no-gres", help="request gpu GRES (--no-gres: simulated fleets on CPU nodes)")
+    ] = True,
 ) -> None:
     """Create a campaign and submit one `tokbench sweep` per node as a Slurm job array."""
     from harness import fleet
@@ -74,7 +123,7 @@ def fleet_submit(
     if resume:
         result = fleet.resume_campaign(fleet.resolve_campaign(resume, results_root), dry_run=dry_run)
         if not result.tasks:
-            console.print(f"campaign {result.campaign_dir.name}: nothing to re-submit")
+            console.print(f"campaign {result.campaign_dir.name}: nothing to re-submit", highlight=False)
             return
     else:
         if not profile:
@@ -86,7 +135,7 @@ def fleet_submit(
             backend=backend,
             sim_gpu=sim_gpu,
             sim_seed=sim_seed,
-            sim_overrides=tuple(sim_override),
+            sim_overrides=tuple(sim_override or ()),
             points=points,
             values=values,
             repeats=repeats,
@@ -98,14 +147,13 @@ def fleet_submit(
         )
         result = fleet.submit_campaign(req, results_root, dry_run=dry_run)
     if dry_run:
-        console.print(result.sbatch, highlight=False, soft_wrap=True)
-        console.print(result.script, highlight=False, soft_wrap=True, markup=False)
+        print(result.sbatch)
+        print(result.script, end="")
         for t, cmd in zip(result.tasks, result.task_commands, strict=True):
-            console.print(f"# task {t} runs: {cmd}", highlight=False, soft_wrap=True, markup=False)
+            print(f"# task {t} runs: {cmd}")
         return
     console.print(
-        f"campaign {result.campaign_dir.name}: job {result.job_id}, "
-        f"tasks {','.join(map(str, result.tasks))}\n"
+        f"campaign {result.campaign_dir.name}: job {result.job_id}, tasks {','.join(map(str, result.tasks))}\n"
         f"  dir {result.campaign_dir}",
         highlight=False,
         soft_wrap=True,
@@ -113,124 +161,45 @@ def fleet_submit(
 
 
 @fleet_app.command("status")
-def fleet_status(
-    campaign: str = typer.Argument(..., help="Campaign directory or id."),
-    results_root: Path = typer.Option(Path("results/fleet"), "--results-root"),
-) -> None:
+def fleet_status(campaign: CampaignArg, results_root: ResultsRootOpt = Path("results/fleet")) -> None:
     """Per task: Slurm state, the run's own status, points done."""
-    from rich.table import Table
-
     from harness import fleet
+    from harness.render_fleet import fleet_status_table
 
     cdir = fleet.resolve_campaign(campaign, results_root)
-    table = Table(title=f"campaign {cdir.name}")
-    for col in ("task", "job", "slurm", "host", "run", "points", "exit"):
-        table.add_column(col)
-    for s in fleet.campaign_status(cdir):
-        table.add_row(
-            str(s.task),
-            s.job or "-",
-            s.slurm_state,
-            s.host or "-",
-            s.run_status or "-",
-            str(s.points_done),
-            "-" if s.exit_code is None else str(s.exit_code),
-        )
-    console.print(table)
+    console.print(fleet_status_table(cdir.name, fleet.campaign_status(cdir)))
 
 
 @fleet_app.command("collect")
-def fleet_collect_cmd(
-    campaign: str = typer.Argument(..., help="Campaign directory or id."),
-    results_root: Path = typer.Option(Path("results/fleet"), "--results-root"),
-) -> None:
-    """Merge the runs: per-GPU Max-Q/Max-P, spread, outliers, fleet curve (written to <campaign>/collect/)."""
-    from rich.table import Table
-
+def fleet_collect(campaign: CampaignArg, results_root: ResultsRootOpt = Path("results/fleet")) -> None:
+    """Merge the runs: per-GPU Max-Q/Max-P, spread, outliers, fleet curve (into <campaign>/collect/)."""
     from harness import fleet, fleet_collect
+    from harness.render_fleet import fleet_collect_lines, fleet_gpu_table
 
     r = fleet_collect.collect(fleet.resolve_campaign(campaign, results_root))
-    flagged = {(o.gpu_uuid, o.metric): o for o in r.outliers.itertuples()} if not r.outliers.empty else {}
-    table = Table(title="per GPU")
-    for col in (
-        "task",
-        "host",
-        "gpu",
-        "part",
-        "phase",
-        "batch",
-        "Max-Q tokens/J",
-        "@",
-        "Max-P tokens/s",
-        "@",
-        "outlier",
-    ):
-        table.add_column(col)
-    for g in r.gpus.itertuples():
-        marks = [
-            f"{o.metric.split('_')[1]} {o.direction} ({o.deviation_pct:+.1f}%)"
-            for m in fleet_collect.METRICS
-            if (o := flagged.get((g.gpu_uuid, m)))
-        ]
-        table.add_row(
-            str(g.task),
-            g.host,
-            str(g.gpu_index),
-            g.part,
-            g.phase,
-            str(g.batch_size),
-            f"{g.max_q_tokens_per_j:.4g}",
-            f"{g.max_q_setting:g}",
-            f"{g.max_p_tokens_per_s:.4g}",
-            f"{g.max_p_setting:g}",
-            "; ".join(marks) or "-",
-        )
-    console.print(table)
-    for s in r.spread.itertuples():
-        console.print(
-            f"spread {s.part} {s.phase} b{s.batch_size} {s.metric}: n={s.n} median {s.median:.4g}, "
-            f"range {s.spread_pct:.2f}%, robust CV {s.robust_cv_pct:.2f}%",
-            highlight=False,
-        )
-    console.print(f"outliers (|robust z| > {fleet_collect.Z_THRESHOLD}): {len(r.outliers)}")
-    for s in r.incomplete:
-        console.print(
-            f"[yellow]incomplete[/] task {s.task} ({s.job or 'never submitted'}): Slurm {s.slurm_state}, "
-            f"run {s.run_status or 'not started'}, {s.points_done} points",
-            highlight=False,
-        )
-    console.print(f"wrote {r.out_dir}", highlight=False, soft_wrap=True)
+    console.print(fleet_gpu_table(r))
+    for line in fleet_collect_lines(r):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @fleet_app.command("task", hidden=True)
 def fleet_task(campaign_dir: Path, task: int) -> None:
-    """One array task (run by the batch script, not by hand)."""
+    """One array task (the batch script runs it; not for hand use)."""
     from harness import fleet
 
     raise typer.Exit(fleet.run_task(campaign_dir, task))
 
 
 def main() -> None:
-    """Console-script entry point: every TokbenchError becomes one line and a non-zero exit."""
+    """Console-script entry point: every TokbenchError becomes one line and a non-zero exit.
+
+    Typer/click handle their own usage errors (unknown option, bad type) in standalone mode.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except TokbenchError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as e:  # click's own usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        if isinstance(e, click.ClickException):
-            err_console.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
-            sys.exit(e.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -110,7 +110,7 @@ class FleetRequest:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _tool_version() -> str:
@@ -174,7 +174,7 @@ def new_campaign(req: FleetRequest, launcher: list[str] | None = None) -> Campai
     for name, n in (("--points", req.points), ("--repeats", req.repeats)):
         if n is not None and n < 1:
             raise UsageError(f"{name} must be at least 1")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     try:
         return Campaign(
             id=f"{stamp}-{secrets.token_hex(2)}",
@@ -199,9 +199,7 @@ def new_campaign(req: FleetRequest, launcher: list[str] | None = None) -> Campai
         )
     except ValidationError as e:
         first = e.errors()[0]
-        raise UsageError(
-            f"invalid fleet request: {'.'.join(map(str, first['loc']))}: {first['msg']}"
-        ) from None
+        raise UsageError(f"invalid fleet request: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
 # ---- campaign directory -----------------------------------------------------------------------
@@ -238,9 +236,7 @@ def resolve_campaign(ref: str | Path, results_root: Path = DEFAULT_RESULTS_ROOT)
     for cand in (p, results_root / str(ref)):
         if (cand / "campaign.json").is_file():
             return cand.resolve()
-    raise UsageError(
-        f"no fleet campaign {str(ref)!r} (looked for campaign.json in {p} and {results_root / str(ref)})"
-    )
+    raise UsageError(f"no fleet campaign {str(ref)!r} (looked for campaign.json in {p} and {results_root / str(ref)})")
 
 
 # ---- submission -------------------------------------------------------------------------------
@@ -279,12 +275,9 @@ def _submit_tasks(c: Campaign, cdir: Path, tasks: list[int], dry_run: bool) -> t
     n = len(c.submissions)
     script_path = cdir / "slurm" / f"submit-{n}.sh"
     shown = shlex.join(slurm.sbatch_argv(req, script_path))
-    placeholder = (
-        ["<GPU UUIDs from Slurm>"] if c.backend == "nvml" else [str(i) for i in range(c.gpus_per_node)]
-    )
+    placeholder = ["<GPU UUIDs from Slurm>"] if c.backend == "nvml" else [str(i) for i in range(c.gpus_per_node)]
     commands = tuple(
-        shlex.join(sweep_argv(c, t, placeholder, task_out_dir(cdir, "<host>", t), resume=False))
-        for t in tasks
+        shlex.join(sweep_argv(c, t, placeholder, task_out_dir(cdir, "<host>", t), resume=False)) for t in tasks
     )
     if dry_run:
         return c, SubmitResult(cdir, None, tuple(tasks), script, shown, commands)
@@ -293,9 +286,7 @@ def _submit_tasks(c: Campaign, cdir: Path, tasks: list[int], dry_run: bool) -> t
     (cdir / "tasks").mkdir(exist_ok=True)
     script_path.write_text(script)
     job_id = slurm.submit(req, script_path)
-    sub = Submission(
-        job_id=job_id, tasks=list(tasks), submitted=_now(), script=str(script_path.relative_to(cdir))
-    )
+    sub = Submission(job_id=job_id, tasks=list(tasks), submitted=_now(), script=str(script_path.relative_to(cdir)))
     c = c.model_copy(update={"submissions": [*c.submissions, sub]})
     save_campaign(c, cdir)
     return c, SubmitResult(cdir, job_id, tuple(tasks), script, shown, commands)
@@ -372,9 +363,7 @@ def sweep_argv(c: Campaign, task: int, gpus: list[str], out: Path, resume: bool)
     return argv
 
 
-def task_gpus(
-    c: Campaign, env: Mapping[str, str], proc_dir: Path = slurm.PROC_GPUS
-) -> tuple[list[str], list[str]]:
+def task_gpus(c: Campaign, env: Mapping[str, str], proc_dir: Path = slurm.PROC_GPUS) -> tuple[list[str], list[str]]:
     """(Slurm's GPU ids, what the sweep gets with --gpus). Simulated nodes sweep all their boards;
     real nodes sweep exactly the GPUs Slurm allocated, named by UUID."""
     slurm_ids = slurm.allocated_gpu_ids(env)

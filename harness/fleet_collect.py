@@ -114,8 +114,7 @@ def gpu_table(statuses: list[fleet.TaskStatus]) -> tuple[pd.DataFrame, pd.DataFr
             continue
         per["task"], per["host"] = st.task, st.host
         per["part"] = [
-            str(devs.get(u, {}).get("name") or devs.get(u, {}).get("part") or "unknown")
-            for u in per["gpu_uuid"]
+            str(devs.get(u, {}).get("name") or devs.get(u, {}).get("part") or "unknown") for u in per["gpu_uuid"]
         ]
         settings.append(per)
         for key, g in per.groupby(["gpu_index", "gpu_uuid", "part", "knob", "phase", "batch_size"]):
@@ -337,8 +336,7 @@ def collect(cdir: Path) -> Collected:
     incomplete = [s for s in statuses if not s.done]
     if gpus.empty:
         raise FleetCollectError(
-            f"campaign {c.id}: no finished run with valid points yet "
-            f"({len(incomplete)} of {c.nodes} tasks unfinished)"
+            f"campaign {c.id}: no finished run with valid points yet ({len(incomplete)} of {c.nodes} tasks unfinished)"
         )
     gpus, spread, outliers = spread_and_outliers(gpus)
     exclude = set(outliers["gpu_uuid"]) if not outliers.empty else set()

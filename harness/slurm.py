@@ -244,17 +244,13 @@ def job_states(job_id: str) -> dict[int, TaskState]:
     storage is assumed, so ``sacct`` is not consulted)."""
     if shutil.which("scontrol") is None:
         return {}
-    proc = subprocess.run(
-        ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return {}
     return parse_scontrol_jobs(proc.stdout)
 
 
-ACTIVE_STATES = frozenset(
-    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
-)
+ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"})
 
 
 # ---- GPUs Slurm gave a task -------------------------------------------------------------------

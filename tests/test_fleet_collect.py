@@ -87,9 +87,7 @@ def _campaign(tmp_path: Path, boards: dict[tuple[int, int], tuple[float, float]]
             }
             for g, _ in gpus
         ]
-        (out / "manifest.json").write_text(
-            json.dumps({"status": unfinished.get(t, "complete"), "devices": devices})
-        )
+        (out / "manifest.json").write_text(json.dumps({"status": unfinished.get(t, "complete"), "devices": devices}))
     return c, cdir
 
 
@@ -105,9 +103,7 @@ def test_robust_z_threshold_and_floor() -> None:
 
 def test_collect_flags_the_planted_board_only(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
-    boards = {
-        (t, g): (1.0 + rng.normal(0, 0.01), 1.0 + rng.normal(0, 0.005)) for t in range(3) for g in range(2)
-    }
+    boards = {(t, g): (1.0 + rng.normal(0, 0.01), 1.0 + rng.normal(0, 0.005)) for t in range(3) for g in range(2)}
     boards[(1, 0)] = (0.88, boards[(1, 0)][1])  # 12% less efficient: the planted outlier
     c, cdir = _campaign(tmp_path, boards, unfinished={3: "interrupted"})
     r = fleet_collect.collect(cdir)
@@ -117,9 +113,7 @@ def test_collect_flags_the_planted_board_only(tmp_path: Path) -> None:
     row = r.gpus[(r.gpus.task == 2) & (r.gpus.gpu_index == 1)].iloc[0]
     eff, speed = boards[(2, 1)]
     # 200 W's repeat 1 is flagged, so its mean is repeat 0 alone; elsewhere the mean of both repeats
-    means = {
-        lim: speed * 10000 * (1 - np.exp(-lim / 250)) * (1.0 if lim == 200 else 1.0005) for lim in LIMITS_W
-    }
+    means = {lim: speed * 10000 * (1 - np.exp(-lim / 250)) * (1.0 if lim == 200 else 1.0005) for lim in LIMITS_W}
     best_tpj = max(tps / (lim * 0.97 / eff) for lim, tps in means.items())
     assert row.max_q_tokens_per_j == pytest.approx(best_tpj, rel=1e-9)
     assert row.max_p_setting == 700.0
@@ -156,9 +150,7 @@ def test_collect_flags_the_planted_board_only(tmp_path: Path) -> None:
 
 def test_healthy_fleet_has_no_outlier(tmp_path: Path) -> None:
     rng = np.random.default_rng(11)
-    boards = {
-        (t, g): (1.0 + rng.normal(0, 0.01), 1.0 + rng.normal(0, 0.005)) for t in range(4) for g in range(2)
-    }
+    boards = {(t, g): (1.0 + rng.normal(0, 0.01), 1.0 + rng.normal(0, 0.005)) for t in range(4) for g in range(2)}
     _, cdir = _campaign(tmp_path, boards, unfinished={})
     r = fleet_collect.collect(cdir)
     assert r.outliers.empty and r.incomplete == []

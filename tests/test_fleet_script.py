@@ -55,9 +55,7 @@ def _no_pwned(root: Path) -> None:
 # ---- validation -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "value", ["gpu;rm -rf /", "gpu rm", "$(id)", "a`b`", "gpu\nx", "", "-x", "a|b", "a>b"]
-)
+@pytest.mark.parametrize("value", ["gpu;rm -rf /", "gpu rm", "$(id)", "a`b`", "gpu\nx", "", "-x", "a|b", "a>b"])
 def test_hostile_partition_and_account_are_refused(value: str) -> None:
     with pytest.raises(UsageError):
         slurm.check_partition(value)
@@ -181,9 +179,7 @@ def test_script_runs_hostile_paths_as_data(tmp_path: Path) -> None:
     )
     script = tmp_path / "s.sh"
     script.write_text(slurm.render_script(req))
-    subprocess.run(
-        ["bash", str(script)], cwd=tmp_path, env={**os.environ, "SLURM_ARRAY_TASK_ID": "1"}, check=True
-    )
+    subprocess.run(["bash", str(script)], cwd=tmp_path, env={**os.environ, "SLURM_ARRAY_TASK_ID": "1"}, check=True)
     assert json.loads((tmp_path / "argv.json").read_text()) == ["fleet", "task", str(cdir), "1"]
     _no_pwned(tmp_path)
 
@@ -378,9 +374,7 @@ def test_run_task_records_and_runs_sweep_with_exact_argv(tmp_path: Path, monkeyp
 
 def test_status_and_resume_pick_only_unfinished_idle_tasks(tmp_path: Path, monkeypatch) -> None:
     exe = _fake_tokbench(tmp_path)
-    c = fleet.new_campaign(
-        fleet.FleetRequest(profile="smoke", nodes=4, sim_gpu="h100-sxm"), launcher=[str(exe)]
-    )
+    c = fleet.new_campaign(fleet.FleetRequest(profile="smoke", nodes=4, sim_gpu="h100-sxm"), launcher=[str(exe)])
     c = c.model_copy(
         update={
             "submissions": [
@@ -416,9 +410,7 @@ def test_status_and_resume_pick_only_unfinished_idle_tasks(tmp_path: Path, monke
 
     submitted: list[tuple[slurm.BatchRequest, str]] = []
     monkeypatch.setattr(slurm, "require_slurm", lambda: None)
-    monkeypatch.setattr(
-        slurm, "submit", lambda req, script: submitted.append((req, script.read_text())) or "51"
-    )
+    monkeypatch.setattr(slurm, "submit", lambda req, script: submitted.append((req, script.read_text())) or "51")
     r = fleet.resume_campaign(cdir)
     assert r.job_id == "51" and r.tasks == (1, 3)
     assert "#SBATCH --array=1,3" in submitted[0][1]
