@@ -27,7 +27,14 @@ die() { log "error: $*"; exit 1; }
 
 need_root() { [[ $(id -u) -eq 0 ]] || die "must run as root (it writes $CONF and starts daemons)"; }
 
-pid_alive() { [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid file names a live daemon of the expected name (a stale file's pid may have been reused).
+pid_alive() {
+    local file=$1 name pid
+    name="$(basename "$file" .pid)"
+    [[ -s "$file" ]] || return 1
+    pid="$(cat "$file")"
+    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]]
+}
 
 install_packages() {
     if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
