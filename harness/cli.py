@@ -73,9 +73,138 @@ def devices(
     console.print(devices_table(ds.backend, rows))
 
 
+def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"{what}: expected comma-separated numbers, got '{text}'") from None
+
+
+def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
+    vals = _floats(text, what)
+    if vals is None:
+        return None
+    if any(v != int(v) or v < 1 for v in vals):
+        raise UsageError(f"{what}: expected comma-separated positive integers, got '{text}'")
+    return tuple(int(v) for v in vals)
+
+
+@app.command()
+def sweep(
+    profile: Annotated[str, typer.Option(help="profile name (profiles/<name>.toml) or file")] = "train-llama-1b",
+    gpus: Annotated[str | None, typer.Option(help="GPUs to change: 0,1 / all / UUIDs")] = None,
+    knob: Annotated[str | None, typer.Option(help="power-limit or sm-clock (default: the profile's)")] = None,
+    points: Annotated[int | None, typer.Option(help="number of settings spread over the range")] = None,
+    step: Annotated[float | None, typer.Option(help="spacing of settings (W or MHz) from the max down")] = None,
+    values: Annotated[str | None, typer.Option(help="explicit settings, e.g. 300,450,700")] = None,
+    percent: Annotated[str | None, typer.Option(help="settings as percent of max, e.g. 40,60,80,100")] = None,
+    search: Annotated[str | None, typer.Option(help="max-q: adaptive search for the most tokens/J")] = None,
+    ci_pct: Annotated[float, typer.Option(help="adaptive search: stop when the best's 95% CI is this narrow (%)")]
+    = 1.0,
+    batch_sizes: Annotated[str | None, typer.Option(help="inference batch sizes, e.g. 1,8,64")] = None,
+    repeats: Annotated[int | None, typer.Option(min=1)] = None,
+    order: Annotated[str | None, typer.Option(help="descending, ascending or interleaved")] = None,
+    window: Annotated[float | None, typer.Option(help="measurement window per phase, device seconds")] = None,
+    warmup_min: Annotated[float | None, typer.Option(help="minimum warm-up per point, seconds")] = None,
+    warmup_max: Annotated[float | None, typer.Option(help="warm-up timeout per point, seconds")] = None,
+    observe: Annotated[bool, typer.Option(help="measure at the current setting only; change nothing")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="allow changing every GPU of the node")] = False,
+    allow_busy: Annotated[bool, typer.Option(help="measure GPUs where other processes compute (flagged)")] = False,
+    dry_run: Annotated[bool, typer.Option(help="print the plan and its device time; touch nothing")] = False,
+    max_time: Annotated[float | None, typer.Option(help="end the run cleanly after this many device seconds")]
+    = None,
+    out: Annotated[str, typer.Option(help="results root; the run goes to OUT/<run-id>/")] = "results",
+    resume: Annotated[str | None, typer.Option(help="continue an interrupted run directory")] = None,
+    run_id: Annotated[str | None, typer.Option(help="name of the run directory (default: generated)")] = None,
+    backend: BackendOpt = "auto",
+    sim_gpu: SimGpuOpt = "h100-sxm",
+    sim_count: SimCountOpt = 1,
+    sim_seed: SimSeedOpt = 0,
+    sim_override: SimOverrideOpt = None,
+) -> None:
+    """Sweep the power limit (or locked SM clock) and measure tokens/s and tokens/J at each setting."""
+    from harness.sweep import SweepOptions
+
+    opts = SweepOptions(
+        profile=profile, gpus=gpus, knob=knob, points=points, step=step, values=_floats(values, "--values"),
+        percent=_floats(percent, "--percent"), search=search, search_ci_pct=ci_pct,
+        batch_sizes=_ints(batch_sizes, "--batch-sizes"), repeats=repeats, order=order, window_s=window,
+        warmup_min_s=warmup_min, warmup_max_s=warmup_max, observe=observe, yes=yes, allow_busy=allow_busy,
+        dry_run=dry_run, max_time_s=max_time, out=out, resume=resume, run_id=run_id, backend=backend,
+        sim_gpu=sim_gpu, sim_count=sim_count, sim_seed=sim_seed, sim_overrides=tuple(sim_override or ()),
+        command=" ".join(sys.argv),
+    )
+    _run(opts)
+
+
+@app.command("run")
+def run_point(
+    profile: Annotated[str, typer.Option(help="profile name or file")] = "train-llama-1b",
+    value: Annotated[float | None, typer.Option(help="setting to measure at (W or MHz); default: current")] = None,
+    knob: Annotated[str | None, typer.Option(help="power-limit or sm-clock")] = None,
+    gpus: Annotated[str | None, typer.Option(help="GPUs to change: 0,1 / all")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    repeats: Annotated[int, typer.Option(min=1)] = 1,
+    window: Annotated[float | None, typer.Option(help="measurement window, device seconds")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="allow changing every GPU of the node")] = False,
+    out: Annotated[str, typer.Option(help="results root")] = "results",
+    backend: BackendOpt = "auto",
+    sim_gpu: SimGpuOpt = "h100-sxm",
+    sim_count: SimCountOpt = 1,
+    sim_seed: SimSeedOpt = 0,
+    sim_override: SimOverrideOpt = None,
+) -> None:
+    """Measure a single point: at --value, or at the current setting (observe)."""
+    from harness.sweep import SweepOptions
+
+    opts = SweepOptions(
+        profile=profile, gpus=gpus, knob=knob, values=None if value is None else (value,),
+        observe=value is None, yes=yes, batch_sizes=None if batch_size is None else (batch_size,),
+        repeats=repeats, window_s=window, out=out, backend=backend, sim_gpu=sim_gpu, sim_count=sim_count,
+        sim_seed=sim_seed, sim_overrides=tuple(sim_override or ()), command=" ".join(sys.argv),
+    )
+    _run(opts)
+
+
+def _run(opts) -> None:
+    """Run a sweep with a live display; print messages, the summary and where it was written."""
+    from harness.render import live_sweep, plan_text, summary_table
+    from harness.sweep import LiveStatus, run_sweep
+
+    status = LiveStatus()
+    with live_sweep(console, status):
+        result = run_sweep(opts, status=status)
+    for m in result.messages:
+        err_console.print(f"[yellow]note:[/] {m}", highlight=False)
+    if result.status == "dry-run":
+        console.print(plan_text(result.plan, result.estimate_s))
+        return
+    console.print(summary_table(result.points))
+    console.print(f"run {result.status}: {result.run_dir.path}")
+
+
+@app.command()
+def restore() -> None:
+    """Put back settings left behind by a run that was killed (from its journal)."""
+    from harness.guard import recover
+
+    lines = recover()
+    for line in lines:
+        console.print(f"restored {line}")
+    if not lines:
+        console.print("nothing to restore")
+
+
 @app.callback()
-def _root() -> None:
+def _root(ctx: typer.Context) -> None:
     """tokbench: tokens per second and per joule across power limits and clocks."""
+    if ctx.invoked_subcommand not in (None, "restore"):
+        from harness.guard import recover
+
+        for line in recover():
+            err_console.print(f"[yellow]restored[/] {line}", highlight=False)
 
 
 # ---- tokbench fleet: Slurm campaigns (harness/fleet.py, harness/fleet_collect.py) -------------
@@ -200,6 +329,9 @@ def main() -> None:
     except TokbenchError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted:[/] settings restored; finished points are kept", highlight=False)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
