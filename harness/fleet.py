@@ -5,7 +5,8 @@ A campaign is a directory on the shared filesystem, ``<results-root>/<id>/``:
     campaign.json           what was asked for and every submission (job id, tasks)
     slurm/submit-N.sh       the batch scripts as submitted; slurm/<job>_<task>.out their logs
     tasks/task-N.json       written by task N when it starts and ends (host, GPUs, argv, exit code)
-    <host>/task-N/          task N's run directory (what `tokbench sweep --out` writes)
+    <host>/task-N/          task N's run directory (`tokbench sweep --out <host> --run-id task-N`);
+                            a retry on another host or other GPUs writes <host>/task-N-retryK/
 
 Each array task runs the hidden ``tokbench fleet task CAMPAIGN N``, which finds its GPUs (by UUID
 on real nodes, simulated ones otherwise), records itself, and runs `tokbench sweep` as an argv list.
@@ -344,9 +345,12 @@ def task_out_dir(cdir: Path, host: str, task: int) -> Path:
 
 
 def sweep_argv(c: Campaign, task: int, gpus: list[str], out: Path, resume: bool) -> list[str]:
-    """The `tokbench sweep` command of one task, as an argv list (never a shell string)."""
+    """The `tokbench sweep` command of one task, as an argv list (never a shell string). A resumed
+    run takes every option from its own manifest, so only the directory is passed."""
+    if resume:
+        return [*c.launcher, "sweep", "--resume", str(out)]
     argv = [*c.launcher, "sweep", "--profile", c.profile, "--gpus", ",".join(gpus)]
-    argv += ["--resume", str(out)] if resume else ["--out", str(out)]
+    argv += ["--out", str(out.parent), "--run-id", out.name]
     if c.backend == "sim":
         argv += ["--backend", "sim", "--sim-gpu", str(c.sim_gpu), "--sim-count", str(c.gpus_per_node)]
         argv += ["--sim-seed", str(c.sim_seed + task)]
@@ -361,6 +365,24 @@ def sweep_argv(c: Campaign, task: int, gpus: list[str], out: Path, resume: bool)
     if c.repeats is not None:
         argv += ["--repeats", str(c.repeats)]
     return argv
+
+
+def choose_run_dir(cdir: Path, task: int, host: str, gpus: list[str]) -> tuple[Path, bool]:
+    """(run directory, resume?) for this attempt. An unfinished run is resumed only on the same
+    host with the same GPUs (a resumed sweep keeps its recorded GPUs, and Slurm may hand out
+    others); otherwise the attempt starts fresh in ``task-N-retryK`` beside the old one."""
+    prev = read_record(cdir, task)
+    if prev is not None and prev.host == host and prev.gpus == gpus:
+        old = cdir / prev.out
+        status, _ = run_progress(old)
+        if (old / "manifest.json").is_file() and status not in DONE_STATUSES:
+            return old, True
+    out = task_out_dir(cdir, host, task)
+    k = 0
+    while out.exists():
+        k += 1
+        out = out.with_name(f"task-{task}-retry{k}")
+    return out, False
 
 
 def task_gpus(c: Campaign, env: Mapping[str, str], proc_dir: Path = slurm.PROC_GPUS) -> tuple[list[str], list[str]]:
@@ -395,9 +417,9 @@ def run_task(cdir: Path, task: int, env: Mapping[str, str] | None = None) -> int
     if not 0 <= task < c.nodes:
         raise UsageError(f"task {task} is outside this campaign's 0..{c.nodes - 1}")
     host = host_name(env)
-    out = task_out_dir(cdir, host, task)
     slurm_ids, gpus = task_gpus(c, env)
-    argv = sweep_argv(c, task, gpus, out, resume=(out / "manifest.json").is_file())
+    out, resume = choose_run_dir(cdir, task, host, gpus)
+    argv = sweep_argv(c, task, gpus, out, resume)
     rec = TaskRecord(
         task=task,
         host=host,

@@ -31,7 +31,7 @@ if args[:2] == ["fleet", "task"]:
     main()
 assert args[0] == "sweep", args
 opt = {{args[i]: args[i + 1] for i in range(1, len(args) - 1, 2)}}
-out = Path(opt.get("--out") or opt["--resume"])
+out = Path(opt["--out"]) / opt["--run-id"] if "--out" in opt else Path(opt["--resume"])
 out.mkdir(parents=True, exist_ok=True)
 (out / "argv.json").write_text(json.dumps(args))
 (out / "manifest.json").write_text(json.dumps({{"status": os.environ.get("FAKE_STATUS", "complete")}}))
@@ -264,7 +264,9 @@ def test_sweep_argv_sim_and_real(tmp_path: Path) -> None:
         "--gpus",
         "0,1",
         "--out",
-        str(out),
+        str(out.parent),
+        "--run-id",
+        "task-2",
         "--backend",
         "sim",
         "--sim-gpu",
@@ -281,8 +283,7 @@ def test_sweep_argv_sim_and_real(tmp_path: Path) -> None:
         "2",
     ]
     assert "--sim-override" not in fleet.sweep_argv(c, 0, ["0", "1"], out, resume=False)
-    resumed = fleet.sweep_argv(c, 1, ["0", "1"], out, resume=True)
-    assert resumed[resumed.index("--resume") + 1] == str(out) and "--out" not in resumed
+    assert fleet.sweep_argv(c, 1, ["0", "1"], out, resume=True) == ["tokbench", "sweep", "--resume", str(out)]
     real = fleet.new_campaign(fleet.FleetRequest(profile="smoke", nodes=1), launcher=["tokbench"])
     argv = fleet.sweep_argv(real, 0, ["GPU-a", "GPU-b"], out, resume=False)
     assert argv[argv.index("--gpus") + 1] == "GPU-a,GPU-b" and argv[-2:] == ["--backend", "nvml"]
@@ -362,12 +363,19 @@ def test_run_task_records_and_runs_sweep_with_exact_argv(tmp_path: Path, monkeyp
     assert argv[argv.index("--profile") + 1] == str(prof.resolve())
     assert argv[argv.index("--sim-override") + 1] == "0:leakage=1.4"
     _no_pwned(tmp_path)
-    # a second attempt on the same host resumes the run directory instead of starting over
+    # a finished run is never overwritten: a new attempt starts fresh beside it
+    env["FAKE_STATUS"] = "interrupted"
+    assert fleet.run_task(cdir, 1, env) == 0
+    assert fleet.read_record(cdir, 1).out == "node_a_1/task-1-retry1"
+    # an interrupted run on the same host and GPUs is resumed, options and all from its manifest
     env["FAKE_RC"] = "3"
     assert fleet.run_task(cdir, 1, env) == 3
-    argv = json.loads((cdir / "node_a_1" / "task-1" / "argv.json").read_text())
-    assert "--resume" in argv and "--out" not in argv
-    assert fleet.read_record(cdir, 1).exit_code == 3
+    rec = fleet.read_record(cdir, 1)
+    assert rec.out == "node_a_1/task-1-retry1" and rec.exit_code == 3
+    assert rec.argv == [str(exe), "sweep", "--resume", str(cdir / "node_a_1" / "task-1-retry1")]
+    # ... but not on another host: that one starts its own run directory
+    assert fleet.run_task(cdir, 1, {**env, "SLURMD_NODENAME": "other"}) == 3
+    assert fleet.read_record(cdir, 1).out == "other/task-1"
     with pytest.raises(UsageError):
         fleet.run_task(cdir, 2, env)
 
