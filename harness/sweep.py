@@ -15,6 +15,7 @@ adaptive Max-Q search (``MaxQSearch``), which chooses each next setting from the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 from collections.abc import Callable, Iterator, Sequence
@@ -656,47 +657,44 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         if plan.search:
             lo, hi, discrete = knob_range(devices[0], knob)
             snap = (lambda v: min(discrete, key=lambda c: abs(c - v))) if discrete else (lambda v: round(v, 1))
-            source = MaxQSearch(lo, hi, batch_sizes[0], resolution=(hi - lo) / 40, ci_pct=plan.search_ci_pct,
+            source = MaxQSearch(lo, hi, batch_sizes[0], resolution=(hi - lo) / 20, ci_pct=plan.search_ci_pct,
                                 snap=snap)
         else:
             source = GridSource(plan)
-        sampler = Sampler(devices)
-        sampler.start()
-        try:
-            if resumed is not None:
-                run_dir = resumed
-                existing = run_dir.points()
-                done = {(float(r.setting), int(r.batch_size), int(r.repeat), str(r.phase))
-                        for r in existing.itertuples()}
-                next_index = int(existing["point_index"].max()) + 1 if len(existing) else 0
-                run_dir.update_manifest(status="running")
-            else:
-                spec = make_workload(devices[0], batch_sizes[0]).spec
-                manifest = _manifest(opts, profile, plan, devices, ds.backend, spec, reopen)
-                manifest["idle_power_w"] = {str(k): v for k, v in measure_idle(devices, sampler).items()}
-                run_dir = RunDir.create(opts.out, opts.run_id or new_run_id(profile.name or "sweep"), manifest)
-                done, next_index = set(), 0
-            ctx = SweepContext(devices, plan, source, make_workload, run_dir, sampler, None,
-                               status or LiveStatus(), on_point, next_index, done)
-            ctx.status.total = None if plan.search else len(plan.grid())
-            final = "failed"
+        # the per-GPU locks come first, so a refused run leaves nothing behind
+        guard = contextlib.nullcontext() if observe else guard_mod.Guard(devices, reopen)
+        with guard as g:
+            sampler = Sampler(devices)
+            sampler.start()
             try:
-                if observe:
-                    run_points(ctx)
+                if resumed is not None:
+                    run_dir = resumed
+                    existing = run_dir.points()
+                    done = {(float(r.setting), int(r.batch_size), int(r.repeat), str(r.phase))
+                            for r in existing.itertuples()}
+                    next_index = int(existing["point_index"].max()) + 1 if len(existing) else 0
+                    run_dir.update_manifest(status="running")
                 else:
-                    with guard_mod.Guard(devices, reopen) as g:
-                        ctx.guard = g
-                        run_points(ctx)
-                final = "complete"
-            except (KeyboardInterrupt, guard_mod.Terminated):
-                final = "interrupted"
-                raise
+                    spec = make_workload(devices[0], batch_sizes[0]).spec
+                    manifest = _manifest(opts, profile, plan, devices, ds.backend, spec, reopen)
+                    manifest["idle_power_w"] = {str(k): v for k, v in measure_idle(devices, sampler).items()}
+                    run_dir = RunDir.create(opts.out, opts.run_id or new_run_id(profile.name or "sweep"), manifest)
+                    done, next_index = set(), 0
+                ctx = SweepContext(devices, plan, source, make_workload, run_dir, sampler, g,
+                                   status or LiveStatus(), on_point, next_index, done)
+                ctx.status.total = None if plan.search else len(plan.grid())
+                final = "failed"
+                try:
+                    run_points(ctx)
+                    final = "complete"
+                except (KeyboardInterrupt, guard_mod.Terminated):
+                    final = "interrupted"
+                    raise
+                finally:
+                    run_dir.update_manifest(status=final, ended=_now_iso())
             finally:
-                run_dir.update_manifest(status=final, ended=_now_iso())
-        finally:
-            sampler.stop()
-        points = _points_of(run_dir)
-        return SweepRun(run_dir, final, points, messages, plan, estimate)
+                sampler.stop()
+        return SweepRun(run_dir, final, _points_of(run_dir), messages, plan, estimate)
     finally:
         ds.close()
 
