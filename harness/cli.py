@@ -245,6 +245,10 @@ def fleet_submit(
     gres: Annotated[
         bool, typer.Option("--gres/--no-gres", help="request gpu GRES (--no-gres: simulated fleets on CPU nodes)")
     ] = True,
+    node_sweep: Annotated[
+        bool,
+        typer.Option("--node-sweep", help="one sweep over all of a node's GPUs (lockstep) instead of one per GPU"),
+    ] = False,
 ) -> None:
     """Create a campaign and submit one `tokbench sweep` per node as a Slurm job array."""
     from harness import fleet
@@ -273,6 +277,7 @@ def fleet_submit(
             time=time,
             exclusive=exclusive,
             request_gres=gres,
+            per_gpu=not node_sweep,
         )
         result = fleet.submit_campaign(req, results_root, dry_run=dry_run)
     if dry_run:

@@ -5,8 +5,9 @@ A campaign is a directory on the shared filesystem, ``<results-root>/<id>/``:
     campaign.json           what was asked for and every submission (job id, tasks)
     slurm/submit-N.sh       the batch scripts as submitted; slurm/<job>_<task>.out their logs
     tasks/task-N.json       written by task N when it starts and ends (host, GPUs, argv, exit code)
-    <host>/task-N/          task N's run directory (`tokbench sweep --out <host> --run-id task-N`);
-                            a retry on another host or other GPUs writes <host>/task-N-retryK/
+    <host>/task-N/gpu-G/    the run directory of GPU G's sweep (`tokbench sweep --out <host>/task-N
+                            --run-id gpu-G`; `node/` with --node-sweep); a retry that cannot resume
+                            writes gpu-G-retryK/ beside it
 
 Each array task runs the hidden ``tokbench fleet task CAMPAIGN N``, which finds its GPUs (by UUID
 on real nodes, simulated ones otherwise), records itself, and runs `tokbench sweep` as an argv list.
@@ -44,7 +45,7 @@ _PROFILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _SIM_GPU_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
 _OVERRIDE_RE = re.compile(r"^\d{1,3}:[a-z_]+=[A-Za-z0-9_.+\-]+(,[a-z_]+=[A-Za-z0-9_.+\-]+)*$")
 _VALUES_RE = re.compile(r"^[-+0-9.eE]+(,[-+0-9.eE]+)*$")
-_HOST_RE = re.compile(r"[^A-Za-z0-9_.\-]")
+_SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 class _Strict(BaseModel):
@@ -82,6 +83,8 @@ class Campaign(_Strict):
     time: str | None = None
     exclusive: bool = False
     request_gres: bool = True
+    #: one sweep per GPU (default) or one sweep over all the node's GPUs (they step in lockstep)
+    per_gpu: bool = True
     #: argv prefix that runs tokbench on the nodes
     launcher: list[str]
     submissions: list[Submission] = Field(default_factory=list)
@@ -108,6 +111,7 @@ class FleetRequest:
     time: str | None = None
     exclusive: bool = False
     request_gres: bool = True
+    per_gpu: bool = True
 
 
 def _now() -> str:
@@ -196,6 +200,7 @@ def new_campaign(req: FleetRequest, launcher: list[str] | None = None) -> Campai
             time=slurm.check_time(req.time) if req.time else None,
             exclusive=req.exclusive,
             request_gres=req.request_gres,
+            per_gpu=req.per_gpu,
             launcher=launcher or default_launcher(),
         )
     except ValidationError as e:
@@ -276,9 +281,11 @@ def _submit_tasks(c: Campaign, cdir: Path, tasks: list[int], dry_run: bool) -> t
     n = len(c.submissions)
     script_path = cdir / "slurm" / f"submit-{n}.sh"
     shown = shlex.join(slurm.sbatch_argv(req, script_path))
-    placeholder = ["<GPU UUIDs from Slurm>"] if c.backend == "nvml" else [str(i) for i in range(c.gpus_per_node)]
+    placeholder = [f"<UUID of Slurm GPU {i}>" if c.backend == "nvml" else str(i) for i in range(c.gpus_per_node)]
     commands = tuple(
-        shlex.join(sweep_argv(c, t, placeholder, task_out_dir(cdir, "<host>", t), resume=False)) for t in tasks
+        shlex.join(sweep_argv(c, t, unit, task_dir(cdir, "<host>", t) / name, resume=False))
+        for t in tasks
+        for name, unit in run_units(c, placeholder)
     )
     if dry_run:
         return c, SubmitResult(cdir, None, tuple(tasks), script, shown, commands)
@@ -320,6 +327,15 @@ def resume_campaign(cdir: Path, dry_run: bool = False) -> SubmitResult:
 # ---- the array task ---------------------------------------------------------------------------
 
 
+class RunRecord(_Strict):
+    """One `tokbench sweep` a task ran: its GPUs, run directory, argv and exit code."""
+
+    gpus: list[str]
+    out: str  # run directory, relative to the campaign directory
+    argv: list[str]  # empty: finished in an earlier attempt, kept as it is
+    exit_code: int | None = None
+
+
 class TaskRecord(_Strict):
     """tasks/task-N.json: what one array task ran, where, and how it ended."""
 
@@ -327,9 +343,7 @@ class TaskRecord(_Strict):
     host: str
     job_id: str = ""
     slurm_gpus: list[str] = Field(default_factory=list)
-    gpus: list[str]
-    out: str
-    argv: list[str]
+    runs: list[RunRecord]
     started: str
     ended: str | None = None
     exit_code: int | None = None
@@ -337,15 +351,15 @@ class TaskRecord(_Strict):
 
 def host_name(env: Mapping[str, str]) -> str:
     raw = env.get("SLURMD_NODENAME") or socket.gethostname().split(".", 1)[0] or "host"
-    return _HOST_RE.sub("_", raw)
+    return _SAFE_NAME_RE.sub("_", raw)
 
 
-def task_out_dir(cdir: Path, host: str, task: int) -> Path:
+def task_dir(cdir: Path, host: str, task: int) -> Path:
     return cdir / host / f"task-{task}"
 
 
 def sweep_argv(c: Campaign, task: int, gpus: list[str], out: Path, resume: bool) -> list[str]:
-    """The `tokbench sweep` command of one task, as an argv list (never a shell string). A resumed
+    """The `tokbench sweep` command of one run, as an argv list (never a shell string). A resumed
     run takes every option from its own manifest, so only the directory is passed."""
     if resume:
         return [*c.launcher, "sweep", "--resume", str(out)]
@@ -367,26 +381,38 @@ def sweep_argv(c: Campaign, task: int, gpus: list[str], out: Path, resume: bool)
     return argv
 
 
-def choose_run_dir(cdir: Path, task: int, host: str, gpus: list[str]) -> tuple[Path, bool]:
-    """(run directory, resume?) for this attempt. An unfinished run is resumed only on the same
-    host with the same GPUs (a resumed sweep keeps its recorded GPUs, and Slurm may hand out
-    others); otherwise the attempt starts fresh in ``task-N-retryK`` beside the old one."""
-    prev = read_record(cdir, task)
-    if prev is not None and prev.host == host and prev.gpus == gpus:
-        old = cdir / prev.out
-        status, _ = run_progress(old)
-        if (old / "manifest.json").is_file() and status not in DONE_STATUSES:
-            return old, True
-    out = task_out_dir(cdir, host, task)
+def run_units(c: Campaign, gpus: list[str]) -> list[tuple[str, list[str]]]:
+    """(run name, GPUs) of each sweep a task runs. Per GPU by default: a sweep steps all its GPUs
+    in lockstep, so one slow board would drag its siblings' tokens/s and tokens/J down with it and
+    could not be told apart from them; one sweep per GPU measures each board on its own."""
+    if not c.per_gpu:
+        return [("node", gpus)]
+    return [(f"gpu-{_SAFE_NAME_RE.sub('_', g)}", [g]) for g in gpus]
+
+
+def choose_run_dir(
+    cdir: Path, task: int, host: str, name: str, gpus: list[str], prev: TaskRecord | None
+) -> tuple[Path, str]:
+    """(run directory, "keep" | "resume" | "new") for one run of this attempt. A run the previous
+    attempt finished on the same host and GPUs is kept, an unfinished one resumed (a resumed sweep
+    keeps its recorded GPUs, and Slurm may hand out others, hence the check); anything else
+    starts fresh, in ``<name>-retryK`` if ``<name>`` is taken."""
+    if prev is not None and prev.host == host:
+        for r in prev.runs:
+            old = cdir / r.out
+            if r.gpus != gpus or not (old / "manifest.json").is_file():
+                continue
+            return old, "keep" if run_progress(old)[0] in DONE_STATUSES else "resume"
+    out = task_dir(cdir, host, task) / name
     k = 0
     while out.exists():
         k += 1
-        out = out.with_name(f"task-{task}-retry{k}")
-    return out, False
+        out = out.with_name(f"{name}-retry{k}")
+    return out, "new"
 
 
 def task_gpus(c: Campaign, env: Mapping[str, str], proc_dir: Path = slurm.PROC_GPUS) -> tuple[list[str], list[str]]:
-    """(Slurm's GPU ids, what the sweep gets with --gpus). Simulated nodes sweep all their boards;
+    """(Slurm's GPU ids, what the sweeps get with --gpus). Simulated nodes sweep all their boards;
     real nodes sweep exactly the GPUs Slurm allocated, named by UUID."""
     slurm_ids = slurm.allocated_gpu_ids(env)
     if c.backend == "sim":
@@ -411,34 +437,46 @@ def read_record(cdir: Path, task: int) -> TaskRecord | None:
 
 
 def run_task(cdir: Path, task: int, env: Mapping[str, str] | None = None) -> int:
-    """Body of one array task: find the GPUs, record, run the sweep, record its exit code."""
+    """Body of one array task: find the GPUs, record, run the sweeps (concurrently), record how
+    each ended. Returns 0 when every sweep succeeded, else the first failure's exit code."""
     env = dict(os.environ if env is None else env)
     c = load_campaign(cdir)
     if not 0 <= task < c.nodes:
         raise UsageError(f"task {task} is outside this campaign's 0..{c.nodes - 1}")
     host = host_name(env)
     slurm_ids, gpus = task_gpus(c, env)
-    out, resume = choose_run_dir(cdir, task, host, gpus)
-    argv = sweep_argv(c, task, gpus, out, resume)
+    prev = read_record(cdir, task)
+    runs = []
+    for name, unit in run_units(c, gpus):
+        out, mode = choose_run_dir(cdir, task, host, name, unit, prev)
+        argv = [] if mode == "keep" else sweep_argv(c, task, unit, out, resume=mode == "resume")
+        runs.append(RunRecord(gpus=unit, out=str(out.relative_to(cdir)), argv=argv))
     rec = TaskRecord(
         task=task,
         host=host,
         job_id=env.get("SLURM_ARRAY_JOB_ID", env.get("SLURM_JOB_ID", "")),
         slurm_gpus=slurm_ids,
-        gpus=gpus,
-        out=str(out.relative_to(cdir)),
-        argv=argv,
+        runs=runs,
         started=_now(),
     )
     _write_record(cdir, rec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    print("tokbench fleet task:", shlex.join(argv), flush=True)
-    try:
-        rc = subprocess.run(argv, cwd=out.parent, env=env, check=False).returncode
-    except OSError as e:
-        rc = 127
-        print(f"tokbench fleet task: cannot start the sweep: {e}", file=sys.stderr, flush=True)
-    _write_record(cdir, rec.model_copy(update={"ended": _now(), "exit_code": rc}))
+    procs: list[subprocess.Popen | int] = []
+    for r in runs:
+        if not r.argv:
+            print(f"tokbench fleet task: {r.out} finished in an earlier attempt; kept", flush=True)
+            procs.append(0)
+            continue
+        (cdir / r.out).parent.mkdir(parents=True, exist_ok=True)
+        print("tokbench fleet task:", shlex.join(r.argv), flush=True)
+        try:
+            procs.append(subprocess.Popen(r.argv, cwd=(cdir / r.out).parent, env=env))
+        except OSError as e:
+            print(f"tokbench fleet task: cannot start the sweep: {e}", file=sys.stderr, flush=True)
+            procs.append(127)
+    codes = [p if isinstance(p, int) else p.wait() for p in procs]
+    done = [r.model_copy(update={"exit_code": code}) for r, code in zip(runs, codes, strict=True)]
+    rc = next((code for code in codes if code != 0), 0)
+    _write_record(cdir, rec.model_copy(update={"runs": done, "ended": _now(), "exit_code": rc}))
     return rc
 
 
@@ -451,8 +489,8 @@ class TaskStatus:
     job: str  # "<array job>_<task>", empty when never submitted
     slurm_state: str  # Slurm's state, "gone" once Slurm forgot the job, "unsubmitted"
     host: str
-    run_dir: Path | None
-    run_status: str  # the manifest's status, "" when there is no run directory yet
+    run_dirs: tuple[Path, ...]  # the latest attempt's run directories
+    run_status: str  # the runs' manifest status combined ("complete" only when all are)
     points_done: int
     exit_code: int | None
 
@@ -465,11 +503,20 @@ class TaskStatus:
         return not self.done and self.slurm_state not in slurm.ACTIVE_STATES
 
 
-def _run_dir(cdir: Path, task: int, rec: TaskRecord | None) -> Path | None:
+def _run_dirs(cdir: Path, task: int, rec: TaskRecord | None) -> tuple[Path, ...]:
     if rec is not None:
-        return cdir / rec.out
-    found = sorted(cdir.glob(f"*/task-{task}"))
-    return found[0] if found else None
+        return tuple(cdir / r.out for r in rec.runs)
+    return tuple(sorted(m.parent for m in cdir.glob(f"*/task-{task}/*/manifest.json")))
+
+
+def combine_status(statuses: list[str]) -> str:
+    """One word for a task's runs: complete only when every run is; else the worst one."""
+    if statuses and all(s in DONE_STATUSES for s in statuses):
+        return "complete"
+    for word in ("failed", "interrupted", "unreadable", "running"):
+        if word in statuses:
+            return word
+    return "incomplete" if any(statuses) else ""
 
 
 def run_progress(run_dir: Path | None) -> tuple[str, int]:
@@ -508,17 +555,17 @@ def campaign_status(cdir: Path, c: Campaign | None = None) -> list[TaskStatus]:
                 states[job_id] = slurm.job_states(job_id)
             ts = states[job_id].get(t)
             state, node = (ts.state, ts.node) if ts else ("gone", "")
-        run_dir = _run_dir(cdir, t, rec)
-        run_status, points = run_progress(run_dir)
+        run_dirs = _run_dirs(cdir, t, rec)
+        progress = [run_progress(d) for d in run_dirs]
         out.append(
             TaskStatus(
                 task=t,
                 job=f"{job_id}_{t}" if job_id else "",
                 slurm_state=state,
-                host=rec.host if rec else (node or (run_dir.parent.name if run_dir else "")),
-                run_dir=run_dir,
-                run_status=run_status,
-                points_done=points,
+                host=rec.host if rec else (node or (run_dirs[0].parent.parent.name if run_dirs else "")),
+                run_dirs=run_dirs,
+                run_status=combine_status([p[0] for p in progress]),
+                points_done=sum(p[1] for p in progress),
                 exit_code=rec.exit_code if rec else None,
             )
         )

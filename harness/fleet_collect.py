@@ -99,17 +99,19 @@ def _per_setting(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def gpu_table(statuses: list[fleet.TaskStatus]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
-    """(per-GPU Max-Q/Max-P rows, per-setting rows of every GPU, uuid -> device record)."""
+    """(per-GPU Max-Q/Max-P rows, per-setting rows of every GPU, uuid -> device record), from every
+    finished run (the finished runs of an unfinished task count too; the task is still listed)."""
     rows: list[dict] = []
     settings: list[pd.DataFrame] = []
     devices: dict[str, dict] = {}
-    for st in statuses:
-        if not st.done or st.run_dir is None:
-            continue
-        manifest = _manifest(st.run_dir)
+    finished = [(st, d) for st in statuses for d in st.run_dirs if fleet.run_progress(d)[0] in fleet.DONE_STATUSES]
+    for st, run_dir in finished:
+        manifest = _manifest(run_dir)
         devs = _devices(manifest)
+        for d in devs.values():
+            d["_workload"] = manifest.get("workload") if isinstance(manifest.get("workload"), dict) else {}
         devices.update(devs)
-        per = _per_setting(load_points(st.run_dir))
+        per = _per_setting(load_points(run_dir))
         if per.empty:
             continue
         per["task"], per["host"] = st.task, st.host
@@ -278,7 +280,7 @@ def fleet_curves(
             CurveFile(
                 knob=knob,
                 part=_part_identity(str(part), dev, uuids),
-                workload=_workload_identity(campaign, int(first_phase["batch_size"])),
+                workload=_workload_identity(campaign, dev, int(first_phase["batch_size"])),
                 points=points,
                 fits=fits,
                 max_q=max_q,
@@ -315,16 +317,27 @@ def _part_identity(part: str, dev: dict, uuids: list[str]) -> PartIdentity:
         backend="fleet",
         driver=str(dev.get("driver", "")),
         uuids=uuids,
-        power_limit_min_w=_num(dev, "limits.min_w", "power_limit_min_w"),
-        power_limit_max_w=_num(dev, "limits.max_w", "power_limit_max_w"),
-        power_limit_default_w=_num(dev, "limits.default_w", "power_limit_default_w"),
+        power_limit_min_w=_num(dev, "power_limits.min_w", "limits.min_w"),
+        power_limit_max_w=_num(dev, "power_limits.max_w", "limits.max_w"),
+        power_limit_default_w=_num(dev, "power_limits.default_w", "limits.default_w"),
         max_sm_clock_mhz=int(_num(dev, "max_sm_clock_mhz")),
     )
 
 
-def _workload_identity(c: fleet.Campaign, batch_size: int) -> WorkloadIdentity:
-    name = Path(c.profile).stem
-    return WorkloadIdentity(name=name, kind="", engine="", model="", precision="", batch_size=batch_size)
+def _workload_identity(c: fleet.Campaign, dev: dict, batch_size: int) -> WorkloadIdentity:
+    """The workload as the runs' manifests describe it (the profile's name where they do not)."""
+    w = dev.get("_workload") or {}
+    fields = {k: w[k] for k in WorkloadIdentity.model_fields if k in w and w[k] is not None}
+    fields.setdefault("name", Path(c.profile).stem)
+    for k in ("kind", "engine", "model", "precision"):
+        fields[k] = str(fields.get(k, ""))
+    fields["batch_size"] = batch_size
+    try:
+        return WorkloadIdentity(**fields)
+    except ValueError:
+        return WorkloadIdentity(
+            name=Path(c.profile).stem, kind="", engine="", model="", precision="", batch_size=batch_size
+        )
 
 
 def collect(cdir: Path) -> Collected:

@@ -72,22 +72,31 @@ def _campaign(tmp_path: Path, boards: dict[tuple[int, int], tuple[float, float]]
     cdir = tmp_path / c.id
     cdir.mkdir()
     fleet.save_campaign(c, cdir)
+    workload = {
+        "name": "training",
+        "kind": "training",
+        "engine": "sim",
+        "model": "llama-1b",
+        "precision": "bf16",
+        "batch_size": 8,
+        "seq_len": 2048,
+        "params": 1104218112,
+        "extra": {"simulated": True},
+    }
     for t in tasks:
-        out = cdir / f"node{t}" / f"task-{t}"
-        out.mkdir(parents=True)
-        gpus = [(g, e) for (tt, g), e in boards.items() if tt == t]
-        rows = [r for g, (eff, speed) in gpus for r in _points(g, f"GPU-{t}-{g}", eff, speed)]
-        pd.DataFrame(rows, columns=list(POINT_COLUMNS)).to_csv(out / "points.csv", index=False)
-        devices = [
-            {
+        for g, (eff, speed) in [(g, e) for (tt, g), e in boards.items() if tt == t] or [(0, (1.0, 1.0))]:
+            out = cdir / f"node{t}" / f"task-{t}" / f"gpu-{g}"  # one run per GPU, as fleet tasks write them
+            out.mkdir(parents=True)
+            rows = _points(g, f"GPU-{t}-{g}", eff, speed)
+            pd.DataFrame(rows, columns=list(POINT_COLUMNS)).to_csv(out / "points.csv", index=False)
+            device = {
                 "uuid": f"GPU-{t}-{g}",
                 "name": "H100 SXM",
                 "architecture": "hopper",
-                "limits": {"min_w": 200.0, "max_w": 700.0, "default_w": 700.0},
+                "power_limits": {"min_w": 200.0, "max_w": 700.0, "default_w": 700.0},
             }
-            for g, _ in gpus
-        ]
-        (out / "manifest.json").write_text(json.dumps({"status": unfinished.get(t, "complete"), "devices": devices}))
+            manifest = {"status": unfinished.get(t, "complete"), "devices": [device], "workload": workload}
+            (out / "manifest.json").write_text(json.dumps(manifest))
     return c, cdir
 
 
@@ -132,6 +141,7 @@ def test_collect_flags_the_planted_board_only(tmp_path: Path) -> None:
 
     curve = load_curve(r.out_dir / "fleet-curve.json")
     assert curve.part.backend == "fleet" and curve.part.power_limit_max_w == 700.0
+    assert (curve.workload.model, curve.workload.params, curve.workload.batch_size) == ("llama-1b", 1104218112, 8)
     assert "GPU-1-0" not in curve.part.uuids and len(curve.part.uuids) == 5  # outlier left out of the curve
     assert [p.setting for p in curve.points] == LIMITS_W
     healthy = r.gpus[~((r.gpus.task == 1) & (r.gpus.gpu_index == 0))]

@@ -34,9 +34,12 @@ opt = {{args[i]: args[i + 1] for i in range(1, len(args) - 1, 2)}}
 out = Path(opt["--out"]) / opt["--run-id"] if "--out" in opt else Path(opt["--resume"])
 out.mkdir(parents=True, exist_ok=True)
 (out / "argv.json").write_text(json.dumps(args))
-(out / "manifest.json").write_text(json.dumps({{"status": os.environ.get("FAKE_STATUS", "complete")}}))
+gpus = opt.get("--gpus") or json.loads((out / "manifest.json").read_text())["gpus"]
+bad = gpus in os.environ.get("FAKE_FAIL_GPUS", "").split(",")
+status = "interrupted" if bad else "complete"
+(out / "manifest.json").write_text(json.dumps({{"status": status, "gpus": gpus}}))
 (out / "points.csv").write_text("point_index,tokens_per_s\n0,1\n1,2\n")
-sys.exit(int(os.environ.get("FAKE_RC", "0")))
+sys.exit(3 if bad else 0)
 """
 
 
@@ -358,24 +361,43 @@ def test_run_task_records_and_runs_sweep_with_exact_argv(tmp_path: Path, monkeyp
     assert fleet.run_task(cdir, 1, env) == 0
     rec = fleet.read_record(cdir, 1)
     assert rec is not None and rec.host == "node_a_1" and rec.job_id == "77" and rec.exit_code == 0
-    assert rec.slurm_gpus == ["1"] and rec.gpus == ["0", "1"] and rec.out == "node_a_1/task-1"
-    argv = json.loads((cdir / "node_a_1" / "task-1" / "argv.json").read_text())
-    assert argv[argv.index("--profile") + 1] == str(prof.resolve())
-    assert argv[argv.index("--sim-override") + 1] == "0:leakage=1.4"
+    assert rec.slurm_gpus == ["1"]
+    # one sweep per simulated board, each into its own run directory
+    assert [(r.gpus, r.out, r.exit_code) for r in rec.runs] == [
+        (["0"], "node_a_1/task-1/gpu-0", 0),
+        (["1"], "node_a_1/task-1/gpu-1", 0),
+    ]
+    for g, r in enumerate(rec.runs):
+        argv = json.loads((cdir / r.out / "argv.json").read_text())
+        assert argv == r.argv[1:]
+        assert argv[argv.index("--profile") + 1] == str(prof.resolve())
+        assert argv[argv.index("--gpus") + 1] == str(g)
+        assert argv[argv.index("--sim-count") + 1] == "2"  # the same 2-board node, seeded the same
+        assert argv[argv.index("--sim-override") + 1] == "0:leakage=1.4"
     _no_pwned(tmp_path)
-    # a finished run is never overwritten: a new attempt starts fresh beside it
-    env["FAKE_STATUS"] = "interrupted"
-    assert fleet.run_task(cdir, 1, env) == 0
-    assert fleet.read_record(cdir, 1).out == "node_a_1/task-1-retry1"
-    # an interrupted run on the same host and GPUs is resumed, options and all from its manifest
-    env["FAKE_RC"] = "3"
+    assert fleet.campaign_status(cdir)[1].run_status == "complete"
+
+    # a later attempt keeps what finished; a run that failed is resumed from its manifest
+    for r in rec.runs:
+        (cdir / r.out / "manifest.json").write_text(
+            json.dumps({"status": "complete" if r.gpus == ["0"] else "interrupted", "gpus": r.gpus[0]})
+        )
+    env["FAKE_FAIL_GPUS"] = "1"
     assert fleet.run_task(cdir, 1, env) == 3
     rec = fleet.read_record(cdir, 1)
-    assert rec.out == "node_a_1/task-1-retry1" and rec.exit_code == 3
-    assert rec.argv == [str(exe), "sweep", "--resume", str(cdir / "node_a_1" / "task-1-retry1")]
-    # ... but not on another host: that one starts its own run directory
-    assert fleet.run_task(cdir, 1, {**env, "SLURMD_NODENAME": "other"}) == 3
-    assert fleet.read_record(cdir, 1).out == "other/task-1"
+    assert [(r.out, r.argv[1:], r.exit_code) for r in rec.runs] == [
+        ("node_a_1/task-1/gpu-0", [], 0),
+        ("node_a_1/task-1/gpu-1", ["sweep", "--resume", str(cdir / "node_a_1/task-1/gpu-1")], 3),
+    ]
+    st = fleet.campaign_status(cdir)[1]
+    assert (st.run_status, st.exit_code, st.points_done) == ("interrupted", 3, 4)
+    # on another host nothing is kept or resumed: fresh runs there
+    del env["FAKE_FAIL_GPUS"]
+    assert fleet.run_task(cdir, 1, {**env, "SLURMD_NODENAME": "other"}) == 0
+    assert [r.out for r in fleet.read_record(cdir, 1).runs] == ["other/task-1/gpu-0", "other/task-1/gpu-1"]
+    # a finished run directory is never overwritten: a fresh run beside it gets -retryK
+    out, mode = fleet.choose_run_dir(cdir, 1, "node_a_1", "gpu-0", ["0"], None)
+    assert (out.name, mode) == ("gpu-0-retry1", "new")
     with pytest.raises(UsageError):
         fleet.run_task(cdir, 2, env)
 
@@ -395,7 +417,7 @@ def test_status_and_resume_pick_only_unfinished_idle_tasks(tmp_path: Path, monke
     fleet.save_campaign(c, cdir)
     env = {**os.environ, "SLURMD_NODENAME": "n1"}
     fleet.run_task(cdir, 0, env)  # finished
-    fleet.run_task(cdir, 1, {**env, "FAKE_STATUS": "interrupted", "FAKE_RC": "1"})  # interrupted
+    fleet.run_task(cdir, 1, {**env, "FAKE_FAIL_GPUS": "0"})  # interrupted
     monkeypatch.setattr(
         slurm,
         "job_states",
@@ -412,7 +434,7 @@ def test_status_and_resume_pick_only_unfinished_idle_tasks(tmp_path: Path, monke
         2,
         True,
     )
-    assert (st[1].run_status, st[1].exit_code, st[1].needs_resubmit) == ("interrupted", 1, True)
+    assert (st[1].run_status, st[1].exit_code, st[1].needs_resubmit) == ("interrupted", 3, True)
     assert (st[2].slurm_state, st[2].needs_resubmit) == ("RUNNING", False)
     assert (st[3].slurm_state, st[3].run_status, st[3].needs_resubmit) == ("gone", "", True)
 

@@ -20,7 +20,25 @@ from harness import fleet, slurm
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILE = REPO / "profiles" / "smoke.toml"
+# short simulated training sweep: 4 power limits, one repeat, short windows
+PROFILE_TOML = """\
+description = "fleet test: short simulated training sweep"
+
+[workload]
+name = "training"
+model = "llama-1b"
+batch_size = 8
+seq_len = 2048
+
+[sweep]
+knob = "power-limit"
+points = 4
+repeats = 1
+order = "descending"
+warmup_min_s = 2
+warmup_max_s = 20
+window_s = 4
+"""
 WAIT_S = 300.0
 
 
@@ -67,7 +85,7 @@ def test_real_slurm_campaign_finds_the_planted_board(slurm_cluster, tmp_path: Pa
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     # a profile path with spaces, quotes and shell syntax: it must arrive intact and run nothing
     prof = tmp_path / "my \"odd\" prof's; touch PWNED.toml"
-    shutil.copy(PROFILE, prof)
+    prof.write_text(PROFILE_TOML)
     root = tmp_path / "fleet root"
     sub = _cli(
         "fleet", "submit", "--profile", str(prof), "--nodes", "2", "--gpus-per-node", "2",
