@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = all_sections()
     if args.list:
         for name, timeout_s, fn in sections:
-            print(f"{name:16s} {timeout_s:6.0f} s  {(fn.__doc__ or '').strip().splitlines()[0]}")
+            print(f"{name:16s} {timeout_s:6.0f} s  {((fn.__doc__ or '').strip().splitlines() or [''])[0]}")
         return 0
     if args.only:
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]

@@ -38,10 +38,12 @@ def _observe(profile: str, extra: list[str], timeout_s: float) -> dict:
 
 
 def section_sweep_observe_train(ctx: dict) -> dict:
+    """tokbench sweep --observe of train-llama-1b at the current setting."""
     return _observe("train-llama-1b", [], ctx["timeout_s"] - 5)
 
 
 def section_sweep_observe_decode(ctx: dict) -> dict:
+    """tokbench sweep --observe of decode-llama-1b, batch 1 and 64, at the current setting."""
     return _observe("decode-llama-1b", ["--batch-sizes", "1,64"], ctx["timeout_s"] - 5)
 
 
