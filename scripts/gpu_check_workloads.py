@@ -10,6 +10,9 @@ energy counter (when given a tokbench ``Device``) and runs torch work.
 
     from scripts.gpu_check_workloads import run_all
     for r in run_all(device): print(r.line())
+
+scripts/gpu_check.py picks up ``SECTIONS`` (one per check, each in its own process; setters of
+the NVML binding refused). Where torch sees no CUDA device (CI's fake driver) they skip.
 """
 
 from __future__ import annotations
@@ -19,11 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from workloads import models, torch_env
-from workloads.hf_inference import HFInference, InferenceOptions
-from workloads.training import TrainingOptions, TrainingWorkload
 
 MODEL = "llama-1b"
 DECODE_IN, DECODE_OUT = 128, 256
@@ -84,6 +83,8 @@ def measure(step: Callable[[], int], sync: Callable[[], None], device: Any = Non
 
 def copy_bandwidth_bytes_per_s(tdev: Any, size_bytes: int = 1 << 30, repeats: int = 20) -> float:
     """Device-to-device copy bandwidth, counting the read and the write."""
+    import torch
+
     src = torch.empty(size_bytes, dtype=torch.uint8, device=tdev)
     dst = torch.empty_like(src)
     for _ in range(3):
@@ -109,6 +110,8 @@ def _detail(w: Window, **more: Any) -> dict[str, Any]:
 
 
 def check_training(device: Any, peak: float, min_s: float) -> CheckResult:
+    from workloads.training import TrainingOptions, TrainingWorkload
+
     w = TrainingWorkload(TrainingOptions(model=MODEL, batch_size=8, seq_len=2048, compile=True, warmup_steps=3))
     w.prepare(device)
     win = measure(lambda: w.step("train").tokens, w.synchronize, device, min_s)
@@ -118,6 +121,8 @@ def check_training(device: Any, peak: float, min_s: float) -> CheckResult:
 
 
 def check_prefill(device: Any, peak: float, min_s: float) -> CheckResult:
+    from workloads.hf_inference import HFInference, InferenceOptions
+
     w = HFInference(InferenceOptions(model=MODEL, engine="hf-static", batch_size=16, input_len=2048,
                                      output_len=1, phases=("prefill",)))
     w.prepare(device)
@@ -128,6 +133,8 @@ def check_prefill(device: Any, peak: float, min_s: float) -> CheckResult:
 
 
 def _decode(device: Any, engine: str, batch: int, min_s: float) -> Window:
+    from workloads.hf_inference import HFInference, InferenceOptions
+
     w = HFInference(InferenceOptions(model=MODEL, engine=engine, batch_size=batch, input_len=DECODE_IN,
                                      output_len=DECODE_OUT, phases=("decode",)))
     w.prepare(device)
@@ -152,6 +159,7 @@ def check_decode_bs1(device: Any, tdev: Any, min_s: float) -> CheckResult:
 
 def hf_static_compile_baseline(device: Any, tdev: Any, batch: int, min_s: float) -> Window:
     """transformers' own path: ``generate`` with a static cache, which compiles the forward."""
+    import torch
     from transformers import GenerationConfig
 
     net = models.build_model(MODEL, dtype=torch.bfloat16, device=tdev)
@@ -171,6 +179,8 @@ def hf_static_compile_baseline(device: Any, tdev: Any, batch: int, min_s: float)
 
 def check_decode_bs64(device: Any, tdev: Any, min_s: float) -> CheckResult:
     """Whole requests on both sides (prefill + 256 new tokens), as ``generate`` does them."""
+    from workloads.hf_inference import HFInference, InferenceOptions
+
     w = HFInference(InferenceOptions(model=MODEL, engine="hf-static", batch_size=64, input_len=DECODE_IN,
                                      output_len=DECODE_OUT, phases=("serve",)))
     w.prepare(device)
@@ -186,31 +196,71 @@ def check_decode_bs64(device: Any, tdev: Any, min_s: float) -> CheckResult:
     )
 
 
-def run_all(device: Any = None, min_s: float = 10.0, log: Callable[[str], None] = print) -> list[CheckResult]:
-    """All workload checks on ``device`` (a tokbench NVML Device; None: GPU 0 opened read-only)."""
+def _context(device: Any = None) -> tuple[Any, Any, float]:
+    """(device, torch device, dense BF16 peak) for GPU 0, or for ``device``; read-only."""
+    import torch
+
     if not torch.cuda.is_available():
-        raise SystemExit("gpu_check_workloads needs a CUDA GPU")
+        raise RuntimeError("torch sees no CUDA device")
     if device is None:
         from harness.devices import open_devices
 
         device = open_devices("nvml").devices[0]  # only read: name, energy counter
     tdev = torch_env.torch_device(device)
-    name = torch.cuda.get_device_name(tdev)
     peak = torch_env.peak_flops(device)
     if peak is None:
-        raise SystemExit(f"no dense BF16 peak known for {name}")
-    log(f"workload checks on {name} (peak {peak / 1e12:.0f} TFLOP/s bf16), current settings, observe-only")
+        raise RuntimeError(f"no dense BF16 peak known for {device.info.name}")
+    return device, tdev, peak
+
+
+CHECKS: dict[str, Callable[[Any, Any, float, float], CheckResult]] = {
+    "training": lambda d, t, peak, s: check_training(d, peak, s),
+    "prefill": lambda d, t, peak, s: check_prefill(d, peak, s),
+    "decode_bs1": lambda d, t, peak, s: check_decode_bs1(d, t, s),
+    "decode_bs64": lambda d, t, peak, s: check_decode_bs64(d, t, s),
+}
+
+
+def run_all(device: Any = None, min_s: float = 10.0, log: Callable[[str], None] = print) -> list[CheckResult]:
+    """All workload checks on ``device`` (a tokbench NVML Device; None: GPU 0 opened read-only)."""
+    import torch
+
+    device, tdev, peak = _context(device)
+    log(f"workload checks on {torch.cuda.get_device_name(tdev)} (peak {peak / 1e12:.0f} TFLOP/s bf16), "
+        "current settings, observe-only")
     results = []
-    for check in (
-        lambda: check_training(device, peak, min_s),
-        lambda: check_prefill(device, peak, min_s),
-        lambda: check_decode_bs1(device, tdev, min_s),
-        lambda: check_decode_bs64(device, tdev, min_s),
-    ):
-        r = check()
+    for check in CHECKS.values():
+        r = check(device, tdev, peak, min_s)
         log(r.line())
         results.append(r)
     return results
+
+
+def _section(name: str, min_s: float = 8.0) -> Callable[[dict], dict]:
+    def section(ctx: dict) -> dict:
+        import torch
+
+        if not torch.cuda.is_available():  # NVML without CUDA (a fake driver in CI)
+            return {"skipped": "torch sees no CUDA device"}
+        from gpu_check import _pynvml_guarded  # scripts/ is on sys.path when gpu_check runs us
+
+        _pynvml_guarded()
+        device, tdev, peak = _context()
+        r = CHECKS[name](device, tdev, peak, min_s)
+        return {"device": torch.cuda.get_device_name(tdev), "check": r.name, "value": r.value,
+                "target": r.target, "passed": r.passed, "detail": r.detail, "line": r.line()}
+
+    section.__doc__ = f"workload check {name!r} (1B preset, current settings, observe-only)"
+    return section
+
+
+#: for scripts/gpu_check.py: (name, timeout_s, section); compiles take 30-40 s each on an H100
+SECTIONS = [
+    ("workloads_training", 150.0, _section("training")),
+    ("workloads_prefill", 90.0, _section("prefill")),
+    ("workloads_decode_bs1", 150.0, _section("decode_bs1")),
+    ("workloads_decode_bs64", 210.0, _section("decode_bs64")),
+]
 
 
 if __name__ == "__main__":
