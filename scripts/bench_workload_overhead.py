@@ -106,15 +106,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: least disturbed by neighbours)")
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
+    ap.add_argument("--only", choices=["training", "generate"], default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     global clock
     clock = CLOCKS[args.clock]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock")
 
-    train = TrainingWorkload(TRAIN)
-    train.prepare(None)
-    compare("training tiny 8x128", lambda: train.step("train").tokens, plain_training(), args.pairs, args.steps)
+    if args.only in (None, "training"):
+        train = TrainingWorkload(TRAIN)
+        train.prepare(None)
+        compare("training tiny 8x128", lambda: train.step("train").tokens, plain_training(), args.pairs, args.steps)
+    if args.only == "training":
+        return
 
     gen = HFInference(GEN)
     gen.prepare(None)

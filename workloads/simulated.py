@@ -42,10 +42,12 @@ class EngineFactors:
 #: (engine, phase) -> factors; "serve" uses the prefill and decode factors of its engine.
 #: Fitted with scripts/calibrate_twins.py against CALIBRATION.md's H100 rows (see docs/workloads.md).
 FACTORS: dict[tuple[str, str], EngineFactors] = {
-    ("torch", "train"): EngineFactors(efficiency=0.393),
-    ("torch-compile", "train"): EngineFactors(efficiency=0.471),
-    ("hf-static", "prefill"): EngineFactors(efficiency=0.48),
-    ("hf-generate", "prefill"): EngineFactors(efficiency=0.48),  # the same eager forward
+    # host_s of training and prefill: launching a step's kernels (hidden behind big steps, but it
+    # keeps a tiny model's step from taking microseconds)
+    ("torch", "train"): EngineFactors(efficiency=0.397, host_s=0.003),
+    ("torch-compile", "train"): EngineFactors(efficiency=0.473, host_s=0.001),
+    ("hf-static", "prefill"): EngineFactors(efficiency=0.483, host_s=0.001),
+    ("hf-generate", "prefill"): EngineFactors(efficiency=0.483, host_s=0.001),  # the same eager forward
     ("hf-generate", "decode"): EngineFactors(efficiency=0.33, host_s=0.014373),
     # compiled decode with a masked static cache: transformers falls back to repeat_kv
     ("hf-static", "decode"): EngineFactors(
@@ -53,7 +55,7 @@ FACTORS: dict[tuple[str, str], EngineFactors] = {
     ),
     # vLLM: no calibration row yet (set from its published behaviour: fused kernels, paged KV
     # read once per step, CUDA graphs); refit once scripts/gpu_check.py has measured it
-    ("vllm", "prefill"): EngineFactors(efficiency=0.55),
+    ("vllm", "prefill"): EngineFactors(efficiency=0.55, host_s=0.001),
     ("vllm", "decode"): EngineFactors(efficiency=0.70, host_s=0.0002, host_per_seq_s=2e-6),
 }
 
