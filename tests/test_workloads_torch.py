@@ -137,3 +137,17 @@ def test_latencies_are_consistent(engine):
         assert ratio == pytest.approx(1.0, abs=0.05)
     paired = [a / b for a, b in zip(tpots, decode_tpots, strict=True)]  # neighbours in time
     assert statistics.median(paired) == pytest.approx(1.0, abs=0.15)
+
+
+def test_local_model_directory_is_loaded_not_downloaded(tmp_path):
+    src = models.build_model("tiny", dtype=torch.float32, device="cpu", seed=5)
+    src.save_pretrained(tmp_path)
+    shape, path = models.resolve(str(tmp_path))
+    assert path == tmp_path and shape.params == models.preset("tiny").params
+    w = HFInference(InferenceOptions(model=str(tmp_path), engine="hf-generate", batch_size=1, input_len=8,
+                                     output_len=4, phases=("serve",), warmup_steps=0))
+    w.prepare(None)
+    assert w.spec.params == shape.params
+    assert w.step("serve").output_tokens == 4
+    loaded = w._net.model.embed_tokens.weight
+    assert torch.equal(loaded, src.model.embed_tokens.weight)  # the saved weights, not fresh random ones
