@@ -78,6 +78,13 @@ def plain_generate(decode_only: bool):
     return step
 
 
+def report_wrapper_cost(workload, phase: str, steps: int = 3) -> None:
+    tokens, seconds = timed(lambda: workload.step(phase).tokens, steps)
+    cost = wrapper_cost_s(workload, phase)
+    print(f"{'':28} tokbench's own code per {phase} step: {cost * 1e6:.1f} us = "
+          f"{cost / (seconds / steps):.4%} of the step")
+
+
 def compare(label: str, ours, plain, pairs: int, steps: int) -> float:
     """Alternate short blocks of each (ABBA order) so that load from other processes and thermal
     drift fall on both alike; report the pooled ratio and the spread of per-pair ratios."""
@@ -100,6 +107,37 @@ def compare(label: str, ours, plain, pairs: int, steps: int) -> float:
     return pooled
 
 
+def wrapper_cost_s(workload, phase: str, calls: int = 20000) -> float:
+    """Seconds per ``step`` spent in tokbench's own code: the same call with the engine's work
+    replaced by returning its last result. A deterministic bound the noisy pairs cannot give."""
+    result = workload.step(phase)
+    engine = getattr(workload, "_engine", None)
+    if engine is not None:  # inference: dispatch, inference mode, phase check
+        original = getattr(engine, phase)
+        setattr(engine, phase, lambda: result)
+    else:  # training: everything but the model and optimizer
+        original = workload._forward_backward, workload._opt
+        workload._forward_backward = lambda batch: None
+
+        class _NoOpt:
+            def step(self):
+                pass
+
+            def zero_grad(self, set_to_none=True):
+                pass
+
+        workload._opt = _NoOpt()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        workload.step(phase)
+    cost = (time.perf_counter() - t0) / calls
+    if engine is not None:
+        setattr(engine, phase, original)
+    else:
+        workload._forward_backward, workload._opt = original
+    return cost
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=30)
@@ -117,6 +155,7 @@ def main() -> None:
         train = TrainingWorkload(TRAIN)
         train.prepare(None)
         compare("training tiny 8x128", lambda: train.step("train").tokens, plain_training(), args.pairs, args.steps)
+        report_wrapper_cost(train, "train")
     if args.only == "training":
         return
 
@@ -126,6 +165,8 @@ def main() -> None:
             args.pairs, 1)
     compare("hf-generate serve 4x(64+64)", lambda: gen.step("serve").tokens, plain_generate(False),
             args.pairs, 1)
+    for phase in ("decode", "serve"):
+        report_wrapper_cost(gen, phase)
 
 
 if __name__ == "__main__":
