@@ -140,7 +140,7 @@ class RunAnalysis:
         return list(dict.fromkeys(c.phase for c in self.curves))
 
 
-def _shares(col: pd.Series) -> dict[str, float]:
+def _shares(col) -> dict[str, float]:
     """Mean share of window time per clock-event reason, from "name=share;..." strings."""
     acc: dict[str, list[float]] = {}
     for s in col:
@@ -155,50 +155,64 @@ def _shares(col: pd.Series) -> dict[str, float]:
     return {k: sum(v) / n for k, v in acc.items()}
 
 
-def _opt(series: pd.Series, how: str) -> float | None:
-    s = series.dropna() if series is not None else pd.Series(dtype=float)
-    if not len(s):
+def _opt(x: np.ndarray, how: str) -> float | None:
+    x = x[np.isfinite(x)]
+    if not len(x):
         return None
-    return float(s.max() if how == "max" else s.mean())
+    return float(x.max() if how == "max" else x.mean())
 
 
-def _col(g: pd.DataFrame, name: str) -> pd.Series:
-    return g[name] if name in g.columns else pd.Series([np.nan] * len(g), index=g.index)
+_NUM_COLS = ("setting", "enforced", "tokens_per_s", "tokens_per_j", "power_mean_w", "power_p99_w", "power_max_1s_w",
+             "sm_clock_mean_mhz", "ttft_ms", "tpot_ms", "tokens_per_s_per_user")
+
+
+def _arrays(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The numeric columns as float arrays (absent columns as NaN), so per-group work stays in numpy."""
+    n = len(df)
+    return {c: (pd.to_numeric(df[c], errors="coerce").to_numpy(float) if c in df.columns else np.full(n, np.nan))
+            for c in _NUM_COLS}
 
 
 def setting_stats(points: pd.DataFrame, include_flagged: bool = False) -> list[SettingStats]:
     """Per (phase, batch, setting) statistics of the included rows; groups with no included row
     are left out (their flagged rows are still in ``RunAnalysis.flagged``)."""
-    pts = points.copy()
-    pts["_flagged"] = pts["flags"].astype(str).str.len() > 0
     out: list[SettingStats] = []
-    for (phase, batch), curve_rows in pts.groupby(["phase", "batch_size"], sort=True):
-        use = curve_rows if include_flagged else curve_rows[~curve_rows["_flagged"]]
-        if not len(use):
+    flagged_all = points["flags"].astype(str).str.len().to_numpy() > 0
+    for (phase, batch), idx in points.groupby(["phase", "batch_size"], sort=True).indices.items():
+        rows = points.iloc[idx]
+        fl = flagged_all[idx]
+        col = _arrays(rows)
+        use = np.ones(len(idx), bool) if include_flagged else ~fl
+        if not use.any():
             continue
-        by = [np.asarray(g, dtype=float) for _, g in use.groupby("setting")["tokens_per_s"]]
-        means = use.groupby("setting")["tokens_per_s"].mean().to_numpy()
-        sig_s, df_s = pooled_noise(by, means)
-        by_j = [np.asarray(g, dtype=float) for _, g in use.groupby("setting")["tokens_per_j"]]
-        sig_j, df_j = pooled_noise(by_j, use.groupby("setting")["tokens_per_j"].mean().to_numpy())
-        for setting, g in use.groupby("setting", sort=True):
-            allrows = curve_rows[curve_rows["setting"] == setting]
-            flags = sorted({f for fl in g["flags"] for f in str(fl).split(";") if f})
+        flags_col = rows["flags"].astype(str).to_numpy()
+        shares_col = rows["clock_event_shares"].astype(str).to_numpy()
+        settings = col["setting"]
+        uniq = np.unique(settings[use])
+        groups = {k: (use & (settings == k)) for k in uniq}
+        sig_s, df_s = pooled_noise([col["tokens_per_s"][m] for m in groups.values()],
+                                   np.array([col["tokens_per_s"][m].mean() for m in groups.values()]))
+        sig_j, df_j = pooled_noise([col["tokens_per_j"][m] for m in groups.values()],
+                                   np.array([col["tokens_per_j"][m].mean() for m in groups.values()]))
+        for setting, m in groups.items():
+            flags = sorted({f for fl_ in flags_col[m] for f in fl_.split(";") if f})
+            tpj = col["tokens_per_j"][m]
+            enf = _opt(col["enforced"][m], "mean")
             out.append(SettingStats(
                 phase=str(phase), batch_size=int(batch), setting=float(setting),
-                enforced=float(_col(g, "enforced").mean()) if _col(g, "enforced").notna().any() else float(setting),
-                n=len(g), n_flagged=int(allrows["_flagged"].sum()),
-                tokens_per_s=mean_interval(g["tokens_per_s"].to_numpy(), sig_s, df_s),
-                tokens_per_j=mean_interval(g["tokens_per_j"].to_numpy(), sig_j, df_j),
-                j_per_token=float(1.0 / g["tokens_per_j"].mean()) if g["tokens_per_j"].mean() > 0 else float("nan"),
-                power_mean_w=float(g["power_mean_w"].mean()),
-                power_p99_w=_opt(_col(g, "power_p99_w"), "max"),
-                power_max_1s_w=_opt(_col(g, "power_max_1s_w"), "max"),
-                sm_clock_mean_mhz=_opt(_col(g, "sm_clock_mean_mhz"), "mean"),
-                ttft_ms=_opt(_col(g, "ttft_ms"), "mean"), ttft_ms_max=_opt(_col(g, "ttft_ms"), "max"),
-                tpot_ms=_opt(_col(g, "tpot_ms"), "mean"), tpot_ms_max=_opt(_col(g, "tpot_ms"), "max"),
-                tokens_per_s_per_user=_opt(_col(g, "tokens_per_s_per_user"), "mean"),
-                flags=tuple(flags), clock_events=_shares(g["clock_event_shares"]),
+                enforced=float(setting) if enf is None else enf,
+                n=int(m.sum()), n_flagged=int((fl & (settings == setting)).sum()),
+                tokens_per_s=mean_interval(col["tokens_per_s"][m], sig_s, df_s),
+                tokens_per_j=mean_interval(tpj, sig_j, df_j),
+                j_per_token=float(1.0 / tpj.mean()) if tpj.mean() > 0 else float("nan"),
+                power_mean_w=float(col["power_mean_w"][m].mean()),
+                power_p99_w=_opt(col["power_p99_w"][m], "max"),
+                power_max_1s_w=_opt(col["power_max_1s_w"][m], "max"),
+                sm_clock_mean_mhz=_opt(col["sm_clock_mean_mhz"][m], "mean"),
+                ttft_ms=_opt(col["ttft_ms"][m], "mean"), ttft_ms_max=_opt(col["ttft_ms"][m], "max"),
+                tpot_ms=_opt(col["tpot_ms"][m], "mean"), tpot_ms_max=_opt(col["tpot_ms"][m], "max"),
+                tokens_per_s_per_user=_opt(col["tokens_per_s_per_user"][m], "mean"),
+                flags=tuple(flags), clock_events=_shares(shares_col[m]),
             ))
     return out
 

@@ -3,9 +3,9 @@
 Max-Q and Max-P are reported as the sets of settings that cannot be told from the best, so these
 tests decide what a run is allowed to claim. Small samples use Student t (for a difference,
 with the noise pooled over the curve's settings); with at least ``BOOTSTRAP_MIN`` repeats on both
-sides the bootstrap (scipy.stats), which does not assume normal noise. A setting measured once borrows the noise of the others
-(pooled within-setting variance, or, when nothing was repeated, the scatter of neighbouring
-means), so a single-repeat sweep still gets honest ranges rather than an argmax of noise.
+sides the bootstrap (scipy.stats), which does not assume normal noise. A setting measured once
+borrows the noise of the others (pooled within-setting variance, or, when nothing was repeated,
+the scatter of neighbouring means), so a single-repeat sweep still gets honest ranges rather than an argmax of noise.
 """
 
 from __future__ import annotations
