@@ -75,12 +75,13 @@ def test_flagged_points_are_left_out_unless_asked(tmp_path):
     clean = analyse(fabricate_run(tmp_path, run, "clean")).curve("train")
     # point 8 is setting 400 W, repeat 0 (settings run low to high per repeat); spoiled by 40%
     bad_run = run.with_(flagged={8: "temp_drift;hw_slowdown"})
-    a = analyse(fabricate_run(tmp_path, bad_run, "bad"))
+    bad_dir = fabricate_run(tmp_path, bad_run, "bad")
+    a = analyse(bad_dir)
     s = a.curve("train").at(400.0)
     assert s.n == 2 and s.n_flagged == 1
     assert len(a.flagged) == 1 and a.flagged.iloc[0]["flags"] == "temp_drift;hw_slowdown"
     assert s.tokens_per_s.mean == pytest.approx(clean.at(400.0).tokens_per_s.mean, rel=0.03)
-    with_bad = analyse(fabricate_run(tmp_path, bad_run, "bad"), include_flagged=True).curve("train").at(400.0)
+    with_bad = analyse(bad_dir, include_flagged=True).curve("train").at(400.0)
     assert with_bad.n == 3 and with_bad.tokens_per_s.mean < 0.9 * s.tokens_per_s.mean
     assert set(with_bad.flags) == {"temp_drift", "hw_slowdown"}
 
