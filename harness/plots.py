@@ -26,14 +26,17 @@ plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "axes.grid": True, "
                      "svg.fonttype": "none"})
 
 
-def save(fig, outdir: Path, name: str) -> Path:
+#: file formats every figure is written in (the PNG is what a report embeds)
+FORMATS = ("png", "svg")
+
+
+def save(fig, outdir: Path, name: str, formats: tuple[str, ...] = FORMATS) -> Path:
     outdir.mkdir(parents=True, exist_ok=True)
-    png = outdir / f"{name}.png"
     fig.tight_layout()
-    fig.savefig(png)
-    fig.savefig(outdir / f"{name}.svg")
+    for fmt in dict.fromkeys(("png", *formats)):
+        fig.savefig(outdir / f"{name}.{fmt}")
     plt.close(fig)
-    return png
+    return outdir / f"{name}.png"
 
 
 def knob_label(knob: str) -> str:
@@ -60,7 +63,8 @@ def _curve_label(c: Curve, many: bool) -> str:
     return f"batch {c.batch_size}" if many else f"{c.phase}"
 
 
-def curves_figure(a: RunAnalysis, phase: str, outdir: Path, title_suffix: str = "") -> Path:
+def curves_figure(a: RunAnalysis, phase: str, outdir: Path, title_suffix: str = "",
+                  formats: tuple[str, ...] = FORMATS) -> Path:
     """tokens/s and tokens/J against the setting (with intervals, fit, ranges shaded) and against
     measured power."""
     curves = [c for c in a.curves if c.phase == phase]
@@ -127,10 +131,10 @@ def curves_figure(a: RunAnalysis, phase: str, outdir: Path, title_suffix: str = 
         ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * (1.12 if ax in (ax_s, ax_j) else 1.0))
         ax.legend(loc="lower right" if ax in (ax_s, ax_ps) else "best")
     fig.suptitle(f"{a.part.name} · {a.run.workload.get('name', '')} · phase {phase}{title_suffix}", fontsize=12)
-    return save(fig, outdir, f"curves-{phase}")
+    return save(fig, outdir, f"curves-{phase}", formats)
 
 
-def pareto_figure(a: RunAnalysis, outdir: Path) -> Path:
+def pareto_figure(a: RunAnalysis, outdir: Path, formats: tuple[str, ...] = FORMATS) -> Path:
     """tokens/s against tokens/J for every (phase, batch), frontier joined, settings labelled."""
     fig, axes = plt.subplots(1, len(a.phases), figsize=(6.2 * len(a.phases), 4.8), squeeze=False)
     for ax, phase in zip(axes[0], a.phases):
@@ -151,10 +155,10 @@ def pareto_figure(a: RunAnalysis, outdir: Path) -> Path:
         ax.set_ylim(bottom=0)
         ax.legend(loc="lower left")
     fig.suptitle(f"{a.part.name}: the settings no other setting beats on both speed and efficiency", fontsize=11)
-    return save(fig, outdir, "frontier")
+    return save(fig, outdir, "frontier", formats)
 
 
-def tokenomics_figure(a: RunAnalysis, outdir: Path) -> Path | None:
+def tokenomics_figure(a: RunAnalysis, outdir: Path, formats: tuple[str, ...] = FORMATS) -> Path | None:
     """Per setting, tokens/s per GPU (left) and tokens/J (right) against tokens/s per user; the
     latency target and its Max-Q marked."""
     tk = a.tokenomics
@@ -202,7 +206,7 @@ def tokenomics_figure(a: RunAnalysis, outdir: Path) -> Path | None:
         ax.set_xlim(left=0)
     ax1.legend(loc="upper right")
     fig.suptitle(f"{a.part.name}: tokenomics frontier, one line per setting over batch sizes", fontsize=11)
-    return save(fig, outdir, "tokenomics")
+    return save(fig, outdir, "tokenomics", formats)
 
 
 def _envelope(t: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -226,7 +230,7 @@ def _envelope(t: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.n
     return (edges[:-1] + edges[1:]) / 2, mean, mn, mx
 
 
-def timeline_figure(a: RunAnalysis, outdir: Path) -> Path | None:
+def timeline_figure(a: RunAnalysis, outdir: Path, formats: tuple[str, ...] = FORMATS) -> Path | None:
     """Power and SM clock over the run, each point's setting drawn over the power trace."""
     tel = a.run.all_telemetry(("t_s", "power_instant_w", "power_average_w", "sm_clock_mhz", "gpu_index"))
     if not tel:
@@ -274,10 +278,10 @@ def timeline_figure(a: RunAnalysis, outdir: Path) -> Path | None:
     axp.legend(loc="upper right")
     if len(gpus) > 1:
         axc.legend(loc="lower right")
-    return save(fig, outdir, "timeline")
+    return save(fig, outdir, "timeline", formats)
 
 
-def clock_events_figure(a: RunAnalysis, outdir: Path) -> Path | None:
+def clock_events_figure(a: RunAnalysis, outdir: Path, formats: tuple[str, ...] = FORMATS) -> Path | None:
     """Share of window time each clock-event (throttle) reason was active, per setting."""
     rows = []
     for c in a.curves:
@@ -303,4 +307,4 @@ def clock_events_figure(a: RunAnalysis, outdir: Path) -> Path | None:
         ax.set(xlabel=knob_label(a.knob), ylabel="share of window time (%)", title=f"Clock-event reasons · {phase}")
         ax.set_ylim(0, max(100.0, float(bottom.max()) * 1.05))
         ax.legend(loc="upper right")
-    return save(fig, outdir, "clock-events")
+    return save(fig, outdir, "clock-events", formats)

@@ -94,10 +94,12 @@ def _identity(a: RunAnalysis) -> str:
             f"status {m.get('status', '?')} · started {m.get('started', '?')}")
 
 
-def write_report(a: RunAnalysis, outdir: str | Path | None = None) -> Report:
-    """Write ``report.md`` and ``plots/`` for an analysed run; returns what was written."""
+def write_report(a: RunAnalysis, outdir: str | Path | None = None, formats: tuple[str, ...] | None = None) -> Report:
+    """Write ``report.md`` and ``plots/`` (PNG and SVG unless ``formats`` says otherwise) for an
+    analysed run; returns what was written."""
     from harness import plots
 
+    fm = formats or plots.FORMATS
     out = Path(outdir) if outdir else a.run.path
     pdir = out / "plots"
     made = []
@@ -116,13 +118,13 @@ def write_report(a: RunAnalysis, outdir: str | Path | None = None) -> Report:
     md += ["## Summary", ""] + curves_table_md(a) + [""]
     md += ["## Curves", ""]
     for phase in a.phases:
-        p = plots.curves_figure(a, phase, pdir)
+        p = plots.curves_figure(a, phase, pdir, formats=fm)
         made.append(p)
         md += [f"![tokens/s and tokens/J against the setting, {phase}](plots/{p.name})", ""]
     md += ["Shaded: the settings whose tokens/s (left, Max-P) or tokens/J (right, Max-Q) cannot be told from the "
            "best; stars: the recommended setting; bars: 95% intervals of the mean over repeats; line: the "
            "monotone fit exported for planners; red crosses: flagged points, left out.", ""]
-    p = plots.pareto_figure(a, pdir)
+    p = plots.pareto_figure(a, pdir, formats=fm)
     made.append(p)
     md += ["## Pareto frontier (tokens/s against tokens/J)", "", f"![Pareto frontier](plots/{p.name})", ""]
     for c in a.curves:
@@ -130,7 +132,7 @@ def write_report(a: RunAnalysis, outdir: str | Path | None = None) -> Report:
                   + ", ".join(f"{s:.0f}" for s in c.pareto) + f" {a.unit}")
     md.append("")
     if tk is not None:
-        p = plots.tokenomics_figure(a, pdir)
+        p = plots.tokenomics_figure(a, pdir, formats=fm)
         if p:
             made.append(p)
             md += ["## Tokenomics frontier", "", f"![tokenomics frontier](plots/{p.name})", "",
@@ -140,11 +142,11 @@ def write_report(a: RunAnalysis, outdir: str | Path | None = None) -> Report:
                 md += [tk.latency.sentence, ""]
             else:
                 md += ["Give `--tpot-ms` (and `--ttft-ms`) for Max-Q under a latency target.", ""]
-    p = plots.timeline_figure(a, pdir)
+    p = plots.timeline_figure(a, pdir, formats=fm)
     if p:
         made.append(p)
         md += ["## Power and SM clock over the run", "", f"![timeline](plots/{p.name})", ""]
-    p = plots.clock_events_figure(a, pdir)
+    p = plots.clock_events_figure(a, pdir, formats=fm)
     if p:
         made.append(p)
         md += ["## Clock-event reasons", "", f"![clock-event reasons](plots/{p.name})", ""]
