@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from harness.errors import RunDirError
 from harness.results import POINT_COLUMNS, RunDir
@@ -26,6 +29,9 @@ TELEMETRY_COLUMNS = ("t_s", "power_instant_w", "power_average_w", "sm_clock_mhz"
 _NUMERIC = [c for c in POINT_COLUMNS if c not in ("gpu_uuid", "knob", "phase", "energy_source",
                                                   "clock_event_shares", "flags")]
 _POINT_FILE = re.compile(r"point-(\d+)")
+
+#: sample sources that are sampler readings (the rest: power history, counter ticks, ground truth)
+_POLL_SOURCES = pa.array(["poll", "edge"])
 
 
 @dataclass(frozen=True)
@@ -134,27 +140,26 @@ class RunData:
 def _read_telemetry(point_index: int, files: list[Path], columns: tuple[str, ...]) -> Telemetry | None:
     """One point's samples. A sweep writes one file whose ``source`` column tells sampler polls
     ("poll", "edge") from the driver's power history ("history", ``power_w``); a file of history
-    alone (``t_s``, ``power_w``) is read as history too."""
-    import pyarrow.parquet as pq
-
+    alone (``t_s``, ``power_w``) is read as history too. Rows are split in Arrow, before pandas."""
     samples: list[pd.DataFrame] = []
     history: list[pd.DataFrame] = []
     for f in files:
         try:
             names = set(pq.read_schema(f).names)
             want = [c for c in dict.fromkeys((*columns, "gpu_index", "source", "power_w")) if c in names]
-            df = pq.read_table(f, columns=want).to_pandas()
+            table = pq.read_table(f, columns=want)
         except Exception:  # a damaged file (killed writer) must not stop a report
             continue
-        if "source" in df.columns:
-            src = df["source"].astype(str)
-            history.append(df.loc[src == "history", [c for c in ("t_s", "power_w", "gpu_index") if c in df]])
-            samples.append(df.loc[src.isin(("poll", "edge")), [c for c in df.columns
-                                                               if c not in ("source", "power_w")]])
+        poll_cols = [c for c in want if c not in ("source", "power_w")]
+        hist_cols = [c for c in ("t_s", "power_w", "gpu_index") if c in names]
+        if "source" in names:
+            src = table.column("source").cast("string")
+            history.append(table.filter(pc.equal(src, "history")).select(hist_cols).to_pandas())
+            samples.append(table.filter(pc.is_in(src, value_set=_POLL_SOURCES)).select(poll_cols).to_pandas())
         elif "power_w" in names and "power_instant_w" not in names:
-            history.append(df)
+            history.append(table.select(hist_cols).to_pandas())
         else:
-            samples.append(df.drop(columns=["power_w"], errors="ignore"))
+            samples.append(table.select(poll_cols).to_pandas())
     samples = [s for s in samples if len(s)]
     history = [h for h in history if len(h)]
     if not samples and not history:
