@@ -10,7 +10,7 @@ points are kept for display and left out of every statistic unless ``include_fla
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,18 @@ class Flatness:
     binds: bool  # whether the cap still limits the drawn power in the flat region
     draw_w: float | None  # what the work draws in the flat region
     sentence: str
+    lowest: float | None = None  # the lowest measured setting (for the short verdict)
+
+    @property
+    def short(self) -> str:
+        """The verdict in a table cell."""
+        if not self.flat or self.above is None:
+            return "binds"
+        if self.binds:
+            return f"binds (within noise above {self.above:.0f})"
+        if self.lowest is not None and self.above <= self.lowest:
+            return "never binds"
+        return f"flat above {self.above:.0f}"
 
 
 @dataclass(frozen=True)
@@ -370,7 +382,9 @@ def _curve(phase: str, batch: int, stats: list[SettingStats], rows: pd.DataFrame
     max_q = best_range(stats, by_j, "tokens_per_j", lowest=False)
     fit_s = _fit(stats, "tokens_per_s")
     return Curve(phase=phase, batch_size=batch, stats=tuple(stats), max_p=max_p, max_q=max_q,
-                 flat=_flatness(stats, max_p, knob, unit), knee=_knee(fit_s, unit), pareto=_pareto(stats),
+                 flat=replace(_flatness(stats, max_p, knob, unit), lowest=stats[0].setting),
+                 knee=_knee(fit_s, unit) if max_p.lo > stats[0].setting else None,  # a flat curve has no knee
+                 pareto=_pareto(stats),
                  vs_default=_vs_default(stats, max_q, knob, part), fit_tokens_per_s=fit_s,
                  fit_power_w=_fit(stats, "power_mean_w"), fit_power_p99_w=_fit(stats, "power_p99_w"),
                  fit_power_max_1s_w=_fit(stats, "power_max_1s_w"))

@@ -33,7 +33,10 @@ def headline(c: Curve, unit: str) -> list[str]:
     out = [f"**Max-P**: {c.max_p.best:.0f} {unit}, {c.max_p.value:,.0f} tokens/s (the lowest setting whose "
            f"tokens/s cannot be told from the best; range {_rng(c.max_p.lo, c.max_p.hi, unit)})"]
     q = f"**Max-Q**: {_rng(c.max_q.lo, c.max_q.hi, unit)}, best {c.max_q.best:.0f} {unit}: {c.max_q.value:.4g} tokens/J"
-    if c.vs_default is not None:
+    whole = c.max_q.lo == c.stats[0].setting and c.max_q.hi == c.stats[-1].setting and len(c.stats) > 1
+    if whole:
+        q += " (tokens/J cannot be told apart anywhere in the range: the setting does not change efficiency)"
+    elif c.vs_default is not None:
         d = c.vs_default
         ref = f"the default {d.default_setting:.0f} {unit}" if d.measured else \
             f"the highest measured {d.default_setting:.0f} {unit} (default not measured)"
@@ -53,7 +56,7 @@ def curves_table_md(a: RunAnalysis) -> list[str]:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for c in a.curves:
         d = c.vs_default
-        cap = ("flat above " + f"{c.flat.above:.0f}") if c.flat.flat and c.flat.above is not None else "binds"
+        cap = c.flat.short
         lines.append(f"| {c.phase} | {c.batch_size} | {c.max_p.best:.0f} | {c.max_p.value:,.0f} | "
                      f"{_rng(c.max_q.lo, c.max_q.hi, '')}(best {c.max_q.best:.0f}) | {c.max_q.value:.4g} | "
                      f"{d.tokens_per_j_default:.4g} | {_pct(d.throughput_kept)} | {_pct(d.energy_saved)} | {cap} |"
@@ -106,16 +109,17 @@ def write_report(a: RunAnalysis, outdir: str | Path | None = None, formats: tupl
     md = [f"# tokbench report: {a.run.run_id}", "", _identity(a), ""]
     if a.problems:
         md += ["> " + "; ".join(a.problems), ""]
-    md += ["## At a glance", ""]
+    tk = a.tokenomics
+    per_curve: list[str] = []
     for c in a.curves:
         if len(a.curves) > 1:
-            md.append(f"**{c.phase}, batch {c.batch_size}**")
-            md.append("")
-        md += [f"- {s}" for s in headline(c, a.unit)] + [""]
-    tk = a.tokenomics
-    if tk is not None and tk.latency is not None:
-        md += [f"- **Latency target**: {tk.latency.sentence}", ""]
-    md += ["## Summary", ""] + curves_table_md(a) + [""]
+            per_curve += [f"**{c.phase}, batch {c.batch_size}**", ""]
+        per_curve += [f"- {s}" for s in headline(c, a.unit)] + [""]
+    latency = [f"- **Latency target**: {tk.latency.sentence}", ""] if tk is not None and tk.latency else []
+    if len(a.curves) <= 2:  # the sentences are the glance
+        md += ["## At a glance", "", *per_curve, *latency, "## Summary", "", *curves_table_md(a), ""]
+    else:  # many curves: the table is the glance, the sentences follow
+        md += ["## At a glance", "", *curves_table_md(a), "", *latency, "## Per curve", "", *per_curve]
     md += ["## Curves", ""]
     for phase in a.phases:
         p = plots.curves_figure(a, phase, pdir, formats=fm)
