@@ -296,7 +296,8 @@ def timeline_figure(a: RunAnalysis, outdir: Path, formats: tuple[str, ...] = FOR
             title="SM clock")
     axp.set_ylim(bottom=0)
     axc.set_ylim(bottom=0)
-    axp.legend(loc="upper right")
+    if axp.get_legend_handles_labels()[0]:
+        axp.legend(loc="upper right")
     if len(gpus) > 1:
         axc.legend(loc="lower right")
     return save(fig, outdir, "timeline", formats)

@@ -28,7 +28,17 @@ def _rng(lo: float, hi: float, unit: str) -> str:
     return f"{lo:.0f} {unit}" if lo == hi else f"{lo:.0f}-{hi:.0f} {unit}"
 
 
-def headline(c: Curve, unit: str) -> list[str]:
+def _edge_note(c: Curve, a: RunAnalysis) -> str | None:
+    """Max-Q at the end of the sweep while the part allows more: the peak may lie beyond it."""
+    lo_part = a.part.power_limit_min_w if a.knob == "power_limit_w" else None
+    if c.max_q.lo == c.stats[0].setting and c.max_q.hi != c.stats[-1].setting and lo_part is not None \
+            and c.stats[0].setting > lo_part + 1e-6:
+        return (f"Max-Q sits at the lowest setting measured ({c.stats[0].setting:.0f} {a.unit}); the part allows "
+                f"{lo_part:.0f} {a.unit}, so the peak may lie lower: sweep down to it to find out")
+    return None
+
+
+def headline(c: Curve, unit: str, a: RunAnalysis | None = None) -> list[str]:
     """The sentences a reader needs about one curve."""
     out = [f"**Max-P**: {c.max_p.best:.0f} {unit}, {c.max_p.value:,.0f} tokens/s (the lowest setting whose "
            f"tokens/s cannot be told from the best; range {_rng(c.max_p.lo, c.max_p.hi, unit)})"]
@@ -43,6 +53,9 @@ def headline(c: Curve, unit: str) -> list[str]:
         q += (f"; against {ref} it keeps {_pct(d.throughput_kept)} of throughput and saves "
               f"{_pct(d.energy_saved)} of energy per token")
     out.append(q)
+    note = _edge_note(c, a) if a is not None else None
+    if note:
+        out.append(note)
     out.append(c.flat.sentence[0].upper() + c.flat.sentence[1:])
     if c.knee is not None:
         out.append(c.knee.sentence[0].upper() + c.knee.sentence[1:])
@@ -114,7 +127,7 @@ def write_report(a: RunAnalysis, outdir: str | Path | None = None, formats: tupl
     for c in a.curves:
         if len(a.curves) > 1:
             per_curve += [f"**{c.phase}, batch {c.batch_size}**", ""]
-        per_curve += [f"- {s}" for s in headline(c, a.unit)] + [""]
+        per_curve += [f"- {s}" for s in headline(c, a.unit, a)] + [""]
     latency = [f"- **Latency target**: {tk.latency.sentence}", ""] if tk is not None and tk.latency else []
     if len(a.curves) <= 2:  # the sentences are the glance
         md += ["## At a glance", "", *per_curve, *latency, "## Summary", "", *curves_table_md(a), ""]
