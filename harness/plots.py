@@ -129,7 +129,7 @@ def curves_figure(a: RunAnalysis, phase: str, outdir: Path, title_suffix: str = 
         ax_j.plot([], [], "*", ms=12, color="0.6", mec="k", ls="none", label="Max-Q (best)")
     for ax in axs.flat:
         ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * (1.12 if ax in (ax_s, ax_j) else 1.0))
-        ax.legend(loc="lower right" if ax in (ax_s, ax_ps) else "best")
+        ax.legend(loc="best")
     fig.suptitle(f"{a.part.name} · {a.run.workload.get('name', '')} · phase {phase}{title_suffix}", fontsize=12)
     return save(fig, outdir, f"curves-{phase}", formats)
 
