@@ -21,7 +21,7 @@ from harness.analysis import Curve, RunAnalysis  # noqa: E402
 
 TIMELINE_BINS = 1500
 _KNOB_LABEL = {"power_limit_w": "power limit (W)", "sm_clock_mhz": "locked SM clock (MHz)", "observe": "setting (W)"}
-plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
+plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
                      "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 8,
                      "svg.fonttype": "none"})
 
