@@ -675,8 +675,9 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         if plan.search:
             lo, hi, discrete = knob_range(devices[0], knob)
             snap = (lambda v: min(discrete, key=lambda c: abs(c - v))) if discrete else (lambda v: round(v, 1))
-            source = MaxQSearch(lo, hi, batch_sizes[0], resolution=(hi - lo) / 20, ci_pct=plan.search_ci_pct,
-                                snap=snap)
+            # resolve the location to a 21-point grid's step, and never finer than 25 W (Zeus's grid step)
+            resolution = max((hi - lo) / 20, 25.0) if knob == "power-limit" else (hi - lo) / 20
+            source = MaxQSearch(lo, hi, batch_sizes[0], resolution=resolution, ci_pct=plan.search_ci_pct, snap=snap)
         else:
             source = GridSource(plan)
         # the per-GPU locks come first, so a refused run leaves nothing behind
