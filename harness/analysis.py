@@ -72,10 +72,13 @@ class Flatness:
     draw_w: float | None  # what the work draws in the flat region
     sentence: str
     lowest: float | None = None  # the lowest measured setting (for the short verdict)
+    single: bool = False  # one setting measured: no curve to judge
 
     @property
     def short(self) -> str:
         """The verdict in a table cell."""
+        if self.single:
+            return "one setting"
         if not self.flat or self.above is None:
             return "binds"
         if self.binds:
@@ -291,21 +294,26 @@ def _peak(x: np.ndarray, y: np.ndarray, w: np.ndarray, lo: int, hi: int, ib: int
 
 def _flatness(stats: list[SettingStats], max_p: Range, knob: str, unit: str) -> Flatness:
     top = stats[-1].setting
+    if len(stats) == 1:
+        how = "the setting found (observe-only run)" if knob == "observe" else "one setting"
+        return Flatness(False, None, True, stats[0].power_mean_w,
+                        f"{how}: {top:.0f} {unit} measured, so there is no curve to read; sweep the "
+                        "setting to find Max-Q", single=True)
     region = [s for s in stats if s.setting >= max_p.lo]
     draw = float(np.median([s.power_mean_w for s in region]))
-    binds = knob != "power_limit_w" or any(s.power_mean_w >= NOT_BINDING_SHARE * s.setting for s in region[1:])
-    what = "the cap" if knob == "power_limit_w" else "the clock lock"
+    binds = knob == "sm_clock_mhz" or any(s.power_mean_w >= NOT_BINDING_SHARE * s.setting for s in region[1:])
+    what = "the clock lock" if knob == "sm_clock_mhz" else "the cap"
     if max_p.hi != top or max_p.lo == top:
         return Flatness(False, None, True, None, f"tokens/s falls as soon as {what} is lowered below "
                         f"{top:.0f} {unit}: it binds across the range")
-    if knob != "power_limit_w":
+    if knob == "sm_clock_mhz":
         s = (f"tokens/s is flat above {max_p.lo:.0f} {unit}: a higher clock cannot be told from the best"
              if max_p.lo > stats[0].setting else f"tokens/s is flat across the whole range "
              f"({stats[0].setting:.0f}-{top:.0f} {unit}): the clock does not limit this work")
         return Flatness(True, max_p.lo, True, draw, s)
     if binds:
         return Flatness(True, max_p.lo, True, draw,
-                        f"tokens/s above {max_p.lo:.0f} W cannot be told from the best: the cap binds there "
+                        f"tokens/s above {max_p.lo:.0f} {unit} cannot be told from the best: the cap binds there "
                         "but costs less than the noise")
     if max_p.lo <= stats[0].setting:
         s = (f"the cap does not bind anywhere in the range ({stats[0].setting:.0f}-{top:.0f} W): "
@@ -348,7 +356,7 @@ def _pareto(stats: list[SettingStats]) -> tuple[float, ...]:
 
 
 def _vs_default(stats: list[SettingStats], max_q: Range, knob: str, part: PartInfo) -> VsDefault | None:
-    default = part.power_limit_default_w if knob == "power_limit_w" else stats[-1].setting
+    default = stats[-1].setting if knob == "sm_clock_mhz" else part.power_limit_default_w
     near = min(stats, key=lambda s: abs(s.setting - default))
     measured = abs(near.setting - default) <= max(0.005 * default, 0.5)
     d = near if measured else stats[-1]

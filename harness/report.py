@@ -86,15 +86,15 @@ def _fmt(v, spec: str) -> str:
 
 def points_table_md(a: RunAnalysis, c: Curve) -> list[str]:
     u = a.unit
-    lines = [f"| setting ({u}) | enforced | n | tokens/s ± 95% | tokens/J ± 95% | W mean | W p99 | W max 1 s | "
-             "SM MHz | flags |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [f"| setting ({u}) | enforced | n | tokens/s ± 95% | tokens/J ± 95% | mJ/token | W mean | W p99 | "
+             "W max 1 s | SM MHz | flags |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s in c.stats:
         mark = (" **Q**" if s.setting == c.max_q.best else "") + (" **P**" if s.setting == c.max_p.best else "")
         lines.append(
             f"| {s.setting:.0f}{mark} | {s.enforced:.0f} | {s.n} | {s.tokens_per_s.mean:,.1f} ± "
             f"{s.tokens_per_s.half_width:,.1f} | {s.tokens_per_j.mean:.4g} ± {s.tokens_per_j.half_width:.2g} | "
-            f"{s.power_mean_w:.0f} | {_fmt(s.power_p99_w, '.0f')} | {_fmt(s.power_max_1s_w, '.0f')} | "
-            f"{_fmt(s.sm_clock_mean_mhz, '.0f')} | {', '.join(s.flags) or ''} |")
+            f"{1000 * s.j_per_token:.4g} | {s.power_mean_w:.0f} | {_fmt(s.power_p99_w, '.0f')} | "
+            f"{_fmt(s.power_max_1s_w, '.0f')} | {_fmt(s.sm_clock_mean_mhz, '.0f')} | {', '.join(s.flags) or ''} |")
     return lines
 
 

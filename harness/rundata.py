@@ -85,10 +85,19 @@ class RunData:
 
     @property
     def comparison_key(self) -> dict[str, Any]:
-        """The workload fields that must match for two runs to be compared (``WorkloadSpec``)."""
-        w = self.workload
-        keys = ("kind", "model", "precision", "batch_size", "seq_len", "input_len", "output_len")
-        return {k: w.get(k) for k in keys}
+        """The workload fields that must match for two runs to be compared
+        (``WorkloadSpec.comparison_key``, the one definition of them)."""
+        from dataclasses import fields
+
+        from workloads.base import WorkloadSpec
+
+        known = {f.name for f in fields(WorkloadSpec)}
+        w = {k: v for k, v in self.workload.items() if k in known}
+        try:
+            return WorkloadSpec(**w).comparison_key()
+        except TypeError:  # a manifest without a complete workload: compare what it has
+            keys = WorkloadSpec("", "", "", "", "", 0).comparison_key().keys()
+            return {k: w.get(k) for k in keys}
 
     @cached_property
     def part(self) -> PartInfo:

@@ -111,3 +111,13 @@ def test_several_gpus_pool_and_one_can_be_picked(tmp_path):
 
     with pytest.raises(UsageError, match="no GPU 5"):
         analyse(path, gpu=5)
+
+
+def test_one_setting_is_no_curve(tmp_path):
+    run = SynthRun(settings=(700.0,), repeats=3, samples_per_point=0, knob="observe", seed=6)
+    a = analyse(fabricate_run(tmp_path, run))
+    c = a.curve("train")
+    assert c.flat.single and c.flat.short == "one setting" and c.knee is None
+    assert "observe-only run" in c.flat.sentence and "no curve to read" in c.flat.sentence
+    assert c.max_p.best == c.max_q.best == 700.0
+    assert c.vs_default.measured and c.vs_default.throughput_kept == 1.0
