@@ -179,14 +179,17 @@ def write_report(a: RunAnalysis, outdir: str | Path | None = None, formats: tupl
                       f"{r['batch_size']} | {r['repeat']} | {r['tokens_per_s']:,.1f} | {r['flags']} |")
         md.append("")
     md += ["## Method", "",
-           f"Intervals are 95% intervals of the mean over repeats: Student t below {BOOTSTRAP_MIN} repeats, bootstrap "
-           f"at {BOOTSTRAP_MIN} or more; a setting measured once borrows the noise of the others. A setting "
-           "\"cannot be told from the best\" when the 95% interval of the difference reaches zero (Welch t or "
-           "bootstrap); ranges are the contiguous settings around the best that pass. The fit is an isotonic "
-           "regression of the per-setting means joined by a PCHIP interpolant: monotone, no overshoot, defined "
-           "only between the lowest and highest measured settings. The knee is where the normalised fit stands "
-           "furthest above its chord. Energy is the counter's (or integrated power where a part has no counter; "
-           "see points.csv `energy_source`). GPUs of a node are pooled as repeats unless `--gpu` picks one.", ""]
+           f"Intervals are 95% intervals of the mean over repeats: bootstrap at {BOOTSTRAP_MIN} repeats or more; "
+           "below that Student t with the noise pooled over the curve's settings (a setting measured once borrows "
+           "the noise of the others). A setting \"cannot be told from the best\" when the interval of its "
+           "difference from the best reaches zero, at 95% over all the curve's settings together (Bonferroni), "
+           "since the best was picked among them. Max-P compares with the top block of the monotone fit; Max-Q "
+           "recommends the measured setting nearest the peak of a quadratic through the best and its neighbours. "
+           "Ranges are the contiguous settings that pass. The fit is an isotonic regression of the per-setting "
+           "means joined by a PCHIP interpolant: monotone, no overshoot, defined only between the lowest and "
+           "highest measured settings. The knee is where the normalised fit stands furthest above its chord. "
+           "Energy is the counter's (or integrated power where a part has no counter; see points.csv "
+           "`energy_source`). GPUs of a node are pooled as repeats unless `--gpu` picks one.", ""]
     out.mkdir(parents=True, exist_ok=True)
     path = out / "report.md"
     path.write_text("\n".join(md))

@@ -48,8 +48,9 @@ def _diff_axis(x, y, axis=-1):
 
 
 def mean_interval(x: np.ndarray, pooled_sigma: float | None = None, pooled_df: float = math.inf) -> Interval:
-    """Interval of the mean of ``x``: bootstrap with enough repeats, t otherwise, the pooled noise
-    when ``x`` has a single value."""
+    """Interval of the mean of ``x``: bootstrap with ``BOOTSTRAP_MIN`` repeats or more; below that a
+    t interval with the curve's pooled noise when it is known (two or three repeats say little about
+    their own spread: with two, Student's factor is 12.7), else with ``x``'s own spread."""
     x = np.asarray(x, dtype=float)
     n = len(x)
     m = float(np.mean(x))
@@ -60,12 +61,12 @@ def mean_interval(x: np.ndarray, pooled_sigma: float | None = None, pooled_df: f
         lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
         if math.isfinite(lo) and math.isfinite(hi):
             return Interval(m, lo, hi, n, sd, "bootstrap")
+    if pooled_sigma is not None and pooled_sigma > 0 and pooled_df > 0:
+        h = float(st.t.ppf(0.5 + CONFIDENCE / 2, pooled_df)) * pooled_sigma / math.sqrt(n)
+        return Interval(m, m - h, m + h, n, sd if n > 1 else pooled_sigma, "pooled")
     if n > 1:
         h = float(st.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
         return Interval(m, m - h, m + h, n, sd, "t")
-    if pooled_sigma is not None and pooled_sigma > 0:
-        h = float(st.t.ppf(0.5 + CONFIDENCE / 2, pooled_df)) * pooled_sigma
-        return Interval(m, m - h, m + h, 1, pooled_sigma, "pooled")
     return Interval(m, m, m, n, sd, "none")
 
 

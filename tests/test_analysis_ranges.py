@@ -31,7 +31,7 @@ def test_max_q_keeps_99pct_of_the_true_peak_and_contains_the_true_max_q(tmp_path
         assert c.max_q.hi - c.max_q.lo <= widest  # a range, not the whole sweep
         widths.append(c.max_q.hi - c.max_q.lo)
         methods = {s.tokens_per_j.method for s in c.stats}
-        assert methods == {"pooled" if repeats == 1 else "bootstrap" if repeats >= 5 else "t"}
+        assert methods == {"bootstrap" if repeats >= 5 else "pooled"}
     print(repeats, widths)
 
 
