@@ -292,35 +292,56 @@ def _peak(x: np.ndarray, y: np.ndarray, w: np.ndarray, lo: int, hi: int, ib: int
     return int(lo + np.argmin(np.abs(x[lo:hi + 1] - vertex)))
 
 
+def _cap_free_above(stats: list[SettingStats]) -> float | None:
+    """The lowest power limit from which every higher limit draws clearly less than itself: the
+    physical sign that the cap is not what limits the work there (None when the top one binds)."""
+    free = None
+    for s in reversed(stats):
+        if s.power_mean_w >= NOT_BINDING_SHARE * s.setting:
+            break
+        free = s.setting
+    return free
+
+
 def _flatness(stats: list[SettingStats], max_p: Range, knob: str, unit: str) -> Flatness:
+    """Whether the curve is flat and, for the power limit, whether the cap binds. The cap's
+    verdict comes from drawn power (it cannot bind where the work draws less than it allows);
+    the throughput's from the statistics (Max-P)."""
     top = stats[-1].setting
+    lowest = stats[0].setting
     if len(stats) == 1:
         how = "the setting found (observe-only run)" if knob == "observe" else "one setting"
         return Flatness(False, None, True, stats[0].power_mean_w,
                         f"{how}: {top:.0f} {unit} measured, so there is no curve to read; sweep the "
                         "setting to find Max-Q", single=True)
-    region = [s for s in stats if s.setting >= max_p.lo]
-    draw = float(np.median([s.power_mean_w for s in region]))
-    binds = knob == "sm_clock_mhz" or any(s.power_mean_w >= NOT_BINDING_SHARE * s.setting for s in region[1:])
-    what = "the clock lock" if knob == "sm_clock_mhz" else "the cap"
-    if max_p.hi != top or max_p.lo == top:
-        return Flatness(False, None, True, None, f"tokens/s falls as soon as {what} is lowered below "
-                        f"{top:.0f} {unit}: it binds across the range")
+    tps_flat = max_p.hi == top and max_p.lo < top
     if knob == "sm_clock_mhz":
+        if not tps_flat:
+            return Flatness(False, None, True, None, f"tokens/s falls as soon as the clock is locked below "
+                            f"{top:.0f} {unit}: the clock limits this work across the range")
         s = (f"tokens/s is flat above {max_p.lo:.0f} {unit}: a higher clock cannot be told from the best"
-             if max_p.lo > stats[0].setting else f"tokens/s is flat across the whole range "
-             f"({stats[0].setting:.0f}-{top:.0f} {unit}): the clock does not limit this work")
-        return Flatness(True, max_p.lo, True, draw, s)
-    if binds:
-        return Flatness(True, max_p.lo, True, draw,
-                        f"tokens/s above {max_p.lo:.0f} {unit} cannot be told from the best: the cap binds there "
-                        "but costs less than the noise")
-    if max_p.lo <= stats[0].setting:
-        s = (f"the cap does not bind anywhere in the range ({stats[0].setting:.0f}-{top:.0f} W): "
-             f"the work draws about {draw:.0f} W")
-    else:
-        s = f"the cap does not bind above {max_p.lo:.0f} W: the work draws about {draw:.0f} W"
-    return Flatness(True, max_p.lo, False, draw, s)
+             if max_p.lo > lowest else f"tokens/s is flat across the whole range ({lowest:.0f}-{top:.0f} "
+             f"{unit}): the clock does not limit this work")
+        return Flatness(True, max_p.lo, True, None, s)
+    free = _cap_free_above(stats)
+    if free is not None:
+        draw = float(np.median([s.power_mean_w for s in stats if s.setting >= free]))
+        if free <= lowest:
+            s = f"the cap does not bind anywhere in the range ({lowest:.0f}-{top:.0f} W): the work draws about " \
+                f"{draw:.0f} W"
+        else:
+            s = f"the cap does not bind above {free:.0f} W: the work draws about {draw:.0f} W"
+        if max_p.lo < free:
+            s += f"; below it tokens/s still cannot be told from the best down to {max_p.lo:.0f} W"
+        elif max_p.lo > free:
+            s += f"; tokens/s is best above {max_p.lo:.0f} W by a measurable margin"
+        return Flatness(True, free, False, draw, s)
+    if not tps_flat:
+        return Flatness(False, None, True, None, f"tokens/s falls as soon as the cap is lowered below "
+                        f"{top:.0f} {unit}: it binds across the range")
+    return Flatness(True, max_p.lo, True, None,
+                    f"tokens/s above {max_p.lo:.0f} {unit} cannot be told from the best: the cap binds there "
+                    "but costs less than the noise")
 
 
 def _knee(fit: MonotoneCurve, unit: str) -> Knee | None:
