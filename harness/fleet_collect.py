@@ -80,9 +80,9 @@ def load_points(run_dir: Path) -> pd.DataFrame:
     path = run_dir / "points.csv"
     if not path.is_file():
         return pd.DataFrame()
-    df = pd.read_csv(path)
+    df = pd.read_csv(path, dtype={"flags": object, "gpu_uuid": str, "phase": str, "knob": str})
     if "flags" in df:
-        df["flags"] = df["flags"].fillna("").astype(str)
+        df["flags"] = df["flags"].fillna("")
     return df
 
 

@@ -89,7 +89,7 @@ def test_real_slurm_campaign_finds_the_planted_board(slurm_cluster, tmp_path: Pa
     root = tmp_path / "fleet root"
     sub = _cli(
         "fleet", "submit", "--profile", str(prof), "--nodes", "2", "--gpus-per-node", "2",
-        "--sim-gpu", "h100-sxm", "--sim-seed", "7", "--sim-override", "1:0:leakage=1.4",
+        "--sim-gpu", "h100-sxm", "--sim-seed", "7", "--sim-override", "1:0:leakage=2.0",
         "--results-root", str(root), cwd=tmp_path,
     )  # fmt: skip
     assert sub.returncode == 0, sub.stderr
@@ -101,11 +101,13 @@ def test_real_slurm_campaign_finds_the_planted_board(slurm_cluster, tmp_path: Pa
     logs = "\n".join(p.read_text() for p in sorted((cdir / "slurm").glob("*.out")))
     for s in statuses:
         assert (s.slurm_state, s.run_status, s.exit_code) == ("COMPLETED", "complete", 0), (s, logs)
-        assert s.points_done > 0
+        assert s.points_done == 8  # 4 power limits x 2 boards, one repeat
         rec = fleet.read_record(cdir, s.task)
-        # Slurm allocated 2 GPUs to each task; the simulated node sweeps its own 2 boards
-        assert rec is not None and len(rec.slurm_gpus) == 2 and rec.gpus == ["0", "1"]
-        assert rec.argv[rec.argv.index("--profile") + 1] == str(prof)
+        # Slurm allocated 2 GPUs to each task; each simulated board got its own sweep
+        assert rec is not None and len(rec.slurm_gpus) == 2
+        assert [r.gpus for r in rec.runs] == [["0"], ["1"]] and all(r.exit_code == 0 for r in rec.runs)
+        for r in rec.runs:
+            assert r.argv[r.argv.index("--profile") + 1] == str(prof)
     assert not list(tmp_path.rglob("PWNED*"))
 
     status = _cli("fleet", "status", cdir.name, "--results-root", str(root), cwd=tmp_path)
