@@ -197,6 +197,86 @@ def restore() -> None:
         console.print("nothing to restore")
 
 
+RunArg = Annotated[str, typer.Argument(help="run directory (results/<run-id>)")]
+TpotOpt = Annotated[float | None, typer.Option("--tpot-ms", min=0.0,
+                                                help="latency target: time per output token, ms (inference runs)")]
+TtftOpt = Annotated[float | None, typer.Option("--ttft-ms", min=0.0,
+                                                help="latency target: time to first token, ms (with --tpot-ms)")]
+FlaggedOpt = Annotated[bool, typer.Option("--include-flagged", help="use flagged points in the statistics too")]
+GpuOpt = Annotated[int | None, typer.Option("--gpu", help="analyse one GPU (default: a node's GPUs pooled)")]
+
+
+@app.command()
+def report(
+    run: RunArg,
+    out: Annotated[str | None, typer.Option(help="folder for report.md and plots/ (default: the run directory)")]
+    = None,
+    tpot_ms: TpotOpt = None,
+    ttft_ms: TtftOpt = None,
+    include_flagged: FlaggedOpt = False,
+    gpu: GpuOpt = None,
+) -> None:
+    """Analyse a run: Max-P/Max-Q ranges, curves, frontier, timelines; writes report.md and plots/."""
+    from harness.analysis import analyse
+    from harness.render_readers import analysis_table
+    from harness.report import write_report
+
+    a = analyse(run, include_flagged=include_flagged, gpu=gpu, tpot_ms=tpot_ms, ttft_ms=ttft_ms)
+    rep = write_report(a, out)
+    console.print(analysis_table(a))
+    for c in a.curves:
+        console.print(f"{c.phase} b{c.batch_size}: {c.flat.sentence}", highlight=False)
+    if a.tokenomics is not None and a.tokenomics.latency is not None:
+        console.print(a.tokenomics.latency.sentence, highlight=False)
+    for p in a.problems:
+        err_console.print(f"[yellow]note:[/] {p}", highlight=False)
+    console.print(f"wrote {rep.markdown} and {len(rep.plots)} plots (PNG+SVG) in {rep.markdown.parent / 'plots'}")
+
+
+@app.command()
+def export(
+    run: RunArg,
+    fmt: Annotated[str, typer.Option("--format", help="json (the curve file planners read) or csv (points)")]
+    = "json",
+    out: Annotated[str | None, typer.Option(help="file to write, '-' for stdout (default: RUN/curve.<format>)")]
+    = None,
+    tpot_ms: TpotOpt = None,
+    ttft_ms: TtftOpt = None,
+    include_flagged: FlaggedOpt = False,
+    gpu: GpuOpt = None,
+) -> None:
+    """Write the run's calibrated curve (versioned schema, docs/curve-schema.md) for planners."""
+    from harness.analysis import analyse
+    from harness.export import export_run
+
+    a = analyse(run, include_flagged=include_flagged, gpu=gpu, tpot_ms=tpot_ms, ttft_ms=ttft_ms)
+    _, where = export_run(a, fmt, out, tpot_ms, ttft_ms)
+    if out == "-":
+        print(where)
+    else:
+        err_console.print(f"wrote {where}", highlight=False)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="two or more run directories")],
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch",
+                                                 help="compare runs whose workload metadata differ (marked)")]
+    = False,
+    out: Annotated[str | None, typer.Option(help="folder for compare.md, compare.json and plots/")] = None,
+    include_flagged: FlaggedOpt = False,
+) -> None:
+    """Compare runs across parts or generations: table and overlay plots (absolute and normalised)."""
+    from harness.compare import compare_runs, write_comparison
+    from harness.render_readers import compare_table
+
+    cmp = write_comparison(compare_runs(runs, allow_mismatch, include_flagged), out)
+    console.print(compare_table(cmp))
+    if cmp.mismatched:
+        err_console.print("[bold red]mismatched comparison:[/] " + "; ".join(cmp.differences), highlight=False)
+    console.print(f"wrote {cmp.markdown} and {len(cmp.plots)} plots")
+
+
 @app.callback()
 def _root(ctx: typer.Context) -> None:
     """tokbench: tokens per second and per joule across power limits and clocks."""
@@ -205,6 +285,45 @@ def _root(ctx: typer.Context) -> None:
 
         for line in recover():
             err_console.print(f"[yellow]restored[/] {line}", highlight=False)
+
+
+@app.command()
+def plan(
+    site: Path = typer.Argument(..., help="Site file (TOML), e.g. profiles/sites/example-site.toml."),
+    grid: Path | None = typer.Option(None, "--grid", help="Grid signal CSV (overrides the site file's)."),
+    objective: str = typer.Option(
+        "tokens", "--objective", help="tokens (max), cost or carbon (min, at a token target)."
+    ),
+    token_target: float | None = typer.Option(
+        None,
+        "--token-target",
+        help="Gtok to make over the horizon (cost/carbon; default: what the default setting makes).",
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default results/plan-<site name>)."),
+    export_network: Path | None = typer.Option(
+        None, "--export-network", help="Write the solved PyPSA network (NetCDF)."
+    ),
+    compare: bool = typer.Option(
+        True, "--compare/--no-compare", help="Also solve fixed Max-P, Max-Q and default."
+    ),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write plan.png."),
+) -> None:
+    """Plan an AI factory on its power: tokens per MW per setting, and a grid-interactive schedule."""
+    from harness.planner import export_network as write_network
+    from harness.planner import plan as run_plan
+    from harness.planner.outputs import write_outputs
+    from harness.planner.tables import render
+
+    if export_network is not None and export_network.suffix != ".nc":
+        raise UsageError(f"--export-network writes NetCDF: name the file *.nc, not '{export_network.name}'")
+    r = run_plan(site, grid, objective=objective, token_target_gtok=token_target, compare=compare)
+    for item in render(r):
+        console.print(item)
+    for p in write_outputs(r, out or Path("results") / f"plan-{r.site.name}", plots=plots):
+        console.print(f"wrote {p}")
+    if export_network is not None:
+        write_network(r, export_network)
+        console.print(f"wrote {export_network}")
 
 
 # ---- tokbench fleet: Slurm campaigns (harness/fleet.py, harness/fleet_collect.py) -------------

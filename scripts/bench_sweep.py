@@ -30,7 +30,7 @@ WINDOW = dict(window_s=10.0, warmup_min_s=3.0, warmup_max_s=30.0, backend="sim")
 
 def _quiet_part(part: str, tmp: Path) -> str:
     text = (GPU_PROFILE_DIR / f"{part}.toml").read_text()
-    text = re.sub(r"(?m)^step_jitter_sigma = .*$", "step_jitter_sigma = 0.0", text)
+    text = re.sub(r"(?m)^step_jitter_sigma = [0-9.eE+-]+$", "step_jitter_sigma = 0.0", text)
     path = tmp / f"{part}-quiet.toml"
     path.write_text(text.replace(f'id = "{part}"', f'id = "{part}-quiet"'))
     return str(path)

@@ -8,6 +8,7 @@ only when asked (one read took ~4 ms on an H100 against 1-3 us for power and clo
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -45,6 +46,25 @@ _ARCH_NAMES = {
 
 #: NVML value-type code -> attribute of the value union (codes are stable in nvml.h)
 _VALUE_ATTRS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+
+#: camel-case words that, as a function's verb, change device state (a GPU instance is created, ...)
+_MUTATING_WORDS = frozenset({"Set", "Reset", "Clear", "Modify", "Remove", "Create", "Destroy"})
+_QUERY_WORDS = frozenset({"Get", "Query", "Is", "Validate"})
+
+
+def is_setter_name(name: str) -> bool:
+    """Does the nvidia-ml-py function ``name`` change device state? Its verb decides: the first of
+    a mutating or query word in its camel-case name (``nvmlDeviceGetThermalSettings`` and
+    ``nvmlSystemGetTopologyGpuSet`` read; ``nvmlEventSet*`` builds a local event set)."""
+    if not name.startswith("nvml") or name.startswith("nvmlEventSet"):
+        return False
+    for word in re.findall(r"[A-Z][a-z0-9]*", name):
+        if word in _QUERY_WORDS:
+            return False
+        if word in _MUTATING_WORDS:
+            return True
+    return False
 
 
 def import_pynvml() -> Any:
@@ -116,17 +136,23 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _may_change_settings() -> tuple[bool, str]:
-    """Whether this process has the privilege NVML setters need, without calling a setter."""
+def _may_change_settings(status_path: str = "/proc/self/status") -> tuple[bool, str]:
+    """Whether this process has the privilege NVML setters need, without calling a setter.
+
+    The effective capabilities decide where the kernel reports them: root in a container without
+    CAP_SYS_ADMIN is refused by the driver, so euid 0 alone is not enough.
+    """
+    try:
+        with open(status_path) as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    if int(line.split()[1], 16) & (1 << 21):  # CAP_SYS_ADMIN
+                        return True, ""
+                    return False, "needs root or CAP_SYS_ADMIN"
+    except (OSError, ValueError, IndexError):
+        pass
     if os.geteuid() == 0:
         return True, ""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:") and int(line.split()[1], 16) & (1 << 21):  # CAP_SYS_ADMIN
-                    return True, ""
-    except OSError:
-        pass
     return False, "needs root or CAP_SYS_ADMIN"
 
 
@@ -140,7 +166,9 @@ class NvmlDevice:
         self.clock = WallClock()
         self.handle = h = b.call(nv.nvmlDeviceGetHandleByIndex, index, what=f"open GPU {index}")
         arch_code = b.optional(nv.nvmlDeviceGetArchitecture, h)
-        arch = next((name for const, name in _ARCH_NAMES.items() if getattr(nv, const, None) == arch_code), "unknown")
+        # an unsupported query (None) must not match a constant that an older binding lacks (also None)
+        arch = next((name for const, name in _ARCH_NAMES.items()
+                     if arch_code is not None and getattr(nv, const, None) == arch_code), "unknown")
         mem = b.optional(nv.nvmlDeviceGetMemoryInfo, h)
         pci = b.optional(nv.nvmlDeviceGetPciInfo, h)
         # instant board power and memory power (average field, memory scope) in one call
