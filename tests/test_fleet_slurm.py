@@ -115,7 +115,7 @@ def test_real_slurm_campaign_finds_the_planted_board(slurm_cluster, tmp_path: Pa
 
     out = _cli("fleet", "collect", str(cdir), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "outliers (|robust z| > 3.5 among identical parts): 1" in out.stdout, out.stdout
+    assert "outlier GPUs (|robust z| > 3.5 among identical parts): 1 (task 1 gpu 0)" in out.stdout, out.stdout
 
     from harness.curves import load_curve
     from harness.fleet_collect import collect
