@@ -513,28 +513,32 @@ def combine_status(statuses: list[str]) -> str:
     """One word for a task's runs: complete only when every run is; else the worst one."""
     if statuses and all(s in DONE_STATUSES for s in statuses):
         return "complete"
-    for word in ("failed", "interrupted", "unreadable", "running"):
+    for word in ("failed", "damaged", "killed", "interrupted", "running"):
         if word in statuses:
             return word
     return "incomplete" if any(statuses) else ""
 
 
 def run_progress(run_dir: Path | None) -> tuple[str, int]:
-    """(manifest status, points recorded) of a run directory."""
-    if run_dir is None or not run_dir.is_dir():
+    """(manifest status, points recorded) of a run directory; ("damaged", 0) when it cannot be read."""
+    from harness.errors import RunDirError
+    from harness.results import RunDir
+
+    if run_dir is None or not (run_dir / "manifest.json").is_file():
         return "", 0
-    status = ""
     try:
-        status = str(json.loads((run_dir / "manifest.json").read_text()).get("status", ""))
-    except (OSError, json.JSONDecodeError, AttributeError):
-        status = "unreadable" if (run_dir / "manifest.json").exists() else ""
-    points = 0
-    try:
-        with open(run_dir / "points.csv") as f:
-            points = max(0, sum(1 for line in f if line.strip()) - 1)
-    except OSError:
-        pass
-    return status, points
+        rd = RunDir.open(run_dir)
+        return str(rd.manifest.get("status", "")), len(rd.points())
+    except (RunDirError, ValueError, KeyError):
+        return "damaged", 0
+
+
+def _killed(run_status: str, slurm_state: str) -> str:
+    """A run that says "running" while Slurm no longer runs its task was killed (timeout, node
+    failure, scancel): its writer is gone even where a lock on a shared filesystem cannot tell."""
+    if run_status == "running" and slurm_state not in slurm.ACTIVE_STATES and slurm_state != "unsubmitted":
+        return "killed"
+    return run_status
 
 
 def campaign_status(cdir: Path, c: Campaign | None = None) -> list[TaskStatus]:
@@ -564,7 +568,7 @@ def campaign_status(cdir: Path, c: Campaign | None = None) -> list[TaskStatus]:
                 slurm_state=state,
                 host=rec.host if rec else (node or (run_dirs[0].parent.parent.name if run_dirs else "")),
                 run_dirs=run_dirs,
-                run_status=combine_status([p[0] for p in progress]),
+                run_status=_killed(combine_status([p[0] for p in progress]), state),
                 points_done=sum(p[1] for p in progress),
                 exit_code=rec.exit_code if rec else None,
             )

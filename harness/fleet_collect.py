@@ -10,7 +10,6 @@ At least ``MIN_SIBLINGS`` boards are needed to judge.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from harness.curves import (
     WorkloadIdentity,
     save_curve,
 )
-from harness.errors import TokbenchError
+from harness.errors import RunDirError, TokbenchError
+from harness.results import RunDir
 
 Z_THRESHOLD = 3.5
 MAD_FLOOR_REL = 0.005
@@ -59,14 +59,6 @@ def robust_z(values: pd.Series) -> pd.Series:
     return 0.6745 * (values - med) / scale
 
 
-def _manifest(run_dir: Path) -> dict:
-    try:
-        data = json.loads((run_dir / "manifest.json").read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def _devices(manifest: dict) -> dict[str, dict]:
     """uuid -> device record from the manifest (tolerant of its exact shape)."""
     out: dict[str, dict] = {}
@@ -74,16 +66,6 @@ def _devices(manifest: dict) -> dict[str, dict]:
         if isinstance(d, dict) and d.get("uuid"):
             out[str(d["uuid"])] = d
     return out
-
-
-def load_points(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "points.csv"
-    if not path.is_file():
-        return pd.DataFrame()
-    df = pd.read_csv(path, dtype={"flags": object, "gpu_uuid": str, "phase": str, "knob": str})
-    if "flags" in df:
-        df["flags"] = df["flags"].fillna("")
-    return df
 
 
 def _per_setting(points: pd.DataFrame) -> pd.DataFrame:
@@ -106,12 +88,16 @@ def gpu_table(statuses: list[fleet.TaskStatus]) -> tuple[pd.DataFrame, pd.DataFr
     devices: dict[str, dict] = {}
     finished = [(st, d) for st in statuses for d in st.run_dirs if fleet.run_progress(d)[0] in fleet.DONE_STATUSES]
     for st, run_dir in finished:
-        manifest = _manifest(run_dir)
+        try:
+            rd = RunDir.open(run_dir)
+            manifest, points = rd.manifest, rd.points()
+        except (RunDirError, ValueError, KeyError):
+            continue  # run_progress already called it damaged; the task is listed
         devs = _devices(manifest)
         for d in devs.values():
             d["_workload"] = manifest.get("workload") if isinstance(manifest.get("workload"), dict) else {}
         devices.update(devs)
-        per = _per_setting(load_points(run_dir))
+        per = _per_setting(points)
         if per.empty:
             continue
         per["task"], per["host"] = st.task, st.host

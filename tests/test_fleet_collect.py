@@ -13,7 +13,7 @@ import pytest
 
 from harness import fleet, fleet_collect
 from harness.curves import load_curve
-from harness.results import POINT_COLUMNS, Point
+from harness.results import POINT_COLUMNS, SCHEMA_VERSION, Point
 
 LIMITS_W = [200.0, 300.0, 400.0, 500.0, 600.0, 700.0]
 
@@ -95,7 +95,13 @@ def _campaign(tmp_path: Path, boards: dict[tuple[int, int], tuple[float, float]]
                 "architecture": "hopper",
                 "power_limits": {"min_w": 200.0, "max_w": 700.0, "default_w": 700.0},
             }
-            manifest = {"status": unfinished.get(t, "complete"), "devices": [device], "workload": workload}
+            manifest = {
+                "tool": "tokbench",
+                "schema_version": SCHEMA_VERSION,
+                "status": unfinished.get(t, "complete"),
+                "devices": [device],
+                "workload": workload,
+            }
             (out / "manifest.json").write_text(json.dumps(manifest))
     return c, cdir
 

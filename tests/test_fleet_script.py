@@ -14,6 +14,7 @@ import pytest
 
 from harness import fleet, slurm
 from harness.errors import UsageError
+from harness.results import POINT_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = "x y \"q\" 'a' $(touch PWNED1); touch PWNED2 `touch PWNED3`"
@@ -37,15 +38,19 @@ out.mkdir(parents=True, exist_ok=True)
 gpus = opt.get("--gpus") or json.loads((out / "manifest.json").read_text())["gpus"]
 bad = gpus in os.environ.get("FAKE_FAIL_GPUS", "").split(",")
 status = "interrupted" if bad else "complete"
-(out / "manifest.json").write_text(json.dumps({{"status": status, "gpus": gpus}}))
-(out / "points.csv").write_text("point_index,tokens_per_s\n0,1\n1,2\n")
+(out / "manifest.json").write_text(json.dumps({{"tool": "tokbench", "schema_version": 1, "status": status,
+                                                "gpus": gpus}}))
+(out / "points.csv").write_text({points_csv!r})
 sys.exit(3 if bad else 0)
 """
 
 
 def _fake_tokbench(tmp: Path) -> Path:
     exe = tmp / "fake-tokbench"
-    exe.write_text(FAKE_TOKBENCH.format(python=sys.executable, repo=str(REPO)))
+    ints = {"point_index", "gpu_index", "batch_size", "repeat", "steps", "input_tokens", "output_tokens", "tokens"}
+    row = ",".join("0" if c in ints else "" for c in POINT_COLUMNS)
+    points_csv = ",".join(POINT_COLUMNS) + "\n" + row + "\n" + row + "\n"  # two points, as a sweep writes them
+    exe.write_text(FAKE_TOKBENCH.format(python=sys.executable, repo=str(REPO), points_csv=points_csv))
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     return exe
 
@@ -379,9 +384,9 @@ def test_run_task_records_and_runs_sweep_with_exact_argv(tmp_path: Path, monkeyp
 
     # a later attempt keeps what finished; a run that failed is resumed from its manifest
     for r in rec.runs:
-        (cdir / r.out / "manifest.json").write_text(
-            json.dumps({"status": "complete" if r.gpus == ["0"] else "interrupted", "gpus": r.gpus[0]})
-        )
+        manifest = {"tool": "tokbench", "schema_version": 1, "gpus": r.gpus[0]}
+        manifest["status"] = "complete" if r.gpus == ["0"] else "interrupted"
+        (cdir / r.out / "manifest.json").write_text(json.dumps(manifest))
     env["FAKE_FAIL_GPUS"] = "1"
     assert fleet.run_task(cdir, 1, env) == 3
     rec = fleet.read_record(cdir, 1)
@@ -469,3 +474,24 @@ def test_campaign_file_is_validated(tmp_path: Path) -> None:
         fleet.load_campaign(tmp_path)
     with pytest.raises(UsageError, match="no fleet campaign"):
         fleet.resolve_campaign("nope", tmp_path)
+
+
+def test_run_status_words() -> None:
+    assert fleet.combine_status(["complete", "complete"]) == "complete"
+    assert fleet.combine_status(["complete", "interrupted", "running"]) == "interrupted"
+    assert fleet.combine_status(["complete", ""]) == "incomplete"
+    assert fleet.combine_status([]) == ""
+    # "running" in a manifest while Slurm no longer runs the task: the writer was killed
+    assert fleet._killed("running", "TIMEOUT") == "killed"
+    assert fleet._killed("running", "gone") == "killed"
+    assert fleet._killed("running", "RUNNING") == "running"
+    assert fleet._killed("complete", "FAILED") == "complete"
+
+
+def test_damaged_run_directory_reads_as_damaged(tmp_path: Path) -> None:
+    run = tmp_path / "gpu-0"
+    run.mkdir()
+    (run / "manifest.json").write_text('{"tool": "tokbench", "schema_version": 1, "status": "complete"}')
+    (run / "points.csv").write_text("not,the,columns\n")
+    assert fleet.run_progress(run) == ("damaged", 0)
+    assert fleet.run_progress(tmp_path / "absent") == ("", 0)
