@@ -113,6 +113,10 @@ def test_real_slurm_campaign_finds_the_planted_board(slurm_cluster, tmp_path: Pa
     status = _cli("fleet", "status", cdir.name, "--results-root", str(root), cwd=tmp_path)
     assert status.returncode == 0 and status.stdout.count("COMPLETED") == 2, status.stdout + status.stderr
 
+    again = _cli("fleet", "submit", "--resume", cdir.name, "--results-root", str(root), cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to re-submit" in again.stdout, again.stdout + again.stderr
+    assert len(fleet.load_campaign(cdir).submissions) == 1
+
     out = _cli("fleet", "collect", str(cdir), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "outlier GPUs (|robust z| > 3.5 among identical parts): 1 (task 1 gpu 0)" in out.stdout, out.stdout
