@@ -82,6 +82,7 @@ class Campaign(_Strict):
     account: str | None = None
     time: str | None = None
     exclusive: bool = False
+    cpus_per_task: int | None = Field(None, ge=1)
     request_gres: bool = True
     #: one sweep per GPU (default) or one sweep over all the node's GPUs (they step in lockstep)
     per_gpu: bool = True
@@ -110,6 +111,7 @@ class FleetRequest:
     account: str | None = None
     time: str | None = None
     exclusive: bool = False
+    cpus_per_task: int | None = None
     request_gres: bool = True
     per_gpu: bool = True
 
@@ -199,6 +201,7 @@ def new_campaign(req: FleetRequest, launcher: list[str] | None = None) -> Campai
             account=slurm.check_account(req.account) if req.account else None,
             time=slurm.check_time(req.time) if req.time else None,
             exclusive=req.exclusive,
+            cpus_per_task=req.cpus_per_task,
             request_gres=req.request_gres,
             per_gpu=req.per_gpu,
             launcher=launcher or default_launcher(),
@@ -258,6 +261,7 @@ def batch_request(c: Campaign, cdir: Path, tasks: list[int]) -> slurm.BatchReque
         account=c.account,
         time=c.time,
         exclusive=c.exclusive,
+        cpus_per_task=c.cpus_per_task,
         workdir=cdir,
         log_dir=cdir / "slurm",
         command=[*c.launcher, "fleet", "task", str(cdir)],

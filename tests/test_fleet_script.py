@@ -109,6 +109,7 @@ def test_request_validation(tmp_path: Path) -> None:
         dict(profile="smoke", sim_overrides=("0:0:leakage=1.4",)),  # overrides need sim
         dict(profile="smoke", values="200,300;id"),
         dict(profile="smoke", nodes=0),
+        dict(profile="smoke", cpus_per_task=0),
         dict(profile="smoke", backend="auto"),
     ]
     for kw in bad:
@@ -140,6 +141,7 @@ def test_script_directives_and_quoting(tmp_path: Path) -> None:
         account="proj",
         time="1:00:00",
         exclusive=True,
+        cpus_per_task=4,
         workdir=cdir,
         log_dir=cdir / "slurm",
         command=["/opt/tok bench/bin/python", "-m", "harness.cli", "fleet", "task", str(cdir)],
@@ -153,6 +155,7 @@ def test_script_directives_and_quoting(tmp_path: Path) -> None:
         "#SBATCH --ntasks=1",
         "#SBATCH --gres=gpu:2",
         "#SBATCH --exclusive",
+        "#SBATCH --cpus-per-task=4",
         "#SBATCH --partition=gpu,debug",
         "#SBATCH --account=proj",
         "#SBATCH --time=1:00:00",
