@@ -68,16 +68,29 @@ def _devices(manifest: dict) -> dict[str, dict]:
     return out
 
 
+#: per-point figures a curve file carries when the runs have them (median across GPUs)
+OPTIONAL_COLUMNS = ("power_p99_w", "power_max_1s_w", "sm_clock_mean_mhz", "ttft_ms", "tpot_ms", "tokens_per_s_per_user")
+
+
 def _per_setting(points: pd.DataFrame) -> pd.DataFrame:
     """Valid points averaged over repeats, one row per (GPU, knob, phase, batch, setting)."""
     pts = points[points["flags"] == ""] if "flags" in points else points
     keys = ["gpu_index", "gpu_uuid", "knob", "phase", "batch_size", "setting"]
+    extra = {c: (c, "mean") for c in OPTIONAL_COLUMNS if c in pts}
     return pts.groupby(keys, as_index=False).agg(
         tokens_per_s=("tokens_per_s", "mean"),
         tokens_per_j=("tokens_per_j", "mean"),
         power_mean_w=("power_mean_w", "mean"),
         repeats=("tokens_per_s", "size"),
+        **extra,
     )
+
+
+def _median_or_none(s: pd.DataFrame, col: str) -> float | None:
+    if col not in s:
+        return None
+    v = pd.to_numeric(s[col], errors="coerce").dropna()
+    return float(v.median()) if len(v) else None
 
 
 def gpu_table(statuses: list[fleet.TaskStatus]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
@@ -222,21 +235,25 @@ def fleet_curves(
         max_p: list[SettingRange] = []
         for (phase, batch), g in pg.groupby(["phase", "batch_size"]):
             ss, tps, tpj, pw, tps_hb, tpj_hb = [], [], [], [], [], []
+            p99: list[float | None] = []
+            max1: list[float | None] = []
             for setting, s in g.groupby("setting"):
                 t_med, t_lo, t_hi = _band(s["tokens_per_s"].to_numpy())
                 j_med, j_lo, j_hi = _band(s["tokens_per_j"].to_numpy())
                 p_med = float(s["power_mean_w"].median())
+                opt = {c: _median_or_none(s, c) for c in OPTIONAL_COLUMNS}
                 points.append(
                     CurvePoint(
                         setting=float(setting),
                         phase=str(phase),
                         batch_size=int(batch),
-                        repeats=len(s),
+                        repeats=len(s),  # GPUs at this setting
                         tokens_per_s=t_med,
                         tokens_per_s_ci=(t_hi - t_lo) / 2,
                         tokens_per_j=j_med,
                         tokens_per_j_ci=(j_hi - j_lo) / 2,
                         power_mean_w=p_med,
+                        **opt,
                     )
                 )
                 ss.append(float(setting))
@@ -245,6 +262,8 @@ def fleet_curves(
                 pw.append(p_med)
                 tps_hb.append((t_hi - t_lo) / 2)
                 tpj_hb.append((j_hi - j_lo) / 2)
+                p99.append(opt["power_p99_w"])
+                max1.append(opt["power_max_1s_w"])
             fits.append(
                 CurveFit(
                     phase=str(phase),
@@ -253,6 +272,8 @@ def fleet_curves(
                     settings=ss,
                     tokens_per_s=tps,
                     power_mean_w=pw,
+                    power_p99_w=None if None in p99 else p99,
+                    power_max_1s_w=None if None in max1 else max1,
                 )
             )
             for target, vals, hb in ((max_q, tpj, tpj_hb), (max_p, tps, tps_hb)):
