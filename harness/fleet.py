@@ -1,4 +1,5 @@
-"""Fleet campaigns: one `tokbench sweep` per node, submitted to Slurm as a job array.
+"""Fleet campaigns: a Slurm job array with one task per node, each running `tokbench sweep` on
+its GPUs (one sweep per GPU, at once, unless the campaign asks for one lockstep sweep per node).
 
 A campaign is a directory on the shared filesystem, ``<results-root>/<id>/``:
 
@@ -38,8 +39,8 @@ from harness.errors import UsageError
 CAMPAIGN_SCHEMA = "tokbench.fleet"
 CAMPAIGN_SCHEMA_VERSION = 1
 DEFAULT_RESULTS_ROOT = Path("results/fleet")
-#: manifest statuses that mean a task's sweep finished; anything else is resubmitted by --resume
-DONE_STATUSES = frozenset({"complete", "completed", "done"})
+#: the manifest status of a finished sweep; a task with any other run is resubmitted by --resume
+DONE_STATUSES = frozenset({"complete"})
 
 _PROFILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _SIM_GPU_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
@@ -316,7 +317,10 @@ def submit_campaign(
     slurm.require_slurm()
     cdir.mkdir(parents=True, exist_ok=False)
     save_campaign(c, cdir)
-    return _submit_tasks(c, cdir, list(range(c.nodes)), dry_run=False)[1]
+    try:
+        return _submit_tasks(c, cdir, list(range(c.nodes)), dry_run=False)[1]
+    except slurm.SlurmError as e:
+        raise slurm.SlurmError(f"{e} (campaign {c.id} was created; submit it later with --resume {c.id})") from None
 
 
 def resume_campaign(cdir: Path, dry_run: bool = False) -> SubmitResult:

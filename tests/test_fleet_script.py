@@ -498,3 +498,21 @@ def test_damaged_run_directory_reads_as_damaged(tmp_path: Path) -> None:
     (run / "points.csv").write_text("not,the,columns\n")
     assert fleet.run_progress(run) == ("damaged", 0)
     assert fleet.run_progress(tmp_path / "absent") == ("", 0)
+
+
+def test_refused_submission_leaves_a_resumable_campaign(tmp_path: Path, monkeypatch) -> None:
+    def refuse(req, script):
+        raise slurm.SlurmError("sbatch refused the job: Invalid partition name specified")
+
+    monkeypatch.setattr(slurm, "require_slurm", lambda: None)
+    monkeypatch.setattr(slurm, "submit", refuse)
+    with pytest.raises(slurm.SlurmError, match=r"Invalid partition.*--resume \d{8}-\d{6}-[0-9a-f]{4}"):
+        fleet.submit_campaign(
+            fleet.FleetRequest(profile="smoke", nodes=2, sim_gpu="h100-sxm"), tmp_path, launcher=["tokbench"]
+        )
+    (cdir,) = list(tmp_path.iterdir())
+    assert fleet.load_campaign(cdir).submissions == []
+    st = fleet.campaign_status(cdir)
+    assert [(s.slurm_state, s.needs_resubmit) for s in st] == [("unsubmitted", True)] * 2
+    monkeypatch.setattr(slurm, "submit", lambda req, script: "99")
+    assert fleet.resume_campaign(cdir).tasks == (0, 1)
