@@ -406,7 +406,9 @@ def fleet_submit(
     if dry_run:
         print(result.sbatch)
         print(result.script, end="")
-        for t, cmd in zip(result.tasks, result.task_commands, strict=True):
+        if any("GPU-slurm" in cmd for _, cmd in result.task_commands):
+            print("# GPU-slurmN below stands for the UUID of the N-th GPU Slurm allocates to the task")
+        for t, cmd in result.task_commands:
             print(f"# task {t} runs: {cmd}")
         return
     console.print(

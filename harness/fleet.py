@@ -276,8 +276,9 @@ class SubmitResult:
     tasks: tuple[int, ...]
     script: str
     sbatch: str  # the sbatch command line, shell-quoted for display
-    #: what each task will run, shell-quoted for display only (tasks run it as an argv list)
-    task_commands: tuple[str, ...] = ()
+    #: (task, sweep command) for each sweep the tasks will run, shell-quoted for display only
+    #: (tasks run them as argv lists)
+    task_commands: tuple[tuple[int, str], ...] = ()
 
 
 def _submit_tasks(c: Campaign, cdir: Path, tasks: list[int], dry_run: bool) -> tuple[Campaign, SubmitResult]:
@@ -286,9 +287,10 @@ def _submit_tasks(c: Campaign, cdir: Path, tasks: list[int], dry_run: bool) -> t
     n = len(c.submissions)
     script_path = cdir / "slurm" / f"submit-{n}.sh"
     shown = shlex.join(slurm.sbatch_argv(req, script_path))
-    placeholder = [f"<UUID of Slurm GPU {i}>" if c.backend == "nvml" else str(i) for i in range(c.gpus_per_node)]
+    # on real nodes "GPU-slurmN" stands for the UUID of the N-th GPU Slurm allocates
+    placeholder = [f"GPU-slurm{i}" if c.backend == "nvml" else str(i) for i in range(c.gpus_per_node)]
     commands = tuple(
-        shlex.join(sweep_argv(c, t, unit, task_dir(cdir, "<host>", t) / name, resume=False))
+        (t, shlex.join(sweep_argv(c, t, unit, task_dir(cdir, "HOST", t) / name, resume=False)))
         for t in tasks
         for name, unit in run_units(c, placeholder)
     )
@@ -395,7 +397,7 @@ def run_units(c: Campaign, gpus: list[str]) -> list[tuple[str, list[str]]]:
     could not be told apart from them; one sweep per GPU measures each board on its own."""
     if not c.per_gpu:
         return [("node", gpus)]
-    return [(f"gpu-{_SAFE_NAME_RE.sub('_', g)}", [g]) for g in gpus]
+    return [(f"gpu-{_SAFE_NAME_RE.sub('_', g.removeprefix('GPU-'))}", [g]) for g in gpus]
 
 
 def choose_run_dir(

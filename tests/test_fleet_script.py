@@ -245,7 +245,7 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     )
     assert r.job_id is None and r.tasks == (0, 1, 2)
     assert "#SBATCH --array=0-2" in r.script and "fleet task" in r.script
-    assert len(r.task_commands) == 3 and "--sim-seed 2" in r.task_commands[2]
+    assert [t for t, _ in r.task_commands] == [0, 1, 2] and "--sim-seed 2" in r.task_commands[2][1]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -516,3 +516,21 @@ def test_refused_submission_leaves_a_resumable_campaign(tmp_path: Path, monkeypa
     assert [(s.slurm_state, s.needs_resubmit) for s in st] == [("unsubmitted", True)] * 2
     monkeypatch.setattr(slurm, "submit", lambda req, script: "99")
     assert fleet.resume_campaign(cdir).tasks == (0, 1)
+
+
+def test_cli_dry_run_prints_script_and_every_sweep(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "fleet", "submit", "--profile", "train-llama-8b", "--nodes", "2",
+         "--gpus-per-node", "2", "--partition", "gpu", "--time", "4:00:00", "--results-root", str(tmp_path),
+         "--dry-run"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("sbatch --parsable --chdir=") and lines[1] == "#!/bin/bash"
+    assert "#SBATCH --array=0-1" in lines and "#SBATCH --gres=gpu:2" in lines and "#SBATCH --partition=gpu" in lines
+    sweeps = [line for line in lines if line.startswith("# task ")]
+    assert [line.split(" runs: ")[0] for line in sweeps] == ["# task 0", "# task 0", "# task 1", "# task 1"]
+    assert "--gpus GPU-slurm1" in sweeps[1] and "--run-id gpu-slurm1" in sweeps[1] and "--backend nvml" in sweeps[1]
+    assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
