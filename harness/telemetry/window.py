@@ -171,7 +171,8 @@ class Window:
 
     def __init__(self, devices: Sequence[Device], sampler: Sampler | None, sync: Callable[[], None],
                  requested: dict[int, float] | None = None, knob: str = "power_limit_w",
-                 min_seconds: float = 1.0, tolerances: Tolerances | None = None, align: bool = True) -> None:
+                 min_seconds: float = 1.0, tolerances: Tolerances | None = None, align: bool = True,
+                 own_pids: frozenset[int] = frozenset()) -> None:
         if knob not in ("power_limit_w", "sm_clock_mhz", "observe"):
             raise ValueError(f"unknown knob '{knob}'")
         self.devices = list(devices)
@@ -182,6 +183,9 @@ class Window:
         self.min_seconds = min_seconds
         self.tol = tolerances or Tolerances()
         self.align = align
+        #: GPU processes that are this run's own although the driver reports another pid (in a
+        #: container NVML reports host pids): never a foreign process
+        self.own_pids = own_pids
         self.results: dict[int, WindowResult] = {}
         self.clock = self.devices[0].clock
         self._start: dict[int, _Edge] = {}
@@ -402,7 +406,7 @@ class Window:
         for s in states:
             if s is None:
                 continue
-            pids.update(s.foreign_processes)
+            pids.update(set(s.foreign_processes) - self.own_pids)
             if s.mig_enabled:
                 flags.append("mig_enabled")
             locked = s.clocks_locked is not None or any("clock" in n.lower() for n in s.notes)
