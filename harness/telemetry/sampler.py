@@ -8,6 +8,7 @@ energy counter is never polled here (one read costs ~4 ms on an H100): windows r
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import fields
@@ -188,6 +189,27 @@ class Sampler:
                 continue
             with self._lock:
                 hist.add(d.clock.now(), samples)
+
+    def drain_until(self, t: float, timeout_s: float = 0.1) -> None:
+        """Drain until every device's history reaches device time ``t`` (a window's end tick), so
+        the stretch after the window's last step is covered by samples taken after it. Waits at
+        most ``timeout_s`` (one history sample period is ~20 ms)."""
+        pending = [d for d in self.devices if self._hist[d.info.index].offset_s is not None]
+        if not pending:
+            self.drain()
+            return
+        clock = pending[0].clock
+        deadline = clock.now() + timeout_s
+        while True:
+            self.drain(pending)
+            pending = [d for d in pending if self._newest_t(d.info.index) < t]
+            if not pending or clock.now() >= deadline:
+                return
+            clock.sleep(0.005)
+
+    def _newest_t(self, gpu_index: int) -> float:
+        hist = self._hist[gpu_index]
+        return hist.newest_us / 1e6 + hist.offset_s if hist.offset_s is not None else -math.inf
 
     # --- queries ------------------------------------------------------------------------------
     def readings(self, gpu_index: int, t0: float, t1: float) -> pd.DataFrame:
