@@ -78,7 +78,7 @@ def one(shape: str, length_s: float, seed: int) -> list[dict]:
 def plot(df: pd.DataFrame, out: Path) -> None:
     g = df.assign(abs_pct=df.error.abs() * 100).groupby(["shape", "method", "length_s"]).abs_pct
     med, worst = g.median(), g.max()
-    fig, axes = plt.subplots(1, len(SHAPES), figsize=(13, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, len(SHAPES), figsize=(13, 4.6), sharey=True)
     for ax, shape in zip(axes, SHAPES):
         for method, label in METHODS.items():
             m = med.loc[shape, method]
@@ -86,14 +86,17 @@ def plot(df: pd.DataFrame, out: Path) -> None:
             ax.fill_between(m.index, m.values, worst.loc[shape, method].values, color=line.get_color(), alpha=0.12)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(LENGTHS_S, [f"{x:g}" for x in LENGTHS_S])
+        ax.minorticks_off()
         ax.set_title(f"{shape} load")
         ax.set_xlabel("window length (s)")
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("|energy error| vs ground truth (%)\nline: median, band: up to worst seed")
-    axes[0].legend(fontsize=8, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(METHODS), fontsize=9, frameon=False)
     fig.suptitle("Simulated H100: window energy error by method (dashed: 0.5%)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out, dpi=110)
 
 
