@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -196,6 +197,86 @@ def restore() -> None:
         console.print("nothing to restore")
 
 
+RunArg = Annotated[str, typer.Argument(help="run directory (results/<run-id>)")]
+TpotOpt = Annotated[float | None, typer.Option("--tpot-ms", min=0.0,
+                                                help="latency target: time per output token, ms (inference runs)")]
+TtftOpt = Annotated[float | None, typer.Option("--ttft-ms", min=0.0,
+                                                help="latency target: time to first token, ms (with --tpot-ms)")]
+FlaggedOpt = Annotated[bool, typer.Option("--include-flagged", help="use flagged points in the statistics too")]
+GpuOpt = Annotated[int | None, typer.Option("--gpu", help="analyse one GPU (default: a node's GPUs pooled)")]
+
+
+@app.command()
+def report(
+    run: RunArg,
+    out: Annotated[str | None, typer.Option(help="folder for report.md and plots/ (default: the run directory)")]
+    = None,
+    tpot_ms: TpotOpt = None,
+    ttft_ms: TtftOpt = None,
+    include_flagged: FlaggedOpt = False,
+    gpu: GpuOpt = None,
+) -> None:
+    """Analyse a run: Max-P/Max-Q ranges, curves, frontier, timelines; writes report.md and plots/."""
+    from harness.analysis import analyse
+    from harness.render_readers import analysis_table
+    from harness.report import write_report
+
+    a = analyse(run, include_flagged=include_flagged, gpu=gpu, tpot_ms=tpot_ms, ttft_ms=ttft_ms)
+    rep = write_report(a, out)
+    console.print(analysis_table(a))
+    for c in a.curves:
+        console.print(f"{c.phase} b{c.batch_size}: {c.flat.sentence}", highlight=False)
+    if a.tokenomics is not None and a.tokenomics.latency is not None:
+        console.print(a.tokenomics.latency.sentence, highlight=False)
+    for p in a.problems:
+        err_console.print(f"[yellow]note:[/] {p}", highlight=False)
+    console.print(f"wrote {rep.markdown} and {len(rep.plots)} plots (PNG+SVG) in {rep.markdown.parent / 'plots'}")
+
+
+@app.command()
+def export(
+    run: RunArg,
+    fmt: Annotated[str, typer.Option("--format", help="json (the curve file planners read) or csv (points)")]
+    = "json",
+    out: Annotated[str | None, typer.Option(help="file to write, '-' for stdout (default: RUN/curve.<format>)")]
+    = None,
+    tpot_ms: TpotOpt = None,
+    ttft_ms: TtftOpt = None,
+    include_flagged: FlaggedOpt = False,
+    gpu: GpuOpt = None,
+) -> None:
+    """Write the run's calibrated curve (versioned schema, docs/curve-schema.md) for planners."""
+    from harness.analysis import analyse
+    from harness.export import export_run
+
+    a = analyse(run, include_flagged=include_flagged, gpu=gpu, tpot_ms=tpot_ms, ttft_ms=ttft_ms)
+    _, where = export_run(a, fmt, out, tpot_ms, ttft_ms)
+    if out == "-":
+        print(where)
+    else:
+        err_console.print(f"wrote {where}", highlight=False)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="two or more run directories")],
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch",
+                                                 help="compare runs whose workload metadata differ (marked)")]
+    = False,
+    out: Annotated[str | None, typer.Option(help="folder for compare.md, compare.json and plots/")] = None,
+    include_flagged: FlaggedOpt = False,
+) -> None:
+    """Compare runs across parts or generations: table and overlay plots (absolute and normalised)."""
+    from harness.compare import compare_runs, write_comparison
+    from harness.render_readers import compare_table
+
+    cmp = write_comparison(compare_runs(runs, allow_mismatch, include_flagged), out)
+    console.print(compare_table(cmp))
+    if cmp.mismatched:
+        err_console.print("[bold red]mismatched comparison:[/] " + "; ".join(cmp.differences), highlight=False)
+    console.print(f"wrote {cmp.markdown} and {len(cmp.plots)} plots")
+
+
 @app.callback()
 def _root(ctx: typer.Context) -> None:
     """tokbench: tokens per second and per joule across power limits and clocks."""
@@ -204,6 +285,162 @@ def _root(ctx: typer.Context) -> None:
 
         for line in recover():
             err_console.print(f"[yellow]restored[/] {line}", highlight=False)
+
+
+@app.command()
+def plan(
+    site: Path = typer.Argument(..., help="Site file (TOML), e.g. profiles/sites/example-site.toml."),
+    grid: Path | None = typer.Option(None, "--grid", help="Grid signal CSV (overrides the site file's)."),
+    objective: str = typer.Option(
+        "tokens", "--objective", help="tokens (max), cost or carbon (min, at a token target)."
+    ),
+    token_target: float | None = typer.Option(
+        None,
+        "--token-target",
+        help="Gtok to make over the horizon (cost/carbon; default: what the default setting makes).",
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default results/plan-<site name>)."),
+    export_network: Path | None = typer.Option(
+        None, "--export-network", help="Write the solved PyPSA network (NetCDF)."
+    ),
+    compare: bool = typer.Option(
+        True, "--compare/--no-compare", help="Also solve fixed Max-P, Max-Q and default."
+    ),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write plan.png."),
+) -> None:
+    """Plan an AI factory on its power: tokens per MW per setting, and a grid-interactive schedule."""
+    from harness.planner import export_network as write_network
+    from harness.planner import plan as run_plan
+    from harness.planner.outputs import write_outputs
+    from harness.planner.tables import render
+
+    if export_network is not None and export_network.suffix != ".nc":
+        raise UsageError(f"--export-network writes NetCDF: name the file *.nc, not '{export_network.name}'")
+    r = run_plan(site, grid, objective=objective, token_target_gtok=token_target, compare=compare)
+    for item in render(r):
+        console.print(item)
+    for p in write_outputs(r, out or Path("results") / f"plan-{r.site.name}", plots=plots):
+        console.print(f"wrote {p}")
+    if export_network is not None:
+        write_network(r, export_network)
+        console.print(f"wrote {export_network}")
+
+
+# ---- tokbench fleet: Slurm campaigns (harness/fleet.py, harness/fleet_collect.py) -------------
+
+fleet_app = typer.Typer(
+    help="Sweep many GPU nodes through Slurm, then collect and find the outliers.", no_args_is_help=True
+)
+app.add_typer(fleet_app, name="fleet")
+
+CampaignArg = Annotated[str, typer.Argument(help="campaign directory, or its id under --results-root")]
+ResultsRootOpt = Annotated[Path, typer.Option("--results-root", help="shared directory that holds the campaigns")]
+
+
+@fleet_app.command("submit")
+def fleet_submit(
+    profile: Annotated[str | None, typer.Option("--profile", help="profile (file or name) every node sweeps")] = None,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="nodes to sweep (one array task each)")] = 1,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", min=1, help="GPUs each task gets")] = 1,
+    partition: Annotated[str | None, typer.Option("--partition")] = None,
+    account: Annotated[str | None, typer.Option("--account")] = None,
+    time: Annotated[str | None, typer.Option("--time", help="time limit per task, e.g. 2:00:00")] = None,
+    results_root: ResultsRootOpt = Path("results/fleet"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the batch script; submit nothing")] = False,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="campaign (dir or id): re-submit only its unfinished tasks")
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="nvml (real GPUs) or sim")] = "nvml",
+    sim_gpu: Annotated[str | None, typer.Option("--sim-gpu", help="simulated part (implies --backend sim)")] = None,
+    sim_seed: Annotated[int, typer.Option("--sim-seed", help="seed of task 0's node; task N gets seed+N")] = 0,
+    sim_override: Annotated[
+        list[str] | None,
+        typer.Option("--sim-override", help="TASK:GPU:key=value,... per-board override, e.g. 1:0:leakage=1.4"),
+    ] = None,
+    points: Annotated[int | None, typer.Option("--points", help="passed to every sweep")] = None,
+    values: Annotated[str | None, typer.Option("--values", help="passed to every sweep")] = None,
+    repeats: Annotated[int | None, typer.Option("--repeats", help="passed to every sweep")] = None,
+    exclusive: Annotated[bool, typer.Option("--exclusive", help="ask Slurm for whole nodes")] = False,
+    gres: Annotated[
+        bool, typer.Option("--gres/--no-gres", help="request gpu GRES (--no-gres: simulated fleets on CPU nodes)")
+    ] = True,
+    node_sweep: Annotated[
+        bool,
+        typer.Option("--node-sweep", help="one sweep over all of a node's GPUs (lockstep) instead of one per GPU"),
+    ] = False,
+) -> None:
+    """Create a campaign and submit one `tokbench sweep` per node as a Slurm job array."""
+    from harness import fleet
+
+    if resume:
+        result = fleet.resume_campaign(fleet.resolve_campaign(resume, results_root), dry_run=dry_run)
+        if not result.tasks:
+            console.print(f"campaign {result.campaign_dir.name}: nothing to re-submit", highlight=False)
+            return
+    else:
+        if not profile:
+            raise UsageError("--profile is required (or --resume CAMPAIGN)")
+        req = fleet.FleetRequest(
+            profile=profile,
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            backend=backend,
+            sim_gpu=sim_gpu,
+            sim_seed=sim_seed,
+            sim_overrides=tuple(sim_override or ()),
+            points=points,
+            values=values,
+            repeats=repeats,
+            partition=partition,
+            account=account,
+            time=time,
+            exclusive=exclusive,
+            request_gres=gres,
+            per_gpu=not node_sweep,
+        )
+        result = fleet.submit_campaign(req, results_root, dry_run=dry_run)
+    if dry_run:
+        print(result.sbatch)
+        print(result.script, end="")
+        for t, cmd in zip(result.tasks, result.task_commands, strict=True):
+            print(f"# task {t} runs: {cmd}")
+        return
+    console.print(
+        f"campaign {result.campaign_dir.name}: job {result.job_id}, tasks {','.join(map(str, result.tasks))}\n"
+        f"  dir {result.campaign_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@fleet_app.command("status")
+def fleet_status(campaign: CampaignArg, results_root: ResultsRootOpt = Path("results/fleet")) -> None:
+    """Per task: Slurm state, the run's own status, points done."""
+    from harness import fleet
+    from harness.render_fleet import fleet_status_table
+
+    cdir = fleet.resolve_campaign(campaign, results_root)
+    console.print(fleet_status_table(cdir.name, fleet.campaign_status(cdir)))
+
+
+@fleet_app.command("collect")
+def fleet_collect(campaign: CampaignArg, results_root: ResultsRootOpt = Path("results/fleet")) -> None:
+    """Merge the runs: per-GPU Max-Q/Max-P, spread, outliers, fleet curve (into <campaign>/collect/)."""
+    from harness import fleet, fleet_collect
+    from harness.render_fleet import fleet_collect_lines, fleet_gpu_table
+
+    r = fleet_collect.collect(fleet.resolve_campaign(campaign, results_root))
+    console.print(fleet_gpu_table(r))
+    for line in fleet_collect_lines(r):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@fleet_app.command("task", hidden=True)
+def fleet_task(campaign_dir: Path, task: int) -> None:
+    """One array task (the batch script runs it; not for hand use)."""
+    from harness import fleet
+
+    raise typer.Exit(fleet.run_task(campaign_dir, task))
 
 
 def main() -> None:

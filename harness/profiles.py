@@ -8,10 +8,10 @@ that names the file, the key and what is allowed (``ProfileError``), never a tra
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.errors import ProfileError

@@ -73,7 +73,7 @@ def summary_table(points) -> Table:
         for idx, r in grp.sort_values("setting", ascending=False).iterrows():
             mark = " ".join(m for m, i in (("Max-Q", best_q), ("Max-P", best_p)) if i == idx)
             table.add_row(str(r.batch_size), r.phase, f"{r.setting:g}", f"{r.enforced:g}", f"{r.power:.0f}",
-                          f"{r.tps:,.0f}", f"{r.tpj:.2f}", str(r.n), f"[bold]{mark}[/]", r.flags or "")
+                          f"{r.tps:,.0f}", f"{r.tpj:.2f}", str(r.n), f"[bold]{mark}[/]", r["flags"] or "")
     return table
 
 

@@ -189,7 +189,7 @@ def _csv_cell(value: object) -> object:
     if value is None:
         return ""
     if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
+        return "" if math.isnan(value) else repr(float(value))  # float(): numpy scalars repr as np.float64(...)
     return value
 
 

@@ -404,6 +404,7 @@ def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) 
     ctx.status.state = "warm-up"
     plan, clock = ctx.plan, ctx.devices[0].clock
     detectors = {d.info.index: steady_cls(timeout_s=plan.warmup_max_s) for d in ctx.devices}
+    temps: dict[int, list[tuple[float, float]]] = {d.info.index: [] for d in ctx.devices}
     t0 = clock.now()
     while True:
         _step_all(ws, phase)
@@ -417,9 +418,26 @@ def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) 
             _show(ctx, r)
             power = r.power_instant_w if r.power_instant_w is not None else r.power_average_w
             ok = detectors[d.info.index].update(now, power or 0.0, r.sm_clock_mhz or 0.0)
-            settled = settled and ok
+            settled = settled and ok and _temperature_settled(temps[d.info.index], now, r.temperature_c, plan)
         if now - t0 >= plan.warmup_max_s or (settled and now - t0 >= plan.warmup_min_s):
             return now - t0
+
+
+def _temperature_settled(history: list[tuple[float, float]], now: float, temp_c: float | None,
+                         plan: SweepPlan, span_s: float = 5.0, budget_c: float = 2.5) -> bool:
+    """True when the temperature trend of the last ``span_s`` would move it less than
+    ``budget_c`` over a window (half the drift that flags a point): leakage follows
+    temperature, so a window on a still-warming GPU would measure a moving target."""
+    if temp_c is None:
+        return True
+    history.append((now, temp_c))
+    while len(history) > 2 and history[1][0] <= now - span_s:
+        history.pop(0)
+    t_old, temp_old = history[0]
+    if now - t_old < span_s * 0.8:
+        return False
+    rate = (temp_c - temp_old) / (now - t_old)
+    return abs(rate) * plan.window_s < budget_c
 
 
 def _show(ctx: SweepContext, reading: Any) -> None:
@@ -723,14 +741,15 @@ def _manifest(opts: SweepOptions, profile: Any, plan: SweepPlan, devices: Sequen
               spec: Any, reopen: dict) -> dict:
     import platform
     from dataclasses import asdict
+    from importlib import metadata
 
     from harness import __version__
 
     versions = {"python": platform.python_version()}
-    for mod in ("torch", "transformers", "vllm", "pynvml"):
+    for dist in ("torch", "transformers", "vllm", "nvidia-ml-py"):  # from metadata: importing torch costs seconds
         try:
-            versions[mod] = __import__(mod).__version__
-        except (ImportError, AttributeError):
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
             continue
     return {
         "tool_version": __version__,

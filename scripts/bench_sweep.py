@@ -30,7 +30,7 @@ WINDOW = dict(window_s=10.0, warmup_min_s=3.0, warmup_max_s=30.0, backend="sim")
 
 def _quiet_part(part: str, tmp: Path) -> str:
     text = (GPU_PROFILE_DIR / f"{part}.toml").read_text()
-    text = re.sub(r"(?m)^step_jitter_sigma = .*$", "step_jitter_sigma = 0.0", text)
+    text = re.sub(r"(?m)^step_jitter_sigma = [0-9.eE+-]+$", "step_jitter_sigma = 0.0", text)
     path = tmp / f"{part}-quiet.toml"
     path.write_text(text.replace(f'id = "{part}"', f'id = "{part}-quiet"'))
     return str(path)
@@ -100,7 +100,7 @@ def main() -> None:
         summary = df.groupby(["part", "method"]).agg(points=("points", "mean"), device_s=("device_s", "mean"),
                                                      loss_pct_mean=("loss_pct", "mean"),
                                                      loss_pct_max=("loss_pct", "max"))
-        print(summary.round(2).to_markdown())
+        print(summary.round(2).to_string())
         for part in df.part.unique():
             grid = df[(df.part == part) & (df.method.str.startswith("grid"))].device_s.mean()
             search = df[(df.part == part) & (df.method.str.startswith("search"))].device_s.mean()

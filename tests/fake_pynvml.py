@@ -9,9 +9,9 @@ name and value here against the installed binding, so the fake cannot drift from
 Per test it is configured through ``FakeConfig`` / ``FakeGpu`` (plain, JSON-serialisable
 dataclasses that also hold the live driver state): GPU count, unsupported queries and fields,
 an NVML error per function, a refused ``nvmlInit``, functions an older binding lacks, and
-permission refusal on setters. **Every call to a function that changes a setting** (a name with
-``Set``, ``Reset`` or ``Clear`` in it, modelled here or not) is recorded in ``FakeNvml.setter_calls``
-before anything else happens, refused or not, so a test can prove that code only observed.
+permission refusal on setters. **Every call to a function that changes a setting** (Set, Reset,
+Clear, ... as its verb: ``harness.devices.nvml.is_setter_name``; modelled here or not) is recorded
+in ``FakeNvml.setter_calls``, refused or not, so a test can prove that code only observed.
 
 Two ways in:
 
@@ -30,9 +30,12 @@ import ctypes
 import json
 import os
 import string
+import time
 import types
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from harness.devices.nvml import is_setter_name as is_setter
 
 # --- constants (values as in nvml.h / nvidia-ml-py) ------------------------------------------
 
@@ -245,6 +248,8 @@ class FakeConfig:
     errors: dict[str, int | str] = field(default_factory=dict)
     #: functions this (older) binding lacks: AttributeError on access
     missing: list[str] = field(default_factory=list)
+    #: function name -> seconds each call takes (e.g. 0.0039 for the energy counter; a large value hangs)
+    delay_s: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict) -> FakeConfig:
@@ -257,12 +262,6 @@ class FakeConfig:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
-
-
-def is_setter(name: str) -> bool:
-    """Does an NVML function of this name change a setting?"""
-    return name.startswith("nvml") and not name.startswith("nvmlEventSet") and any(
-        w in name for w in ("Set", "Reset", "Clear"))
 
 
 @dataclass(frozen=True)
@@ -331,6 +330,10 @@ class FakeNvml(types.ModuleType):
         return cls(config, log_path=os.environ.get("TOKBENCH_FAKE_NVML_LOG") or None)
 
     # --- access rules ----------------------------------------------------------------------------
+    def __dir__(self) -> list[str]:
+        """Like the real module's: its functions are listed too."""
+        return sorted(set(self.__dict__) | {n for n in dir(type(self)) if n.startswith("nvml")})
+
     def __getattribute__(self, name: str) -> Any:
         if name.startswith("nvml") and name in object.__getattribute__(self, "config").missing:
             raise AttributeError(f"module 'pynvml' has no attribute '{name}'")
@@ -366,6 +369,8 @@ class FakeNvml(types.ModuleType):
     def _call(self, name: str, fn: Any, args: tuple) -> Any:
         """One NVML call: the configured error, else the function; a setter is recorded either way."""
         self.calls[name] = self.calls.get(name, 0) + 1
+        if name in self.config.delay_s:
+            time.sleep(self.config.delay_s[name])
         handle = args[0] if args and isinstance(args[0], _Handle) else None
         gpu = self.config.gpus[handle.index] if handle is not None and handle.index < len(self.config.gpus) else None
         code = self._configured_error(name, gpu)

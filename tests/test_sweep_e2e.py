@@ -26,7 +26,7 @@ def _node_means(result) -> pd.DataFrame:
 def quiet_h100(tmp_path) -> str:
     """The H100 part without step jitter: the simulator's noise-free truth."""
     text = (GPU_PROFILE_DIR / "h100-sxm.toml").read_text()
-    text = re.sub(r"(?m)^step_jitter_sigma = .*$", "step_jitter_sigma = 0.0", text)
+    text = re.sub(r"(?m)^step_jitter_sigma = [0-9.eE+-]+$", "step_jitter_sigma = 0.0", text)
     text = text.replace('id = "h100-sxm"', 'id = "h100-quiet"')
     path = tmp_path / "h100-quiet.toml"
     path.write_text(text)

@@ -108,12 +108,13 @@ def test_sigkill_is_repaired_by_the_next_process_and_resume_completes(tmp_path, 
 
 def test_permission_refused_changes_nothing(tmp_path, original_650, monkeypatch):
     monkeypatch.setenv("TOKBENCH_SIM_READONLY", "1")
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", *SIM, "--points", "3", "--out", str(tmp_path)],
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", *SIM, "--points", "3", "--out", str(out)],
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert "permission denied" in r.stderr and "root" in r.stderr
     assert "Traceback" not in r.stderr
-    assert not list(tmp_path.iterdir())
+    assert not out.exists()  # refused before a run directory was written
     monkeypatch.delenv("TOKBENCH_SIM_READONLY")
     ds = _gpu()
     assert ds.devices[0].power_limits().current_w == original_650

@@ -8,6 +8,7 @@ only when asked (one read took ~4 ms on an H100 against 1-3 us for power and clo
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -45,6 +46,25 @@ _ARCH_NAMES = {
 
 #: NVML value-type code -> attribute of the value union (codes are stable in nvml.h)
 _VALUE_ATTRS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+
+#: camel-case words that, as a function's verb, change device state (a GPU instance is created, ...)
+_MUTATING_WORDS = frozenset({"Set", "Reset", "Clear", "Modify", "Remove", "Create", "Destroy"})
+_QUERY_WORDS = frozenset({"Get", "Query", "Is", "Validate"})
+
+
+def is_setter_name(name: str) -> bool:
+    """Does the nvidia-ml-py function ``name`` change device state? Its verb decides: the first of
+    a mutating or query word in its camel-case name (``nvmlDeviceGetThermalSettings`` and
+    ``nvmlSystemGetTopologyGpuSet`` read; ``nvmlEventSet*`` builds a local event set)."""
+    if not name.startswith("nvml") or name.startswith("nvmlEventSet"):
+        return False
+    for word in re.findall(r"[A-Z][a-z0-9]*", name):
+        if word in _QUERY_WORDS:
+            return False
+        if word in _MUTATING_WORDS:
+            return True
+    return False
 
 
 def import_pynvml() -> Any:

@@ -52,6 +52,9 @@ from harness.errors import PermissionDenied, UsageError
 
 #: simulated seconds at which every node's clock starts (an arbitrary, non-zero epoch)
 SIM_EPOCH_S = 1000.0
+#: how often (simulated seconds) the physics re-reads the node state file for settings another
+#: process may have changed; this process's own changes apply at once
+SETTINGS_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -365,9 +368,9 @@ class SimulatedGPU:
                 average_power=True,
                 power_samples=part.has_power_samples,
                 memory_power=part.has_memory_power,
-                can_set_power_limit=overrides.can_set,
-                can_lock_sm_clock=overrides.can_set,
-                permission_note="" if overrides.can_set else "simulated board set read-only",
+                can_set_power_limit=self._may_set(),
+                can_lock_sm_clock=self._may_set(),
+                permission_note="" if self._may_set() else "simulated board set read-only",
             ),
         )
         # physical state: start idle, in thermal equilibrium
@@ -386,6 +389,8 @@ class SimulatedGPU:
         self.act = IDLE
         self.events = int(ClockEvent.GPU_IDLE)
         self._limit_w = part.power_default_w
+        self._cached_settings: dict = {}
+        self._settings_read_at = -math.inf
         # cumulative true energy at sub-step boundaries, for sensor window means (seeded with an
         # idle past so the first windows read idle power)
         past = part.average_window_s + 1.0
@@ -408,6 +413,10 @@ class SimulatedGPU:
     def _setting(self) -> dict:
         return self.node.state.get(self.index)
 
+    def _settings_changed(self) -> None:
+        """A setting changed here: the physics must see it at the next sub-step."""
+        self._settings_read_at = -math.inf
+
     def power_limits(self) -> PowerLimits:
         cur = float(self._setting().get("power_limit_w", self.part.power_default_w))
         return PowerLimits(self.part.power_min_w, self.part.power_max_w, self.part.power_default_w, cur, cur)
@@ -418,6 +427,7 @@ class SimulatedGPU:
             raise UsageError(f"GPU {self.index}: power limit {watts:g} W outside "
                              f"{self.part.power_min_w:g}-{self.part.power_max_w:g} W")
         self.node.state.update(self.index, power_limit_w=float(watts))
+        self._settings_changed()
 
     def supported_sm_clocks(self) -> list[int]:
         p = self.part
@@ -434,13 +444,20 @@ class SimulatedGPU:
             raise UsageError(f"GPU {self.index}: SM clock range {lo_mhz}-{hi_mhz} MHz outside "
                              f"{p.sm_clock_min_mhz}-{p.sm_clock_max_mhz} MHz")
         self.node.state.update(self.index, sm_clock_lock=[int(lo_mhz), int(hi_mhz)])
+        self._settings_changed()
 
     def reset_sm_clock(self) -> None:
         self._check_permission("reset the SM clock")
         self.node.state.update(self.index, sm_clock_lock=None)
+        self._settings_changed()
+
+    def _may_set(self) -> bool:
+        """Simulated privilege: refused per board (override) or for the whole process
+        (TOKBENCH_SIM_READONLY=1, as a non-root user would be)."""
+        return self.overrides.can_set and os.environ.get("TOKBENCH_SIM_READONLY") != "1"
 
     def _check_permission(self, what: str) -> None:
-        if not self.overrides.can_set or os.environ.get("TOKBENCH_SIM_READONLY") == "1":
+        if not self._may_set():
             raise PermissionDenied(what)
 
     # --- work -------------------------------------------------------------------------------
@@ -499,7 +516,9 @@ class SimulatedGPU:
 
     def time_to_next_event(self) -> float:
         """Seconds until this board's next discontinuity: a load phase ending or a sensor refresh."""
-        self._cached_settings = self._setting()
+        if self.node.now() - self._settings_read_at >= SETTINGS_POLL_S:
+            self._cached_settings = self._setting()
+            self._settings_read_at = self.node.now()
         self._operating_point(self.node.now())
         t = self.node.now()
         s = self.sensors

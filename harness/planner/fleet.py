@@ -1,0 +1,215 @@
+"""The fleet: how many GPUs run each workload, what each setting costs the site per GPU, and the
+concave hull that the schedule climbs.
+
+A GPU at setting *i* makes ``tokens_per_s[i]`` and costs the site ``site_w[i] = PUE × (provisioned
+GPU draw + IT overhead)``: power is provisioned from the *measured* draw statistic the site names
+(mean, p99 or highest 1 s average), never from the cap. A fleet of N GPUs may mix settings and park
+GPUs (off = 0 W, 0 tokens), so what it can make from fleet power x is N × the upper concave hull of
+{(0, 0)} ∪ {(site_w[i], tokens_per_s[i])} at x/N. That hull's segments become the PyPSA links: their
+slopes fall, so an LP fills the most efficient first and picks the right setting without integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.curves import CurveFile, load_curve
+from harness.errors import CurveFileError, ProfileError
+from harness.planner.site import Site
+
+#: tokens/s per W of site power → Gtok per MWh
+GTOK_PER_MWH_PER_TOKENS_PER_J = 3.6
+
+
+def concave_hull(power_w: np.ndarray, tokens_per_s: np.ndarray) -> np.ndarray:
+    """Indices of the settings on the upper concave hull from the origin, in rising power.
+
+    Settings below the hull (a mix of two others, or parking some GPUs, does better) and those
+    beyond the highest throughput (more power for no more tokens) are left out.
+    """
+    order = sorted(range(len(power_w)), key=lambda i: (power_w[i], -tokens_per_s[i]))
+    hull: list[int] = []  # indices; the origin is implicit before the first
+    best = -1.0
+    for i in order:
+        if tokens_per_s[i] <= best or tokens_per_s[i] <= 0:
+            continue  # no more tokens for more power
+        best = tokens_per_s[i]
+        while hull:
+            ax, ay = (power_w[hull[-2]], tokens_per_s[hull[-2]]) if len(hull) >= 2 else (0.0, 0.0)
+            bx, by = power_w[hull[-1]], tokens_per_s[hull[-1]]
+            px, py = power_w[i], tokens_per_s[i]
+            if (bx - ax) * (py - ay) - (by - ay) * (px - ax) >= 0:  # b on or below a→p
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    return np.array(hull, dtype=int)
+
+
+@dataclass(frozen=True)
+class WorkloadFleet:
+    """One workload's GPUs and its settings as the site sees them (arrays indexed by setting)."""
+
+    label: str
+    curve_path: str
+    knob: str
+    gpus: int
+    settings: np.ndarray
+    tokens_per_s: np.ndarray  # per GPU
+    gpu_w: np.ndarray  # provisioned GPU draw (the site's statistic), per GPU
+    gpu_mean_w: np.ndarray  # mean GPU draw, per GPU (energy at the meter)
+    site_w: np.ndarray  # PUE × (gpu_w + overhead): what one running GPU costs the site's budget
+    site_mean_w: np.ndarray
+    default_index: int
+    capex_per_gpu_h: float = 0.0
+
+    @property
+    def max_p_index(self) -> int:
+        top = self.tokens_per_s.max()
+        return int(min(np.flatnonzero(self.tokens_per_s >= top * (1 - 1e-12)), key=lambda i: self.site_w[i]))
+
+    @property
+    def max_q_index(self) -> int:
+        """Most tokens per joule at the meter (mean draw, overhead and PUE included), not the GPU's own."""
+        return int(np.argmax(self.tokens_per_s / self.site_mean_w))
+
+    def index(self, which: str) -> int:
+        return {"max_p": self.max_p_index, "max_q": self.max_q_index, "default": self.default_index}[which]
+
+    def hull(self, only: int | None = None) -> np.ndarray:
+        """Hull vertex indices; ``only`` restricts the fleet to one setting (or parked)."""
+        if only is not None:
+            return np.array([only], dtype=int)
+        return concave_hull(self.site_w, self.tokens_per_s)
+
+    def segments(self, only: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per hull segment: fleet MW it spans, its efficiency in Gtok/MWh, and its top vertex."""
+        v = self.hull(only)
+        w = np.concatenate([[0.0], self.site_w[v]])
+        t = np.concatenate([[0.0], self.tokens_per_s[v]])
+        dw, dt = np.diff(w), np.diff(t)
+        return self.gpus * dw * 1e-6, GTOK_PER_MWH_PER_TOKENS_PER_J * dt / dw, v
+
+
+def curtailment_options(wf: WorkloadFleet, power_mw: float) -> dict[str, float | None]:
+    """Site tokens/s one workload keeps on ``power_mw`` three ways: every GPU at the highest
+    setting that fits ("lower"; None when even the lowest does not), as many GPUs as fit at the
+    default setting with the rest off ("off"), and the hull's best mix ("plan")."""
+    x = power_mw * 1e6
+    fits = np.flatnonzero(wf.gpus * wf.site_w <= x * (1 + 1e-12))
+    lower = float(wf.gpus * wf.tokens_per_s[fits].max()) if fits.size else None
+    d = wf.default_index
+    off = float(min(wf.gpus, np.floor(x / wf.site_w[d] + 1e-9)) * wf.tokens_per_s[d])
+    v = wf.hull()
+    w = np.concatenate([[0.0], wf.site_w[v]])
+    t = np.concatenate([[0.0], wf.tokens_per_s[v]])
+    plan = float(wf.gpus * np.interp(min(x / wf.gpus, w[-1]), w, t))
+    return {"lower": lower, "off": off, "plan": plan}
+
+
+@dataclass(frozen=True)
+class Fleet:
+    workloads: tuple[WorkloadFleet, ...]
+    budget_mw: float | None
+
+    @property
+    def gpus(self) -> int:
+        return sum(w.gpus for w in self.workloads)
+
+    @property
+    def top_mw(self) -> float:
+        """The most the fleet can draw: every GPU at its hull's top setting, MW."""
+        return sum(w.gpus * w.site_w[w.hull()[-1]] for w in self.workloads) * 1e-6
+
+    def draw_mw(self, which: str) -> float:
+        """Site power of the whole fleet running at one named setting, MW."""
+        return sum(w.gpus * w.site_w[w.index(which)] for w in self.workloads) * 1e-6
+
+
+def _stat(curve: CurveFile, fit, provision: str, path: Path) -> np.ndarray:
+    arr = {"mean": fit.power_mean_w, "p99": fit.power_p99_w, "max_1s": fit.power_max_1s_w}[provision]
+    if arr is None:
+        raise CurveFileError(
+            f"{path}: no power_{provision}_w for phase {fit.phase} batch {fit.batch_size}; "
+            f'provision for another statistic in the site file (provision = "mean")'
+        )
+    return np.asarray(arr, dtype=float)
+
+
+def _default_index(curve: CurveFile, settings: np.ndarray) -> int:
+    if curve.knob == "power_limit_w":
+        return int(np.argmin(np.abs(settings - curve.part.power_limit_default_w)))
+    return len(settings) - 1  # clocks unlocked: the top of the range
+
+
+def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
+    """Read the site's curves and size its fleet; a budget that cannot power one GPU is refused."""
+    overhead_w = site.it_overhead_w_per_gpu
+    capex_h = site.capex.per_gpu / (site.capex.amortisation_years * 8760.0) if site.capex else 0.0
+    parts = []
+    for k, wl in enumerate(site.workloads):
+        curve = curves[k] if curves is not None else load_curve(wl.curve)
+        fit = curve.fit_for(wl.phase, wl.batch_size)
+        settings = np.asarray(fit.settings, dtype=float)
+        tps = np.asarray(fit.tokens_per_s, dtype=float)
+        if (tps < 0).any() or not np.isfinite(tps).all():
+            raise CurveFileError(f"{wl.curve}: tokens_per_s must be finite and non-negative")
+        gpu_w = _stat(curve, fit, site.provision, wl.curve)
+        mean_w = np.asarray(fit.power_mean_w, dtype=float)
+        if (gpu_w <= 0).any() or (mean_w <= 0).any():
+            raise CurveFileError(f"{wl.curve}: power must be positive at every setting")
+        label = f"{curve.workload.name} {fit.phase} b{fit.batch_size}"
+        parts.append((wl, curve, settings, tps, gpu_w, mean_w, label))
+
+    def site_w(gpu: np.ndarray) -> np.ndarray:
+        return site.pue * (gpu + overhead_w)
+
+    if site.power_budget_mw is not None:
+        lowest = min(float(site_w(p[4]).min()) for p in parts)
+        if site.power_budget_mw * 1e6 < lowest:
+            raise ProfileError(
+                f"site '{site.name}': a budget of {site.power_budget_mw:g} MW cannot power a single GPU "
+                f"(one needs {lowest / 1e3:.2f} kW at its lowest setting, PUE and overhead included)"
+            )
+
+    total = site.gpu_count
+    if total is None:  # size the fleet from the budget at the design setting
+        per_gpu = 0.0
+        for wl, curve, settings, tps, gpu_w, _mean, _label in parts:
+            w = site_w(gpu_w)
+            if isinstance(site.design_setting, float | int):
+                i = int(np.argmin(np.abs(settings - site.design_setting)))
+            else:
+                probe = WorkloadFleet(
+                    "", "", curve.knob, 1, settings, tps, gpu_w, gpu_w, w, w, _default_index(curve, settings)
+                )
+                i = probe.index(site.design_setting)
+            per_gpu += wl.share * w[i]
+        total = int(site.power_budget_mw * 1e6 // per_gpu)
+    fleets = []
+    for wl, curve, settings, tps, gpu_w, mean_w, label in parts:
+        gpus = int(round(total * wl.share))
+        if gpus < 1:
+            raise ProfileError(
+                f"site '{site.name}': workload {label} gets no GPU (share {wl.share:g} of {total})"
+            )
+        fleets.append(
+            WorkloadFleet(
+                label=label,
+                curve_path=str(wl.curve),
+                knob=curve.knob,
+                gpus=gpus,
+                settings=settings,
+                tokens_per_s=tps,
+                gpu_w=gpu_w,
+                gpu_mean_w=mean_w,
+                site_w=site_w(gpu_w),
+                site_mean_w=site_w(mean_w),
+                default_index=_default_index(curve, settings),
+                capex_per_gpu_h=capex_h,
+            )
+        )
+    return Fleet(workloads=tuple(fleets), budget_mw=site.power_budget_mw)

@@ -1,0 +1,136 @@
+"""What `tokbench plan` writes: schedule.csv, summary.json and plan.png in one output folder."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from harness.planner.plan import PlanResult
+from harness.planner.steady import rows_as_dicts
+
+
+def _clean(x):
+    """JSON-safe: NaN/inf become null, numpy scalars become Python numbers."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if hasattr(x, "isoformat"):
+        return x.isoformat()
+    return x
+
+
+def summary(result: PlanResult) -> dict:
+    site, fleet = result.site, result.fleet
+    out: dict = {
+        "site": site.name,
+        "provision": site.provision,
+        "fleet": {
+            "gpus": fleet.gpus,
+            "budget_mw": fleet.budget_mw,
+            "reference_draw_mw": result.reference_mw or None,
+            "workloads": [
+                {
+                    "label": w.label,
+                    "curve": w.curve_path,
+                    "gpus": w.gpus,
+                    "max_p_setting": w.settings[w.max_p_index],
+                    "max_q_setting": w.settings[w.max_q_index],
+                    "default_setting": w.settings[w.default_index],
+                    "hull_settings": [w.settings[i] for i in w.hull()],
+                }
+                for w in fleet.workloads
+            ],
+        },
+        "steady": rows_as_dicts(result.steady),
+        "best": result.best,
+    }
+    if result.schedule is not None:
+        out |= {
+            "objective": result.objective,
+            "token_target_gtok": result.target_gtok,
+            "intervals": len(result.schedule.frame),
+            "step_h": result.horizon.step_h,
+            "totals": {"plan": result.schedule.totals} | {k: v.totals for k, v in result.baselines.items()},
+            "curtailments": [asdict(c) for c in result.curtailments],
+            "surplus": result.surplus,
+        }
+    return _clean(out)
+
+
+def plot(result: PlanResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = result.schedule.frame
+    h = result.horizon
+    has_batt = "soc_mwh" in f
+    fig, axes = plt.subplots(3 if has_batt else 2, 1, figsize=(11, 8.5), sharex=True)
+    ax = axes[0]
+    ax.step(
+        f.index,
+        f["import_available_mw"] + h.generation_mw,
+        where="post",
+        color="0.4",
+        label="grid + generation offered",
+    )
+    ax.step(f.index, f["gpu_mw"], where="post", color="C0", label="GPU power, plan")
+    if "default" in result.baselines:
+        ax.step(
+            f.index,
+            result.baselines["default"].frame["gpu_mw"],
+            where="post",
+            color="C1",
+            ls="--",
+            label="GPU power, default setting",
+        )
+    ax.axhline(result.reference_mw, color="0.7", lw=0.8, ls=":")
+    ax.set_ylabel("MW")
+    ax.legend(loc="lower left", fontsize=8)
+    ax2 = ax.twinx()
+    setting_col = "setting_mean" if "setting_mean" in f else "w0_setting_mean"
+    ax2.step(f.index, f[setting_col], where="post", color="C2", alpha=0.7)
+    ax2.set_ylabel(f"mean setting ({result.fleet.workloads[0].knob})", color="C2")
+    ax.set_title(f"{result.site.name}: plan ({result.objective})")
+    if has_batt:
+        b = result.site.battery
+        axes[1].plot(f.index, f["soc_mwh"], color="C3")
+        for lim in (b.soc_min, b.soc_max):
+            axes[1].axhline(lim * b.energy_mwh, color="0.7", ls=":")
+        axes[1].set_ylabel("battery MWh")
+    ax = axes[-1]
+    ax.step(f.index, f["tokens_gtok"], where="post", color="C0", label="plan")
+    for k, r in result.baselines.items():
+        ax.step(f.index, r.frame["tokens_gtok"], where="post", ls="--", lw=0.9, label=k)
+    ax.set_ylabel("Gtok per interval")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(result: PlanResult, out_dir: Path, plots: bool = True) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    p = out_dir / "summary.json"
+    p.write_text(json.dumps(summary(result), indent=2) + "\n")
+    written.append(p)
+    if result.schedule is not None:
+        p = out_dir / "schedule.csv"
+        result.schedule.frame.to_csv(p, float_format="%.6g")
+        written.append(p)
+        if plots:
+            p = out_dir / "plan.png"
+            plot(result, p)
+            written.append(p)
+    return written

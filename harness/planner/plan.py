@@ -1,0 +1,220 @@
+"""`tokbench plan`: site + curves (+ grid signal) → steady answers, a schedule, and what it is worth.
+
+The schedule is compared with three fixed policies run on the same network and battery (every GPU
+at Max-P, at Max-Q, or at the default setting, GPUs switched off to fit the power). Curtailments are
+the intervals where the grid and on-site generation offer less than the fleet draws at its default
+setting; for each the report splits the shortfall into what the battery covered and what lower
+settings or parked GPUs covered, and counts the tokens lost. A surplus is power offered beyond that
+draw; its worth is what the plan gains from it, found by solving again with the surplus taken away.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import UsageError
+from harness.planner.fleet import Fleet, build_fleet
+from harness.planner.grid import load_grid
+from harness.planner.network import (
+    OBJECTIVES,
+    PYPSA_OPTIONS,
+    Horizon,
+    Scenario,
+    ScenarioResult,
+    build_horizon,
+    solve,
+)
+from harness.planner.site import Site, load_site
+from harness.planner.steady import SteadyRow, best_settings, steady_table
+
+BASELINES = ("max_p", "max_q", "default")
+MAIN = "plan"
+NO_SURPLUS = "no_surplus"
+
+
+@dataclass(frozen=True)
+class Curtailment:
+    start: pd.Timestamp
+    hours: float
+    shortfall_mwh: float
+    battery_mwh: float  # net battery discharge during the event
+    settings_mwh: float  # GPU power given up (lower settings or parked GPUs) against the default draw
+    tokens_lost_gtok: float  # against the whole fleet at its default setting
+    tokens_lost_default_gtok: float  # what the fixed default-setting policy lost in the same intervals
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    site: Site
+    fleet: Fleet
+    steady: list[SteadyRow]
+    best: dict[str, dict[str, float]]
+    objective: str = "tokens"
+    target_gtok: float | None = None
+    horizon: Horizon | None = None
+    schedule: ScenarioResult | None = None
+    baselines: dict[str, ScenarioResult] = field(default_factory=dict)
+    curtailments: list[Curtailment] = field(default_factory=list)
+    surplus: dict[str, float] = field(default_factory=dict)
+    network: object | None = None
+    reference_mw: float = 0.0
+
+
+def reference_draw_mw(fleet: Fleet) -> float:
+    """The fleet at its default setting, capped by the facility budget: the draw a curtailment cuts into."""
+    d = fleet.draw_mw("default")
+    return min(d, fleet.budget_mw) if fleet.budget_mw is not None else d
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.diff(np.concatenate([[0], mask.astype(int), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
+
+
+def curtailments(
+    h: Horizon, fleet: Fleet, sched: ScenarioResult, default: ScenarioResult | None
+) -> list[Curtailment]:
+    ref_mw = reference_draw_mw(fleet)
+    ref_rate = sum(wf.gpus * wf.tokens_per_s[wf.default_index] for wf in fleet.workloads) * 3600 / 1e9
+    # a fleet capped by its budget makes proportionally less at its default setting
+    ref_rate *= ref_mw / fleet.draw_mw("default")
+    f = sched.frame
+    supply = (
+        h.supply_mw
+        if "import_available_mw" not in f
+        else f["import_available_mw"].to_numpy() + h.generation_mw
+    )
+    short = np.clip(ref_mw - supply, 0.0, None)
+    batt = (
+        (f["battery_dispatch_mw"] - f["battery_store_mw"]).clip(lower=0).to_numpy()
+        if "soc_mwh" in f
+        else 0 * short
+    )
+    settings = np.clip(ref_mw - f["gpu_mw"].to_numpy(), 0.0, None)
+    tokens = f["tokens_gtok"].to_numpy()
+    base = default.frame["tokens_gtok"].to_numpy() if default is not None else tokens
+    out = []
+    for a, b in _runs(short > 1e-6 * max(ref_mw, 1e-9)):
+        hrs = h.step_h
+        out.append(
+            Curtailment(
+                start=h.index[a],
+                hours=(b - a) * hrs,
+                shortfall_mwh=float(short[a:b].sum() * hrs),
+                battery_mwh=float(batt[a:b].sum() * hrs),
+                settings_mwh=float(settings[a:b].sum() * hrs),
+                tokens_lost_gtok=float(ref_rate * (b - a) * hrs - tokens[a:b].sum()),
+                tokens_lost_default_gtok=float(ref_rate * (b - a) * hrs - base[a:b].sum()),
+            )
+        )
+    return out
+
+
+def _objective_value(r: ScenarioResult) -> float:
+    return {
+        "tokens": r.totals["tokens_gtok"],
+        "cost": r.totals["energy_cost_usd"],
+        "carbon": r.totals["carbon_kg"],
+    }[r.objective]
+
+
+def plan(
+    site_path: Path,
+    grid_path: Path | None = None,
+    objective: str = "tokens",
+    token_target_gtok: float | None = None,
+    compare: bool = True,
+) -> PlanResult:
+    """Answer the steady questions and, given a grid signal, plan the schedule over its horizon."""
+    if objective not in OBJECTIVES:
+        raise UsageError(f"unknown objective '{objective}' (choose one of {', '.join(OBJECTIVES)})")
+    site = load_site(site_path)
+    fleet = build_fleet(site)
+    rows = steady_table(site, fleet)
+    result = PlanResult(site=site, fleet=fleet, steady=rows, best=best_settings(rows), objective=objective)
+    grid_path = grid_path or site.grid.file
+    if grid_path is None:
+        return result
+    grid = load_grid(grid_path, tuple(g.column for g in site.generation if g.column))
+    h = build_horizon(site, fleet, grid)
+
+    target = token_target_gtok or site.token_target_gtok
+    baselines = [Scenario(k, "tokens", only=k) for k in BASELINES] if compare else []
+    done: dict[str, ScenarioResult] = {}
+    needs_target = objective == "carbon" or (objective == "cost" and not site.token_value_per_mtok)
+    if target is None and needs_target:
+        # same tokens as the default setting makes, at least cost or carbon
+        _n, done = solve(site, fleet, h, [Scenario("default", "tokens", only="default")])
+        target = done["default"].totals["tokens_gtok"] * (1 - 1e-9)
+        baselines = [b for b in baselines if b.key != "default"]
+    main = Scenario(MAIN, objective, target_gtok=target)
+    scenarios = [main, *baselines]
+    ref_mw = reference_draw_mw(fleet)
+    surplus_mask = h.supply_mw > ref_mw * (1 + 1e-6)
+    if compare and surplus_mask.any():
+        clipped = np.where(surplus_mask, np.clip(ref_mw - h.generation_mw, 0.0, h.import_mw), h.import_mw)
+        scenarios.append(Scenario(NO_SURPLUS, objective, target_gtok=target, import_mw=clipped))
+    n, results = solve(site, fleet, h, scenarios)
+    results = {**done, **results}
+    sched = results[MAIN]
+    surplus: dict[str, float] = {}
+    if NO_SURPLUS in results:
+        hrs = h.step_h
+        f = sched.frame
+        charged = (f["battery_store_mw"].to_numpy() if "soc_mwh" in f else np.zeros(len(f)))[surplus_mask]
+        sign = 1.0 if objective == "tokens" else -1.0
+        surplus = {
+            "surplus_mwh": float((h.supply_mw - ref_mw).clip(min=0).sum() * hrs),
+            "intervals": int(surplus_mask.sum()),
+            "stored_mwh": float(charged.sum() * hrs),
+            "extra_gpu_mwh": float((f["gpu_mw"].to_numpy()[surplus_mask] - ref_mw).clip(min=0).sum() * hrs),
+            # what the plan gains from the surplus: more tokens, or less cost or carbon
+            "worth": float(sign * (_objective_value(sched) - _objective_value(results[NO_SURPLUS]))),
+            "worth_unit": {"tokens": "Gtok", "cost": "USD", "carbon": "kg CO2"}[objective],
+        }
+    bases = {k: results[k] for k in BASELINES if k in results}
+    return PlanResult(
+        site=site,
+        fleet=fleet,
+        steady=rows,
+        best=result.best,
+        objective=objective,
+        target_gtok=target,
+        horizon=h,
+        schedule=sched,
+        baselines=bases,
+        curtailments=curtailments(h, fleet, sched, bases.get("default")),
+        surplus=surplus,
+        network=n,
+        reference_mw=ref_mw,
+    )
+
+
+def export_network(result: PlanResult, path: Path) -> None:
+    """Write the solved plan's own network (without the comparison islands) as NetCDF, so a
+    utility can load the factory's flexibility into its own study with ``pypsa.Network(path)``."""
+    import pypsa
+
+    if result.network is None:
+        raise UsageError("there is no network to export: the plan had no grid signal")
+    model = getattr(result.network, "model", None)
+    if model is not None:
+        model.solver_model = None  # PyPSA will not copy a network holding a live solver
+    with pypsa.option_context(*PYPSA_OPTIONS), warnings.catch_warnings():
+        # pandas deprecation notices raised inside PyPSA's own remove/export code
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        n = result.network.copy()
+        for comp in ("Bus", "Generator", "Link", "StorageUnit"):
+            names = [x for x in n.components[comp].static.index if not x.startswith(MAIN + "|")]
+            if names:
+                n.remove(comp, names)
+        try:
+            n.export_to_netcdf(str(path))
+        except OSError as e:
+            raise UsageError(f"cannot write {path}: {e.strerror or e}") from None

@@ -1,0 +1,171 @@
+"""The site file: a factory's power, capacity, prices, battery and generation, as a validated TOML.
+
+Operators buy power, not GPUs, so capacity may be given as a power budget, a GPU count, or the units
+factories are bought in (racks, scalable units) with their own CPU, network and cooling power.
+Paths in the file (curves, grid) are relative to the site file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import ProfileError
+
+Provision = Literal["mean", "p99", "max_1s"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Unit(_Strict):
+    """A rack or scalable unit: the GPUs it holds and the non-GPU power it draws while it runs."""
+
+    name: str
+    count: int = Field(gt=0)
+    gpus_per_unit: int = Field(gt=0)
+    overhead_w_per_unit: float = Field(0.0, ge=0)
+
+
+class WorkloadShare(_Strict):
+    """One workload of the mix: its curve file and the share of the GPUs that run it."""
+
+    curve: Path
+    phase: str | None = None
+    batch_size: int | None = None
+    share: float = Field(1.0, gt=0, le=1)
+
+
+class Capex(_Strict):
+    per_gpu: float = Field(ge=0)
+    amortisation_years: float = Field(gt=0)
+
+
+class Battery(_Strict):
+    energy_mwh: float = Field(gt=0)
+    charge_mw: float = Field(gt=0)
+    discharge_mw: float = Field(gt=0)
+    round_trip_efficiency: float = Field(0.9, gt=0, le=1)
+    soc_min: float = Field(0.0, ge=0, lt=1)
+    soc_max: float = Field(1.0, gt=0, le=1)
+    soc_initial: float = Field(0.5, ge=0, le=1)
+    #: end the horizon at the state of charge it started with (no free energy from the first charge)
+    cyclic: bool = True
+
+    @model_validator(mode="after")
+    def _soc(self) -> Battery:
+        if self.soc_max <= self.soc_min:
+            raise ValueError("soc_max must exceed soc_min")
+        if not self.soc_min <= self.soc_initial <= self.soc_max:
+            raise ValueError("soc_initial must lie between soc_min and soc_max")
+        return self
+
+
+class Generation(_Strict):
+    """On-site generation: a constant capacity (gas) or a column of MW in the grid file (solar, wind)."""
+
+    name: str
+    capacity_mw: float | None = Field(None, ge=0)
+    column: str | None = None
+    marginal_cost_per_mwh: float = 0.0
+    carbon_kg_per_mwh: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _source(self) -> Generation:
+        if (self.capacity_mw is None) == (self.column is None):
+            raise ValueError("give exactly one of capacity_mw or column")
+        return self
+
+
+class GridLink(_Strict):
+    file: Path | None = None
+    #: the connection's import limit; without it the grid file's available_mw governs alone (and
+    #: where the file has none, the power budget, else the fleet at Max-P plus battery charging)
+    import_mw: float | None = Field(None, gt=0)
+    #: most the site may send back during a stress event (0: never)
+    export_mw: float = Field(0.0, ge=0)
+    #: intervals priced at or above this are stress events (besides the file's `event` column)
+    stress_price_per_mwh: float | None = None
+
+
+class Site(_Strict):
+    name: str
+    #: facility power at the meter (PUE included), MW
+    power_budget_mw: float | None = Field(None, gt=0)
+    gpus: int | None = Field(None, gt=0)
+    units: list[Unit] = Field(default_factory=list)
+    pue: float = Field(1.0, ge=1.0)
+    #: non-GPU IT power per GPU while it runs (CPU, memory, NIC) on top of what units carry, W
+    overhead_w_per_gpu: float = Field(0.0, ge=0)
+    provision: Provision = "p99"
+    #: the setting that sizes the fleet when only a budget is given: max_p, max_q, default or watts
+    design_setting: Literal["max_p", "max_q", "default"] | float = "max_p"
+    price_per_mwh: float = 0.0
+    carbon_kg_per_mwh: float = Field(0.0, ge=0)
+    token_target_gtok: float | None = Field(None, gt=0)
+    #: what a million tokens is worth; lets the cost objective trade tokens against energy
+    token_value_per_mtok: float | None = Field(None, gt=0)
+    capex: Capex | None = None
+    workloads: list[WorkloadShare] = Field(min_length=1)
+    grid: GridLink = Field(default_factory=GridLink)
+    battery: Battery | None = None
+    generation: list[Generation] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _capacity(self) -> Site:
+        if self.gpus is not None and self.units:
+            raise ValueError("give gpus or units, not both")
+        if self.gpus is None and not self.units and self.power_budget_mw is None:
+            raise ValueError("give power_budget_mw, gpus or units")
+        total = sum(w.share for w in self.workloads)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"workload shares must sum to 1 (they sum to {total:g})")
+        names = [g.name for g in self.generation]
+        if len(set(names)) != len(names):
+            raise ValueError("generation names must be unique")
+        return self
+
+    @property
+    def gpu_count(self) -> int | None:
+        """GPUs installed, when the file says (directly or through its units)."""
+        if self.gpus is not None:
+            return self.gpus
+        if self.units:
+            return sum(u.count * u.gpus_per_unit for u in self.units)
+        return None
+
+    @property
+    def it_overhead_w_per_gpu(self) -> float:
+        """Non-GPU IT power per running GPU: the per-GPU figure plus the units' share, GPU-weighted."""
+        if not self.units:
+            return self.overhead_w_per_gpu
+        gpus = sum(u.count * u.gpus_per_unit for u in self.units)
+        unit_w = sum(u.count * u.overhead_w_per_unit for u in self.units)
+        return self.overhead_w_per_gpu + unit_w / gpus
+
+
+def load_site(path: Path) -> Site:
+    """Read and validate a site file; paths inside it become absolute. Failures are one line."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such site file") from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ProfileError(f"{path}: not a readable TOML site file ({e})") from None
+    try:
+        site = Site.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "site"
+        raise ProfileError(f"{path}: invalid site file at '{where}': {first['msg']}") from None
+    base = path.resolve().parent
+    workloads = [w.model_copy(update={"curve": (base / w.curve).resolve()}) for w in site.workloads]
+    grid = site.grid
+    if grid.file is not None:
+        grid = grid.model_copy(update={"file": (base / grid.file).resolve()})
+    return site.model_copy(update={"workloads": workloads, "grid": grid})

@@ -1,0 +1,128 @@
+"""The plan as rich tables (steady answers, policies compared, curtailments) and a surplus line."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from harness.planner.plan import PlanResult
+
+
+def _num(x: float | None, fmt: str = ",.0f") -> str:
+    return "—" if x is None or x != x else format(x, fmt)
+
+
+def _table(title: str, columns: list[str], left: tuple[str, ...]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, justify="left" if c in left else "right")
+    return t
+
+
+def steady(r: PlanResult) -> Table:
+    multi = len(r.fleet.workloads) > 1
+    labels = ", ".join(w.label for w in r.fleet.workloads)
+    cols = (["workload"] if multi else []) + [
+        "setting",
+        "GPU W",
+        "site W/GPU",
+        "tok/s/GPU",
+        "Mtok/MWh",
+        "site Mtok/s",
+        "GPUs on budget",
+        "Mtok/s on budget",
+        "$/Mtok",
+        "$/Mtok +capex",
+        "",
+    ]
+    t = _table(
+        f"{r.site.name}: {r.fleet.gpus:,} GPUs ({labels}), provisioned at {r.site.provision} draw",
+        cols,
+        ("workload", ""),
+    )
+    for row in r.steady:
+        sized = None if row.sized_tokens_per_s is None else row.sized_tokens_per_s / 1e6
+        t.add_row(
+            *([row.workload] if multi else []),
+            f"{row.setting:g}",
+            _num(row.gpu_w),
+            _num(row.site_kw_per_gpu * 1e3),
+            _num(row.tokens_per_s_per_gpu),
+            _num(row.mtok_per_mwh),
+            _num(row.installed_tokens_per_s / 1e6, ",.1f"),
+            _num(row.sized_gpus),
+            _num(sized, ",.1f"),
+            _num(row.usd_per_mtok_energy, ".2g"),
+            _num(row.usd_per_mtok_with_capex, ".2g"),
+            " ".join(row.tags),
+        )
+    return t
+
+
+def policies(r: PlanResult) -> Table:
+    title = (
+        f"schedule over {len(r.schedule.frame)} intervals of {r.horizon.step_h:g} h, objective {r.objective}"
+    )
+    if r.objective != "tokens":
+        title += f", target {r.target_gtok:,.0f} Gtok"
+    cols = [
+        "policy",
+        "Gtok",
+        "GPU MWh",
+        "import MWh",
+        "export MWh",
+        "energy $",
+        "$/Mtok",
+        "$/Mtok +capex",
+        "t CO2",
+    ]
+    t = _table(title, cols, ("policy",))
+    for name, res in {"plan": r.schedule, **{f"fixed {k}": v for k, v in r.baselines.items()}}.items():
+        x = res.totals
+        t.add_row(
+            name,
+            _num(x["tokens_gtok"]),
+            _num(x["gpu_energy_mwh"], ",.1f"),
+            _num(x["grid_import_mwh"], ",.1f"),
+            _num(x["export_mwh"], ",.1f"),
+            _num(x["energy_cost_usd"]),
+            _num(x["usd_per_mtok"], ".2g"),
+            _num(x["usd_per_mtok_with_capex"], ".2g"),
+            _num(x["carbon_kg"] / 1e3, ",.1f"),
+        )
+    return t
+
+
+def curtailments(r: PlanResult) -> Table:
+    cols = ["start", "hours", "short MWh", "battery MWh", "settings MWh", "Gtok lost", "Gtok lost, default"]
+    t = _table(
+        f"curtailments (offered power below the default draw, {r.reference_mw:.2f} MW)", cols, ("start",)
+    )
+    for e in r.curtailments:
+        t.add_row(
+            str(e.start),
+            f"{e.hours:g}",
+            f"{e.shortfall_mwh:.1f}",
+            f"{e.battery_mwh:.1f}",
+            f"{e.settings_mwh:.1f}",
+            _num(e.tokens_lost_gtok),
+            _num(e.tokens_lost_default_gtok),
+        )
+    return t
+
+
+def render(r: PlanResult) -> list[Table | str]:
+    """Everything the command prints, in order."""
+    out: list[Table | str] = [steady(r)]
+    if r.schedule is None:
+        return out
+    out.append(policies(r))
+    if r.curtailments:
+        out.append(curtailments(r))
+    if r.surplus:
+        x = r.surplus
+        out.append(
+            f"surplus: {x['surplus_mwh']:.1f} MWh offered beyond the default draw in {x['intervals']} "
+            f"intervals; {x['stored_mwh']:.1f} MWh stored; "
+            f"worth {x['worth']:,.0f} {x['worth_unit']} to the plan"
+        )
+    return out

@@ -1,0 +1,92 @@
+"""`tokbench plan` end to end on the shipped example site, grid and reference curve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.planner import plan
+from harness.planner.network import PYPSA_OPTIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT / "profiles/sites/example-site.toml"
+
+
+def _invoke(args: list[str]):
+    # with `plan` as the app's only command Typer makes it the root; with more it is a subcommand
+    prefix = ["plan"] if len(app.registered_commands) > 1 else []
+    return CliRunner().invoke(app, prefix + args, env={"COLUMNS": "160"})
+
+
+def test_plan_command_runs_out_of_the_box_and_writes_its_outputs(tmp_path):
+    out = tmp_path / "out"
+    nc = tmp_path / "site.nc"
+    res = _invoke([str(SITE), "--out", str(out), "--export-network", str(nc)])
+    assert res.exit_code == 0, res.output
+    assert "max-q" in res.output and "curtailments" in res.output and "surplus" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    sched = pd.read_csv(out / "schedule.csv", index_col="timestamp", parse_dates=True)
+    assert (out / "plan.png").stat().st_size > 10_000
+    assert len(sched) == 48 and summary["fleet"]["gpus"] == 8800
+    totals = summary["totals"]
+    assert totals["plan"]["tokens_gtok"] == pytest.approx(sched["tokens_gtok"].sum(), rel=1e-5)
+    # the optimised schedule makes at least what every fixed policy makes on the same battery
+    for k in ("max_p", "max_q", "default"):
+        assert totals["plan"]["tokens_gtok"] >= totals[k]["tokens_gtok"] * (1 - 1e-9)
+    assert totals["plan"]["tokens_gtok"] > totals["default"]["tokens_gtok"] * 1.01
+    # never above what the grid and the panels offer, nor the facility budget
+    offered = sched["import_available_mw"] + sched["generation_mw"] + sched["battery_dispatch_mw"]
+    assert (sched["gpu_mw"] <= offered + 1e-6).all() and (sched["gpu_mw"] <= 12.0 + 1e-6).all()
+    # the evening peak and the stress event are curtailments; the battery carries part of each
+    events = summary["curtailments"]
+    assert [e["start"][:13] for e in events] == ["2026-01-14T17", "2026-01-15T17"]
+    for e in events:
+        assert e["battery_mwh"] > 0 and e["battery_mwh"] + e["settings_mwh"] >= e["shortfall_mwh"] - 1e-6
+        assert e["tokens_lost_gtok"] < e["tokens_lost_default_gtok"]
+    assert summary["surplus"]["worth"] > 0 and summary["surplus"]["stored_mwh"] > 0
+    # the exported network is the plan's alone and loads back into PyPSA
+    import warnings
+
+    import pypsa
+
+    with pypsa.option_context(*PYPSA_OPTIONS), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # pandas notices inside PyPSA's reader
+        warnings.simplefilter("ignore", DeprecationWarning)
+        n = pypsa.Network(str(nc))
+    assert len(n.snapshots) == 48 and all(x.startswith("plan|") for x in n.links.index)
+    assert "plan|battery" in n.storage_units.index
+
+
+def test_least_cost_plan_makes_the_default_tokens_for_less_and_exports_only_in_stress():
+    r = plan(SITE, objective="cost")
+    default = r.baselines["default"].totals
+    f = r.schedule.frame
+    assert r.target_gtok == pytest.approx(default["tokens_gtok"], rel=1e-6)
+    assert f["tokens_gtok"].sum() >= r.target_gtok * (1 - 1e-6)
+    assert r.schedule.totals["energy_cost_usd"] < 0.8 * default["energy_cost_usd"]
+    assert f["export_mw"].sum() > 0 and (f["export_mw"][f["stress"] == 0] < 1e-9).all()
+    # at 950 $/MWh the stress hours run little and sell stored energy back
+    stress = f[f["stress"] == 1]
+    assert (stress["grid_import_mw"] < 1e-6).all() and np.isclose(stress["export_mw"].max(), 4.0, atol=0.6)
+
+
+def test_without_a_grid_signal_only_the_steady_questions_are_answered(tmp_path):
+    p = tmp_path / "site.toml"
+    p.write_text(
+        f'name = "steady"\npower_budget_mw = 12.0\npue = 1.2\nprice_per_mwh = 60.0\n'
+        f'[[units]]\nname = "node"\ncount = 1100\ngpus_per_unit = 8\noverhead_w_per_unit = 2400.0\n'
+        f'[[workloads]]\ncurve = "{ROOT}/profiles/curves/h100-train-llama-1b.json"\n'
+    )
+    r = plan(p)
+    assert r.schedule is None and r.network is None
+    best = r.best["train-llama-1b train b8"]
+    assert best["installed_setting"] == 700  # 8,800 GPUs fit the 12 MW budget at Max-P
+    # GPUs may be added under the same power: 15,140 at 350 W make 35% more than 9,794 at 700 W
+    assert (best["sized_setting"], best["sized_gpus"]) == (350.0, 15_140)
+    assert best["sized_tokens_per_s"] / (9_794 * 66_000) == pytest.approx(1.213, abs=1e-3)
