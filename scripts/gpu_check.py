@@ -50,7 +50,7 @@ Section = tuple[str, float, Callable[[dict], dict]]
 REPORT_VERSION = 1
 DEFAULT_BUDGET_S = 400.0
 #: modules beside this script whose ``SECTIONS`` list is appended when they exist (wired by later issues)
-OPTIONAL_SECTION_MODULES = ("gpu_check_workloads", "gpu_check_telemetry")
+OPTIONAL_SECTION_MODULES = ("gpu_check_workloads", "gpu_check_telemetry", "gpu_check_sweep")
 
 
 # --- observe-only guard ---------------------------------------------------------------------------
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = all_sections()
     if args.list:
         for name, timeout_s, fn in sections:
-            print(f"{name:16s} {timeout_s:6.0f} s  {(fn.__doc__ or '').strip().splitlines()[0]}")
+            print(f"{name:16s} {timeout_s:6.0f} s  {((fn.__doc__ or '').strip().splitlines() or [''])[0]}")
         return 0
     if args.only:
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]
