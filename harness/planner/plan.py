@@ -97,7 +97,7 @@ def curtailments(
     )
     settings = np.clip(ref_mw - f["gpu_mw"].to_numpy(), 0.0, None)
     tokens = f["tokens_gtok"].to_numpy()
-    base = default.frame["tokens_gtok"].to_numpy() if default is not None else tokens
+    base = default.frame["tokens_gtok"].to_numpy() if default is not None else np.full(len(tokens), np.nan)
     out = []
     for a, b in _runs(short > 1e-6 * max(ref_mw, 1e-9)):
         hrs = h.step_h
