@@ -6,8 +6,10 @@ need them, so `tokbench --help` and `tokbench devices` start fast.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,8 +23,268 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# piped output (CI logs, files) gets a wide console rather than rich's 80-column default
+console = Console() if sys.stdout.isatty() else Console(width=200)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
+
+
+BackendOpt = Annotated[str, typer.Option("--backend", help="auto (NVML if a GPU answers, else simulated), nvml or sim")]
+SimGpuOpt = Annotated[str, typer.Option("--sim-gpu", help="simulated part (profiles/gpus/<id>.toml)")]
+SimCountOpt = Annotated[int, typer.Option("--sim-count", min=1, help="number of simulated GPUs in the node")]
+SimSeedOpt = Annotated[int, typer.Option("--sim-seed", help="seed of the simulated node (board variation, noise)")]
+SimOverrideOpt = Annotated[
+    list[str] | None,
+    typer.Option("--sim-override", help="per-board override INDEX:key=value,... (e.g. 1:leakage=1.4)"),
+]
+
+
+def open_node(backend: str, sim_gpu: str, sim_count: int, sim_seed: int, sim_override: list[str] | None):
+    """Open the node's devices and print the backend notice, if any."""
+    from harness.devices import open_devices
+
+    ds = open_devices(backend, sim_gpu=sim_gpu, sim_count=sim_count, sim_seed=sim_seed, sim_overrides=sim_override)
+    if ds.notice:
+        err_console.print(f"[yellow]note:[/] {ds.notice}", highlight=False)
+    return ds
+
+
+@app.command()
+def devices(
+    backend: BackendOpt = "auto",
+    sim_gpu: SimGpuOpt = "h100-sxm",
+    sim_count: SimCountOpt = 1,
+    sim_seed: SimSeedOpt = 0,
+    sim_override: SimOverrideOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+) -> None:
+    """List every GPU: limits, clocks, power now, capabilities, and what could spoil a measurement."""
+    from harness.devices import describe
+
+    ds = open_node(backend, sim_gpu, sim_count, sim_seed, sim_override)
+    try:
+        rows = [describe(d) for d in ds.devices]
+    finally:
+        ds.close()
+    if as_json:
+        print(json.dumps({"backend": ds.backend, "devices": rows}, indent=2))
+        return
+    from harness.render import devices_table
+
+    console.print(devices_table(ds.backend, rows))
+
+
+def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"{what}: expected comma-separated numbers, got '{text}'") from None
+
+
+def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
+    vals = _floats(text, what)
+    if vals is None:
+        return None
+    if any(v != int(v) or v < 1 for v in vals):
+        raise UsageError(f"{what}: expected comma-separated positive integers, got '{text}'")
+    return tuple(int(v) for v in vals)
+
+
+@app.command()
+def sweep(
+    profile: Annotated[str, typer.Option(help="profile name (profiles/<name>.toml) or file")] = "train-llama-1b",
+    gpus: Annotated[str | None, typer.Option(help="GPUs to change: 0,1 / all / UUIDs")] = None,
+    knob: Annotated[str | None, typer.Option(help="power-limit or sm-clock (default: the profile's)")] = None,
+    points: Annotated[int | None, typer.Option(help="number of settings spread over the range")] = None,
+    step: Annotated[float | None, typer.Option(help="spacing of settings (W or MHz) from the max down")] = None,
+    values: Annotated[str | None, typer.Option(help="explicit settings, e.g. 300,450,700")] = None,
+    percent: Annotated[str | None, typer.Option(help="settings as percent of max, e.g. 40,60,80,100")] = None,
+    search: Annotated[str | None, typer.Option(help="max-q: adaptive search for the most tokens/J")] = None,
+    ci_pct: Annotated[float, typer.Option(help="adaptive search: stop when the best's 95% CI is this narrow (%)")]
+    = 1.0,
+    batch_sizes: Annotated[str | None, typer.Option(help="inference batch sizes, e.g. 1,8,64")] = None,
+    repeats: Annotated[int | None, typer.Option(min=1)] = None,
+    order: Annotated[str | None, typer.Option(help="descending, ascending or interleaved")] = None,
+    window: Annotated[float | None, typer.Option(help="measurement window per phase, device seconds")] = None,
+    warmup_min: Annotated[float | None, typer.Option(help="minimum warm-up per point, seconds")] = None,
+    warmup_max: Annotated[float | None, typer.Option(help="warm-up timeout per point, seconds")] = None,
+    observe: Annotated[bool, typer.Option(help="measure at the current setting only; change nothing")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="allow changing every GPU of the node")] = False,
+    allow_busy: Annotated[bool, typer.Option(help="measure GPUs where other processes compute (flagged)")] = False,
+    dry_run: Annotated[bool, typer.Option(help="print the plan and its device time; touch nothing")] = False,
+    max_time: Annotated[float | None, typer.Option(help="end the run cleanly after this many device seconds")]
+    = None,
+    out: Annotated[str, typer.Option(help="results root; the run goes to OUT/<run-id>/")] = "results",
+    resume: Annotated[str | None, typer.Option(help="continue an interrupted run directory")] = None,
+    run_id: Annotated[str | None, typer.Option(help="name of the run directory (default: generated)")] = None,
+    backend: BackendOpt = "auto",
+    sim_gpu: SimGpuOpt = "h100-sxm",
+    sim_count: SimCountOpt = 1,
+    sim_seed: SimSeedOpt = 0,
+    sim_override: SimOverrideOpt = None,
+) -> None:
+    """Sweep the power limit (or locked SM clock) and measure tokens/s and tokens/J at each setting."""
+    from harness.sweep import SweepOptions
+
+    opts = SweepOptions(
+        profile=profile, gpus=gpus, knob=knob, points=points, step=step, values=_floats(values, "--values"),
+        percent=_floats(percent, "--percent"), search=search, search_ci_pct=ci_pct,
+        batch_sizes=_ints(batch_sizes, "--batch-sizes"), repeats=repeats, order=order, window_s=window,
+        warmup_min_s=warmup_min, warmup_max_s=warmup_max, observe=observe, yes=yes, allow_busy=allow_busy,
+        dry_run=dry_run, max_time_s=max_time, out=out, resume=resume, run_id=run_id, backend=backend,
+        sim_gpu=sim_gpu, sim_count=sim_count, sim_seed=sim_seed, sim_overrides=tuple(sim_override or ()),
+        command=" ".join(sys.argv),
+    )
+    _run(opts)
+
+
+@app.command("run")
+def run_point(
+    profile: Annotated[str, typer.Option(help="profile name or file")] = "train-llama-1b",
+    value: Annotated[float | None, typer.Option(help="setting to measure at (W or MHz); default: current")] = None,
+    knob: Annotated[str | None, typer.Option(help="power-limit or sm-clock")] = None,
+    gpus: Annotated[str | None, typer.Option(help="GPUs to change: 0,1 / all")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    repeats: Annotated[int, typer.Option(min=1)] = 1,
+    window: Annotated[float | None, typer.Option(help="measurement window, device seconds")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="allow changing every GPU of the node")] = False,
+    out: Annotated[str, typer.Option(help="results root")] = "results",
+    backend: BackendOpt = "auto",
+    sim_gpu: SimGpuOpt = "h100-sxm",
+    sim_count: SimCountOpt = 1,
+    sim_seed: SimSeedOpt = 0,
+    sim_override: SimOverrideOpt = None,
+) -> None:
+    """Measure a single point: at --value, or at the current setting (observe)."""
+    from harness.sweep import SweepOptions
+
+    opts = SweepOptions(
+        profile=profile, gpus=gpus, knob=knob, values=None if value is None else (value,),
+        observe=value is None, yes=yes, batch_sizes=None if batch_size is None else (batch_size,),
+        repeats=repeats, window_s=window, out=out, backend=backend, sim_gpu=sim_gpu, sim_count=sim_count,
+        sim_seed=sim_seed, sim_overrides=tuple(sim_override or ()), command=" ".join(sys.argv),
+    )
+    _run(opts)
+
+
+def _run(opts) -> None:
+    """Run a sweep with a live display; print messages, the summary and where it was written."""
+    from harness.render import live_sweep, plan_text, summary_table
+    from harness.sweep import LiveStatus, run_sweep
+
+    status = LiveStatus()
+    with live_sweep(console, status):
+        result = run_sweep(opts, status=status)
+    for m in result.messages:
+        err_console.print(f"[yellow]note:[/] {m}", highlight=False)
+    if result.status == "dry-run":
+        console.print(plan_text(result.plan, result.estimate_s))
+        return
+    console.print(summary_table(result.points))
+    console.print(f"run {result.status}: {result.run_dir.path}")
+
+
+@app.command()
+def restore() -> None:
+    """Put back settings left behind by a run that was killed (from its journal)."""
+    from harness.guard import recover
+
+    lines = recover()
+    for line in lines:
+        console.print(f"restored {line}")
+    if not lines:
+        console.print("nothing to restore")
+
+
+RunArg = Annotated[str, typer.Argument(help="run directory (results/<run-id>)")]
+TpotOpt = Annotated[float | None, typer.Option("--tpot-ms", min=0.0,
+                                                help="latency target: time per output token, ms (inference runs)")]
+TtftOpt = Annotated[float | None, typer.Option("--ttft-ms", min=0.0,
+                                                help="latency target: time to first token, ms (with --tpot-ms)")]
+FlaggedOpt = Annotated[bool, typer.Option("--include-flagged", help="use flagged points in the statistics too")]
+GpuOpt = Annotated[int | None, typer.Option("--gpu", help="analyse one GPU (default: a node's GPUs pooled)")]
+
+
+@app.command()
+def report(
+    run: RunArg,
+    out: Annotated[str | None, typer.Option(help="folder for report.md and plots/ (default: the run directory)")]
+    = None,
+    tpot_ms: TpotOpt = None,
+    ttft_ms: TtftOpt = None,
+    include_flagged: FlaggedOpt = False,
+    gpu: GpuOpt = None,
+) -> None:
+    """Analyse a run: Max-P/Max-Q ranges, curves, frontier, timelines; writes report.md and plots/."""
+    from harness.analysis import analyse
+    from harness.render_readers import analysis_table
+    from harness.report import write_report
+
+    a = analyse(run, include_flagged=include_flagged, gpu=gpu, tpot_ms=tpot_ms, ttft_ms=ttft_ms)
+    rep = write_report(a, out)
+    console.print(analysis_table(a))
+    for c in a.curves:
+        console.print(f"{c.phase} b{c.batch_size}: {c.flat.sentence}", highlight=False)
+    if a.tokenomics is not None and a.tokenomics.latency is not None:
+        console.print(a.tokenomics.latency.sentence, highlight=False)
+    for p in a.problems:
+        err_console.print(f"[yellow]note:[/] {p}", highlight=False)
+    console.print(f"wrote {rep.markdown} and {len(rep.plots)} plots (PNG+SVG) in {rep.markdown.parent / 'plots'}")
+
+
+@app.command()
+def export(
+    run: RunArg,
+    fmt: Annotated[str, typer.Option("--format", help="json (the curve file planners read) or csv (points)")]
+    = "json",
+    out: Annotated[str | None, typer.Option(help="file to write, '-' for stdout (default: RUN/curve.<format>)")]
+    = None,
+    tpot_ms: TpotOpt = None,
+    ttft_ms: TtftOpt = None,
+    include_flagged: FlaggedOpt = False,
+    gpu: GpuOpt = None,
+) -> None:
+    """Write the run's calibrated curve (versioned schema, docs/curve-schema.md) for planners."""
+    from harness.analysis import analyse
+    from harness.export import export_run
+
+    a = analyse(run, include_flagged=include_flagged, gpu=gpu, tpot_ms=tpot_ms, ttft_ms=ttft_ms)
+    _, where = export_run(a, fmt, out, tpot_ms, ttft_ms)
+    if out == "-":
+        print(where)
+    else:
+        err_console.print(f"wrote {where}", highlight=False)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="two or more run directories")],
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch",
+                                                 help="compare runs whose workload metadata differ (marked)")]
+    = False,
+    out: Annotated[str | None, typer.Option(help="folder for compare.md, compare.json and plots/")] = None,
+    include_flagged: FlaggedOpt = False,
+) -> None:
+    """Compare runs across parts or generations: table and overlay plots (absolute and normalised)."""
+    from harness.compare import compare_runs, write_comparison
+    from harness.render_readers import compare_table
+
+    cmp = write_comparison(compare_runs(runs, allow_mismatch, include_flagged), out)
+    console.print(compare_table(cmp))
+    if cmp.mismatched:
+        err_console.print("[bold red]mismatched comparison:[/] " + "; ".join(cmp.differences), highlight=False)
+    console.print(f"wrote {cmp.markdown} and {len(cmp.plots)} plots")
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    """tokbench: tokens per second and per joule across power limits and clocks."""
+    if ctx.invoked_subcommand not in (None, "restore"):
+        from harness.guard import recover
+
+        for line in recover():
+            err_console.print(f"[yellow]restored[/] {line}", highlight=False)
 
 
 @app.command()
@@ -64,27 +326,136 @@ def plan(
         console.print(f"wrote {export_network}")
 
 
+# ---- tokbench fleet: Slurm campaigns (harness/fleet.py, harness/fleet_collect.py) -------------
+
+fleet_app = typer.Typer(
+    help="Sweep many GPU nodes through Slurm, then collect and find the outliers.", no_args_is_help=True
+)
+app.add_typer(fleet_app, name="fleet")
+
+CampaignArg = Annotated[str, typer.Argument(help="campaign directory, or its id under --results-root")]
+ResultsRootOpt = Annotated[Path, typer.Option("--results-root", help="shared directory that holds the campaigns")]
+
+
+@fleet_app.command("submit")
+def fleet_submit(
+    profile: Annotated[str | None, typer.Option("--profile", help="profile (file or name) every node sweeps")] = None,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="nodes to sweep (one array task each)")] = 1,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", min=1, help="GPUs each task gets")] = 1,
+    partition: Annotated[str | None, typer.Option("--partition")] = None,
+    account: Annotated[str | None, typer.Option("--account")] = None,
+    time: Annotated[str | None, typer.Option("--time", help="time limit per task, e.g. 2:00:00")] = None,
+    results_root: ResultsRootOpt = Path("results/fleet"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the batch script; submit nothing")] = False,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="campaign (dir or id): re-submit only its unfinished tasks")
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="nvml (real GPUs) or sim")] = "nvml",
+    sim_gpu: Annotated[str | None, typer.Option("--sim-gpu", help="simulated part (implies --backend sim)")] = None,
+    sim_seed: Annotated[int, typer.Option("--sim-seed", help="seed of task 0's node; task N gets seed+N")] = 0,
+    sim_override: Annotated[
+        list[str] | None,
+        typer.Option("--sim-override", help="TASK:GPU:key=value,... per-board override, e.g. 1:0:leakage=1.4"),
+    ] = None,
+    points: Annotated[int | None, typer.Option("--points", help="passed to every sweep")] = None,
+    values: Annotated[str | None, typer.Option("--values", help="passed to every sweep")] = None,
+    repeats: Annotated[int | None, typer.Option("--repeats", help="passed to every sweep")] = None,
+    exclusive: Annotated[bool, typer.Option("--exclusive", help="ask Slurm for whole nodes")] = False,
+    gres: Annotated[
+        bool, typer.Option("--gres/--no-gres", help="request gpu GRES (--no-gres: simulated fleets on CPU nodes)")
+    ] = True,
+    node_sweep: Annotated[
+        bool,
+        typer.Option("--node-sweep", help="one sweep over all of a node's GPUs (lockstep) instead of one per GPU"),
+    ] = False,
+) -> None:
+    """Create a campaign and submit one `tokbench sweep` per node as a Slurm job array."""
+    from harness import fleet
+
+    if resume:
+        result = fleet.resume_campaign(fleet.resolve_campaign(resume, results_root), dry_run=dry_run)
+        if not result.tasks:
+            console.print(f"campaign {result.campaign_dir.name}: nothing to re-submit", highlight=False)
+            return
+    else:
+        if not profile:
+            raise UsageError("--profile is required (or --resume CAMPAIGN)")
+        req = fleet.FleetRequest(
+            profile=profile,
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            backend=backend,
+            sim_gpu=sim_gpu,
+            sim_seed=sim_seed,
+            sim_overrides=tuple(sim_override or ()),
+            points=points,
+            values=values,
+            repeats=repeats,
+            partition=partition,
+            account=account,
+            time=time,
+            exclusive=exclusive,
+            request_gres=gres,
+            per_gpu=not node_sweep,
+        )
+        result = fleet.submit_campaign(req, results_root, dry_run=dry_run)
+    if dry_run:
+        print(result.sbatch)
+        print(result.script, end="")
+        for t, cmd in zip(result.tasks, result.task_commands, strict=True):
+            print(f"# task {t} runs: {cmd}")
+        return
+    console.print(
+        f"campaign {result.campaign_dir.name}: job {result.job_id}, tasks {','.join(map(str, result.tasks))}\n"
+        f"  dir {result.campaign_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@fleet_app.command("status")
+def fleet_status(campaign: CampaignArg, results_root: ResultsRootOpt = Path("results/fleet")) -> None:
+    """Per task: Slurm state, the run's own status, points done."""
+    from harness import fleet
+    from harness.render_fleet import fleet_status_table
+
+    cdir = fleet.resolve_campaign(campaign, results_root)
+    console.print(fleet_status_table(cdir.name, fleet.campaign_status(cdir)))
+
+
+@fleet_app.command("collect")
+def fleet_collect(campaign: CampaignArg, results_root: ResultsRootOpt = Path("results/fleet")) -> None:
+    """Merge the runs: per-GPU Max-Q/Max-P, spread, outliers, fleet curve (into <campaign>/collect/)."""
+    from harness import fleet, fleet_collect
+    from harness.render_fleet import fleet_collect_lines, fleet_gpu_table
+
+    r = fleet_collect.collect(fleet.resolve_campaign(campaign, results_root))
+    console.print(fleet_gpu_table(r))
+    for line in fleet_collect_lines(r):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+@fleet_app.command("task", hidden=True)
+def fleet_task(campaign_dir: Path, task: int) -> None:
+    """One array task (the batch script runs it; not for hand use)."""
+    from harness import fleet
+
+    raise typer.Exit(fleet.run_task(campaign_dir, task))
+
+
 def main() -> None:
-    """Console-script entry point: every TokbenchError becomes one line and a non-zero exit."""
+    """Console-script entry point: every TokbenchError becomes one line and a non-zero exit.
+
+    Typer/click handle their own usage errors (unknown option, bad type) in standalone mode.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except TokbenchError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
+        err_console.print("[bold red]interrupted:[/] settings restored; finished points are kept", highlight=False)
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as e:  # click's own usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        if isinstance(e, click.ClickException):
-            err_console.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
-            sys.exit(e.exit_code)
-        raise
 
 
 if __name__ == "__main__":

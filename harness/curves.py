@@ -84,12 +84,22 @@ class CurveFit(_Strict):
     power_p99_w: list[float] | None = None
     power_max_1s_w: list[float] | None = None
     residuals_tokens_per_s: list[float] = Field(default_factory=list)
+    #: the measured settings the residuals belong to (measured mean - fit), ascending
+    residual_settings: list[float] = Field(default_factory=list)
+    residuals_power_mean_w: list[float] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _lengths(self) -> CurveFit:
         n = len(self.settings)
         if n < 1 or len(self.tokens_per_s) != n or len(self.power_mean_w) != n:
             raise ValueError("fit arrays must be non-empty and of equal length")
+        for name in ("power_p99_w", "power_max_1s_w"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
+                raise ValueError(f"fit {name} must have one value per setting")
+        r = len(self.residual_settings)
+        if r and (len(self.residuals_tokens_per_s) != r
+                  or (self.residuals_power_mean_w and len(self.residuals_power_mean_w) != r)):
+            raise ValueError("fit residuals must have one value per residual setting")
         if any(b <= a for a, b in zip(self.settings, self.settings[1:])):
             raise ValueError("fit settings must be strictly ascending")
         return self

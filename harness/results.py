@@ -1,12 +1,31 @@
 """Run directory records.
 
 ``Point`` is one measured window of one GPU at one setting, one batch and one phase; its fields
-are the columns of ``points.csv``. (The run directory reader/writer lives here too.)
+are the columns of ``points.csv``. ``RunDir`` writes and reads the run directory: a finished point
+is never lost, and a damaged directory says exactly what is wrong with it.
 """
 
 from __future__ import annotations
 
+import csv
+import fcntl
+import io
+import json
+import math
+import os
+import platform
+import secrets
+import socket
+import sys
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import IO
+
+import pandas as pd
+
+from harness.errors import RunDirError
 
 SCHEMA_VERSION = 1
 
@@ -64,3 +83,311 @@ class Point:
 
 
 POINT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Point) if f.name != "extra")
+
+
+# --------------------------------------------------------------------------------------------
+# clock-event shares as one CSV cell
+
+
+def format_shares(shares: dict[str, float]) -> str:
+    """``{"sw_power_cap": 0.5}`` -> ``"sw_power_cap=0.5"`` (the points.csv cell)."""
+    return ";".join(f"{k}={v:.4g}" for k, v in sorted(shares.items()))
+
+
+def parse_shares(cell: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in filter(None, (cell or "").split(";")):
+        key, _, value = item.partition("=")
+        out[key] = float(value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# run directory
+
+TOOL = "tokbench"
+MANIFEST = "manifest.json"
+POINTS = "points.csv"
+SAMPLES_DIR = "samples"
+LOCK = ".lock"
+RUN_STATUSES = ("running", "complete", "interrupted", "failed")
+#: manifest keys under "comparison" that must match for two runs to be compared
+COMPARISON_KEYS: tuple[str, ...] = ("gpu_model", "driver", "workload", "model_shape", "precision", "batch_sizes")
+#: packages whose versions every manifest records (read from installed metadata, never imported)
+SOFTWARE = ("tokbench", "torch", "transformers", "vllm", "nvidia-ml-py", "numpy", "pandas", "pyarrow")
+
+_STR_FIELDS = tuple(f.name for f in fields(Point) if f.type in ("str", str))
+_INT_FIELDS = tuple(f.name for f in fields(Point) if f.type in ("int", int))
+
+
+def new_run_id(prefix: str) -> str:
+    """``<prefix>-YYYYmmdd-HHMMSS-xxxx`` in UTC; sorts by start time, unique enough to never
+    collide on one machine."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{prefix}-{stamp}-{secrets.token_hex(2)}"
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def software_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in SOFTWARE:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def host_info() -> dict[str, object]:
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
+            "cpus": os.cpu_count()}
+
+
+def base_manifest(comparison: dict | None = None) -> dict:
+    """What every run records about itself; the caller adds devices, profile and ``comparison``
+    (keys ``COMPARISON_KEYS``: the metadata that decides whether two runs may be compared)."""
+    try:
+        tool_version = metadata.version("tokbench")
+    except metadata.PackageNotFoundError:
+        tool_version = "unknown"
+    return {
+        "tool": TOOL, "tool_version": tool_version, "schema_version": SCHEMA_VERSION,
+        "host": host_info(), "software": software_versions(), "command_line": list(sys.argv),
+        "pid": os.getpid(), "start_utc": _utc_now(), "end_utc": None, "status": "running",
+        "comparison": dict(comparison or {}),
+    }
+
+
+def incomparable(a: dict, b: dict) -> list[str]:
+    """Why two manifests' runs may not be compared (empty when they may)."""
+    ca, cb = a.get("comparison", {}), b.get("comparison", {})
+    return [f"{k}: {ca.get(k)!r} vs {cb.get(k)!r}" for k in COMPARISON_KEYS if ca.get(k) != cb.get(k)]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _csv_cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(float(value))  # float(): numpy scalars repr as np.float64(...)
+    return value
+
+
+class RunDir:
+    """``results/<run-id>/``: ``manifest.json``, ``points.csv`` (one row per finished point,
+    appended and fsynced), ``samples/point-NNNN.parquet`` (written before its row, atomically).
+
+    The writer holds an advisory lock on ``.lock`` for its lifetime, so a reader can tell a live
+    run from one whose writer died (``damaged``)."""
+
+    def __init__(self, path: Path, manifest: dict) -> None:
+        self.path = path
+        self.manifest = manifest
+        self._lockf: IO | None = None
+
+    # --- create / open --------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: Path, run_id: str | None, manifest: dict) -> RunDir:
+        """Start a new run directory; never overwrites an existing one."""
+        root = Path(root)
+        run_id = run_id or new_run_id("run")
+        if not run_id or "/" in run_id or run_id.startswith("."):
+            raise RunDirError(f"bad run id '{run_id}': use letters, digits, '-' and '_'")
+        path = root / run_id
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
+        except FileExistsError:
+            raise RunDirError(f"{path} already exists: tokbench never overwrites a run; choose another --run-id "
+                              "or resume that run") from None
+        except OSError as e:
+            raise RunDirError(f"cannot create run directory {path}: {e.strerror}") from None
+        (path / SAMPLES_DIR).mkdir()
+        full = {**base_manifest(), **manifest, "run_id": run_id, "schema_version": SCHEMA_VERSION}
+        full.setdefault("status", "running")
+        run = cls(path, full)
+        run._take_lock()
+        _write_atomic(path / MANIFEST, (json.dumps(full, indent=2, default=str) + "\n").encode())
+        with open(path / POINTS, "w", newline="") as f:
+            csv.writer(f).writerow(POINT_COLUMNS)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(path)
+        return run
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        """Open a run for reading; says exactly what is wrong when it cannot."""
+        path = Path(path)
+        if not path.is_dir():
+            raise RunDirError(f"{path}: no such run directory")
+        mpath = path / MANIFEST
+        if not mpath.is_file():
+            raise RunDirError(f"{path}: not a tokbench run (no {MANIFEST})")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunDirError(f"{mpath}: damaged manifest (not valid JSON: {e})") from None
+        if not isinstance(manifest, dict) or manifest.get("tool") != TOOL:
+            raise RunDirError(f"{mpath}: not a tokbench manifest (tool is {manifest.get('tool')!r})"
+                              if isinstance(manifest, dict) else f"{mpath}: not a tokbench manifest")
+        version = manifest.get("schema_version")
+        if version != SCHEMA_VERSION:
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
+            raise RunDirError(f"{path}: schema version {version!r}, this tokbench reads version {SCHEMA_VERSION}"
+                              + ("; upgrade tokbench to read it" if newer else ""))
+        ppath = path / POINTS
+        if not ppath.is_file():
+            raise RunDirError(f"{path}: {POINTS} is missing")
+        with open(ppath, newline="") as f:
+            header = next(csv.reader(f), [])
+        if tuple(header) != POINT_COLUMNS:
+            missing = [c for c in POINT_COLUMNS if c not in header]
+            extra = [c for c in header if c not in POINT_COLUMNS]
+            raise RunDirError(f"{ppath}: columns differ from schema {SCHEMA_VERSION}"
+                              + (f"; missing {', '.join(missing)}" if missing else "")
+                              + (f"; unexpected {', '.join(extra)}" if extra else "")
+                              + ("; same columns in another order" if not missing and not extra else ""))
+        return cls(path, manifest)
+
+    # --- writing ------------------------------------------------------------------------------
+    def _take_lock(self) -> None:
+        self._lockf = open(self.path / LOCK, "a+")  # noqa: SIM115 (held for the writer's lifetime)
+        fcntl.flock(self._lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def samples_path(self, point_index: int) -> Path:
+        return self.path / SAMPLES_DIR / f"point-{point_index:04d}.parquet"
+
+    def append_point(self, point: Point, samples: pd.DataFrame) -> None:
+        """Samples first (atomically), then the points.csv row (flushed and fsynced): a row in
+        points.csv always has its samples on disk."""
+        self.write_samples(point.point_index, samples)
+        self.write_row(point)
+
+    def write_samples(self, point_index: int, samples: pd.DataFrame) -> None:
+        target = self.samples_path(point_index)
+        if target.exists():
+            raise RunDirError(f"{target}: point {point_index} already recorded")
+        buf = io.BytesIO()
+        samples.to_parquet(buf, index=False)
+        _write_atomic(target, buf.getvalue())
+
+    def write_row(self, point: Point) -> None:
+        line = io.StringIO()
+        csv.writer(line).writerow([_csv_cell(getattr(point, c)) for c in POINT_COLUMNS])
+        with open(self.path / POINTS, "a", newline="") as f:
+            f.write(line.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+
+    def update_manifest(self, **fields_: object) -> None:
+        """Rewrite the manifest atomically with ``fields_`` changed (e.g. status, end_utc)."""
+        status = fields_.get("status")
+        if status is not None and status not in RUN_STATUSES:
+            raise ValueError(f"unknown run status '{status}'")
+        if status in ("complete", "interrupted", "failed") and "end_utc" not in fields_:
+            fields_["end_utc"] = _utc_now()
+        self.manifest = {**self.manifest, **fields_}
+        _write_atomic(self.path / MANIFEST, (json.dumps(self.manifest, indent=2, default=str) + "\n").encode())
+
+    def close(self) -> None:
+        if self._lockf is not None:
+            self._lockf.close()
+            self._lockf = None
+
+    # --- reading ------------------------------------------------------------------------------
+    def _complete_text(self) -> tuple[str, str]:
+        """points.csv split into its complete lines and a trailing partial line (a killed write)."""
+        text = (self.path / POINTS).read_text()
+        if text.endswith("\n") or not text:
+            return text, ""
+        cut = text.rfind("\n") + 1
+        return text[:cut], text[cut:]
+
+    def points(self) -> pd.DataFrame:
+        """Every finished point (a truncated last line is left out; ``damaged`` reports it)."""
+        text, _ = self._complete_text()
+        df = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values={c: [""] for c in POINT_COLUMNS
+                                                                              if c not in _STR_FIELDS})
+        for c in _STR_FIELDS:
+            df[c] = df[c].astype(str)
+        for c in _INT_FIELDS:
+            df[c] = df[c].astype("int64")
+        return df
+
+    def samples(self, point_index: int) -> pd.DataFrame:
+        path = self.samples_path(point_index)
+        if not path.is_file():
+            raise RunDirError(f"{path}: no samples for point {point_index}")
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"{path}: damaged samples file ({e})") from None
+
+    def _writer_alive(self) -> bool:
+        if self._lockf is not None:
+            return True
+        lock = self.path / LOCK
+        if not lock.exists():
+            return False
+        with open(lock, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+    def damaged(self) -> list[str]:
+        """What is wrong with this run directory, one line each (empty when nothing is)."""
+        out: list[str] = []
+        _, partial = self._complete_text()
+        if partial:
+            out.append(f"{POINTS}: last line is truncated (a point was being written when the run stopped): "
+                       f"{partial[:60]!r}")
+        try:
+            pts = self.points()
+            indices = set(pts["point_index"].tolist())
+        except (ValueError, KeyError, pd.errors.ParserError) as e:
+            out.append(f"{POINTS}: cannot be parsed ({e})")
+            indices = set()
+        sdir = self.path / SAMPLES_DIR
+        files = sorted(sdir.glob("point-*.parquet")) if sdir.is_dir() else []
+        for f in files:
+            try:
+                idx = int(f.stem.split("-", 1)[1])
+            except ValueError:
+                out.append(f"{SAMPLES_DIR}/{f.name}: unexpected file name")
+                continue
+            if idx not in indices:
+                out.append(f"{SAMPLES_DIR}/{f.name}: point {idx} has samples but no row in {POINTS} "
+                           "(the run stopped while recording it)")
+        for idx in sorted(indices):
+            if not self.samples_path(idx).is_file():
+                out.append(f"{POINTS}: point {idx} has no samples file")
+        for tmp in sorted(sdir.glob(".*.tmp")) if sdir.is_dir() else []:
+            out.append(f"{SAMPLES_DIR}/{tmp.name}: unfinished samples write")
+        if self.manifest.get("status") == "running" and not self._writer_alive():
+            out.append("manifest status is 'running' but no process is writing this run (it was killed); "
+                       "any point being measured then is lost")
+        return out

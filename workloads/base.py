@@ -26,6 +26,10 @@ class StepResult:
     input_tokens: int
     output_tokens: int
     sequences: int = 1
+    #: latencies a whole-request step observed itself (``serve``), else None: time to first
+    #: token and time per output token after the first, in seconds of the device's clock
+    ttft_s: float | None = None
+    tpot_s: float | None = None
 
     @property
     def tokens(self) -> int:
@@ -83,3 +87,11 @@ class Workload(Protocol):
 
     def close(self) -> None:
         """Free device memory."""
+
+
+@runtime_checkable
+class ReportsFlops(Protocol):
+    """A workload that knows its model FLOPs per token, so the harness can report MFU."""
+
+    def flops_per_token(self, phase: str) -> float:
+        """Model FLOPs per counted token of ``phase`` (6·N for training, 2·N for a forward)."""

@@ -1,0 +1,397 @@
+"""What a run says: curves, Max-P and Max-Q as honest ranges, flatness, knee, Pareto frontier,
+savings against the default setting, and monotone fits.
+
+A curve is one (phase, batch) of a run: per setting, the repeats (and GPUs, unless one is chosen)
+give a mean and an interval of tokens/s and tokens/J. Max-P is the lowest setting whose tokens/s
+cannot be told from the best; Max-Q the settings whose tokens/J cannot be told from the best (both
+walk outwards from the best setting while the test of ``harness.stats`` says "same"). Flagged
+points are kept for display and left out of every statistic unless ``include_flagged``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import UsageError
+from harness.fit import MonotoneCurve, monotone_fit
+from harness.rundata import PartInfo, RunData, load_run
+from harness.stats import Interval, cannot_tell_apart, mean_interval, pooled_noise
+
+UNITS = {"power_limit_w": "W", "sm_clock_mhz": "MHz", "observe": "W"}
+#: drawn power below this share of the cap means the cap is not what limits the work
+NOT_BINDING_SHARE = 0.95
+
+
+@dataclass(frozen=True)
+class SettingStats:
+    """One (phase, batch, setting) of a run, over its included repeats."""
+
+    phase: str
+    batch_size: int
+    setting: float
+    enforced: float
+    n: int
+    n_flagged: int
+    tokens_per_s: Interval
+    tokens_per_j: Interval
+    j_per_token: float
+    power_mean_w: float
+    power_p99_w: float | None  # highest over repeats: facilities provision for peaks
+    power_max_1s_w: float | None
+    sm_clock_mean_mhz: float | None
+    ttft_ms: float | None = None
+    ttft_ms_max: float | None = None
+    tpot_ms: float | None = None
+    tpot_ms_max: float | None = None
+    tokens_per_s_per_user: float | None = None
+    flags: tuple[str, ...] = ()
+    clock_events: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Range:
+    """Settings that cannot be told from the best: ``best`` is the recommended setting (Max-Q: most
+    tokens/J; Max-P: the lowest setting of the range), ``value`` its mean, ``top`` the argmax."""
+
+    lo: float
+    hi: float
+    best: float
+    value: float
+    top: float
+    settings: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Flatness:
+    flat: bool
+    above: float | None  # the setting above which tokens/s cannot be told from the best
+    binds: bool  # whether the cap still limits the drawn power in the flat region
+    draw_w: float | None  # what the work draws in the flat region
+    sentence: str
+
+
+@dataclass(frozen=True)
+class Knee:
+    setting: float
+    slope_below: float  # tokens/s bought per unit of setting below the knee
+    slope_above: float
+    sentence: str
+
+
+@dataclass(frozen=True)
+class VsDefault:
+    default_setting: float
+    measured: bool  # False: the default was not measured, the highest setting stands in
+    throughput_kept: float  # tokens/s at Max-Q / at default
+    energy_saved: float  # 1 - (J/token at Max-Q) / (J/token at default)
+    tokens_per_j_default: float
+    tokens_per_s_default: float
+
+
+@dataclass(frozen=True)
+class Curve:
+    phase: str
+    batch_size: int
+    stats: tuple[SettingStats, ...]
+    max_p: Range
+    max_q: Range
+    flat: Flatness
+    knee: Knee | None
+    pareto: tuple[float, ...]
+    vs_default: VsDefault | None
+    fit_tokens_per_s: MonotoneCurve
+    fit_power_w: MonotoneCurve
+    fit_power_p99_w: MonotoneCurve | None
+    fit_power_max_1s_w: MonotoneCurve | None
+
+    @property
+    def settings(self) -> np.ndarray:
+        return np.array([s.setting for s in self.stats])
+
+    def at(self, setting: float) -> SettingStats:
+        return min(self.stats, key=lambda s: abs(s.setting - setting))
+
+
+@dataclass(frozen=True)
+class RunAnalysis:
+    run: RunData
+    knob: str
+    unit: str
+    part: PartInfo
+    curves: tuple[Curve, ...]
+    flagged: pd.DataFrame  # rows of points.csv with flags (shown, left out unless included)
+    include_flagged: bool
+    gpu: int | None
+    tokenomics: object | None = None  # harness.tokenomics.Tokenomics
+    problems: tuple[str, ...] = ()
+
+    def curve(self, phase: str | None = None, batch_size: int | None = None) -> Curve:
+        found = [c for c in self.curves if (phase is None or c.phase == phase)
+                 and (batch_size is None or c.batch_size == batch_size)]
+        if not found:
+            raise UsageError(f"run {self.run.run_id} has no curve for phase={phase} batch={batch_size}")
+        return found[0]
+
+    @property
+    def phases(self) -> list[str]:
+        return list(dict.fromkeys(c.phase for c in self.curves))
+
+
+def _shares(col: pd.Series) -> dict[str, float]:
+    """Mean share of window time per clock-event reason, from "name=share;..." strings."""
+    acc: dict[str, list[float]] = {}
+    for s in col:
+        for part in str(s or "").split(";"):
+            if "=" in part:
+                k, v = part.split("=", 1)
+                try:
+                    acc.setdefault(k.strip(), []).append(float(v))
+                except ValueError:
+                    continue
+    n = max(len(col), 1)
+    return {k: sum(v) / n for k, v in acc.items()}
+
+
+def _opt(series: pd.Series, how: str) -> float | None:
+    s = series.dropna() if series is not None else pd.Series(dtype=float)
+    if not len(s):
+        return None
+    return float(s.max() if how == "max" else s.mean())
+
+
+def _col(g: pd.DataFrame, name: str) -> pd.Series:
+    return g[name] if name in g.columns else pd.Series([np.nan] * len(g), index=g.index)
+
+
+def setting_stats(points: pd.DataFrame, include_flagged: bool = False) -> list[SettingStats]:
+    """Per (phase, batch, setting) statistics of the included rows; groups with no included row
+    are left out (their flagged rows are still in ``RunAnalysis.flagged``)."""
+    pts = points.copy()
+    pts["_flagged"] = pts["flags"].astype(str).str.len() > 0
+    out: list[SettingStats] = []
+    for (phase, batch), curve_rows in pts.groupby(["phase", "batch_size"], sort=True):
+        use = curve_rows if include_flagged else curve_rows[~curve_rows["_flagged"]]
+        if not len(use):
+            continue
+        by = [np.asarray(g, dtype=float) for _, g in use.groupby("setting")["tokens_per_s"]]
+        means = use.groupby("setting")["tokens_per_s"].mean().to_numpy()
+        sig_s, df_s = pooled_noise(by, means)
+        by_j = [np.asarray(g, dtype=float) for _, g in use.groupby("setting")["tokens_per_j"]]
+        sig_j, df_j = pooled_noise(by_j, use.groupby("setting")["tokens_per_j"].mean().to_numpy())
+        for setting, g in use.groupby("setting", sort=True):
+            allrows = curve_rows[curve_rows["setting"] == setting]
+            flags = sorted({f for fl in g["flags"] for f in str(fl).split(";") if f})
+            out.append(SettingStats(
+                phase=str(phase), batch_size=int(batch), setting=float(setting),
+                enforced=float(_col(g, "enforced").mean()) if _col(g, "enforced").notna().any() else float(setting),
+                n=len(g), n_flagged=int(allrows["_flagged"].sum()),
+                tokens_per_s=mean_interval(g["tokens_per_s"].to_numpy(), sig_s, df_s),
+                tokens_per_j=mean_interval(g["tokens_per_j"].to_numpy(), sig_j, df_j),
+                j_per_token=float(1.0 / g["tokens_per_j"].mean()) if g["tokens_per_j"].mean() > 0 else float("nan"),
+                power_mean_w=float(g["power_mean_w"].mean()),
+                power_p99_w=_opt(_col(g, "power_p99_w"), "max"),
+                power_max_1s_w=_opt(_col(g, "power_max_1s_w"), "max"),
+                sm_clock_mean_mhz=_opt(_col(g, "sm_clock_mean_mhz"), "mean"),
+                ttft_ms=_opt(_col(g, "ttft_ms"), "mean"), ttft_ms_max=_opt(_col(g, "ttft_ms"), "max"),
+                tpot_ms=_opt(_col(g, "tpot_ms"), "mean"), tpot_ms_max=_opt(_col(g, "tpot_ms"), "max"),
+                tokens_per_s_per_user=_opt(_col(g, "tokens_per_s_per_user"), "mean"),
+                flags=tuple(flags), clock_events=_shares(g["clock_event_shares"]),
+            ))
+    return out
+
+
+def best_range(stats: list[SettingStats], samples: dict[float, np.ndarray], metric: str, lowest: bool) -> Range:
+    """The contiguous run of settings around the best mean of ``metric`` that cannot be told from
+    it. ``lowest``: recommend the lowest setting of the range (Max-P) instead of the best."""
+    means = np.array([getattr(s, metric).mean for s in stats])
+    settings = [s.setting for s in stats]
+    ib = int(np.argmax(means))
+    groups = [samples[s] for s in settings]
+    sigma, df = pooled_noise(groups, means)
+    k = max(len(stats) - 1, 1)
+    same = [cannot_tell_apart(groups[ib], groups[i], sigma, df, k) for i in range(len(stats))]
+    lo = ib
+    while lo > 0 and same[lo - 1]:
+        lo -= 1
+    hi = ib
+    while hi < len(stats) - 1 and same[hi + 1]:
+        hi += 1
+    rec = lo if lowest else _peak(np.array(settings, dtype=float), means,
+                                  np.array([max(st.n, 1) for st in stats], dtype=float), lo, hi, ib)
+    return Range(lo=settings[lo], hi=settings[hi], best=settings[rec], value=float(means[rec]),
+                 top=settings[ib], settings=tuple(settings[lo:hi + 1]))
+
+
+def max_p_range(stats: list[SettingStats], samples: dict[float, np.ndarray]) -> Range:
+    """Max-P: tokens/s does not fall when a GPU gets more power or clock, so the best is the top
+    block of the isotonic fit (a flat top pools all its settings, which keeps the best from being
+    the luckiest of many equal settings); Max-P is the lowest setting from which every setting up
+    to the top cannot be told from that block."""
+    settings = [s.setting for s in stats]
+    means = np.array([s.tokens_per_s.mean for s in stats])
+    fit = monotone_fit(settings, means, [max(s.n, 1) for s in stats])
+    top_val = fit.values[-1]
+    block = [i for i in range(len(stats)) if np.isclose(fit.values[i], top_val, rtol=1e-12, atol=0)]
+    best = np.concatenate([samples[settings[i]] for i in block])
+    groups = [samples[x] for x in settings]
+    sigma, df = pooled_noise(groups, means)
+    k = max(len(stats) - 1, 1)
+    lo = len(stats) - 1
+    while lo > 0 and cannot_tell_apart(best, groups[lo - 1], sigma, df, k):
+        lo -= 1
+    if not cannot_tell_apart(best, groups[-1], sigma, df, k):  # the top itself is worse than the block
+        lo = block[0]
+    top = settings[int(np.argmax(means))]
+    return Range(lo=settings[lo], hi=settings[-1], best=settings[lo], value=float(means[lo]), top=top,
+                 settings=tuple(settings[lo:]))
+
+
+def _peak(x: np.ndarray, y: np.ndarray, w: np.ndarray, lo: int, hi: int, ib: int) -> int:
+    """The measured setting nearest the vertex of a weighted quadratic through the best mean and
+    two neighbours each side: a steadier pick inside a flat, noisy peak than the argmax of means
+    (which chases noise). Falls back to the argmax when the points do not bend downwards."""
+    a, b = max(ib - 2, 0), min(ib + 2, len(x) - 1)
+    if b - a < 3:
+        return ib
+    c2, c1, _ = np.polyfit(x[a:b + 1], y[a:b + 1], 2, w=np.sqrt(w[a:b + 1]))
+    if c2 >= 0:
+        return ib
+    vertex = float(np.clip(-c1 / (2 * c2), max(x[a], x[lo]), min(x[b], x[hi])))
+    return int(lo + np.argmin(np.abs(x[lo:hi + 1] - vertex)))
+
+
+def _flatness(stats: list[SettingStats], max_p: Range, knob: str, unit: str) -> Flatness:
+    top = stats[-1].setting
+    region = [s for s in stats if s.setting >= max_p.lo]
+    draw = float(np.median([s.power_mean_w for s in region]))
+    binds = knob != "power_limit_w" or any(s.power_mean_w >= NOT_BINDING_SHARE * s.setting for s in region[1:])
+    what = "the cap" if knob == "power_limit_w" else "the clock lock"
+    if max_p.hi != top or max_p.lo == top:
+        return Flatness(False, None, True, None, f"tokens/s falls as soon as {what} is lowered below "
+                        f"{top:.0f} {unit}: it binds across the range")
+    if knob != "power_limit_w":
+        s = (f"tokens/s is flat above {max_p.lo:.0f} {unit}: a higher clock cannot be told from the best"
+             if max_p.lo > stats[0].setting else f"tokens/s is flat across the whole range "
+             f"({stats[0].setting:.0f}-{top:.0f} {unit}): the clock does not limit this work")
+        return Flatness(True, max_p.lo, True, draw, s)
+    if binds:
+        return Flatness(True, max_p.lo, True, draw,
+                        f"tokens/s above {max_p.lo:.0f} W cannot be told from the best: the cap binds there "
+                        "but costs less than the noise")
+    if max_p.lo <= stats[0].setting:
+        s = (f"the cap does not bind anywhere in the range ({stats[0].setting:.0f}-{top:.0f} W): "
+             f"the work draws about {draw:.0f} W")
+    else:
+        s = f"the cap does not bind above {max_p.lo:.0f} W: the work draws about {draw:.0f} W"
+    return Flatness(True, max_p.lo, False, draw, s)
+
+
+def _knee(fit: MonotoneCurve, unit: str) -> Knee | None:
+    """Kneedle: the setting where the normalised curve stands furthest above its chord, i.e. past
+    which each further unit of setting buys the least."""
+    if len(fit.settings) < 3:
+        return None
+    x = np.linspace(fit.lo, fit.hi, 401)
+    y = fit(x)
+    if y[-1] - y[0] <= 0:
+        return None
+    d = (y - y[0]) / (y[-1] - y[0]) - (x - x[0]) / (x[-1] - x[0])
+    i = int(np.argmax(d))
+    if d[i] < 0.02 or i in (0, len(x) - 1):
+        return None
+    k = float(x[i])
+    below = float((y[i] - y[0]) / (k - x[0]))
+    above = float((y[-1] - y[i]) / (x[-1] - k))
+    return Knee(k, below, above, f"knee at {k:.0f} {unit}: below it each {unit} buys {below:,.1f} tokens/s, "
+                f"above it {above:,.1f}")
+
+
+def _pareto(stats: list[SettingStats]) -> tuple[float, ...]:
+    out = []
+    for s in stats:
+        a, b = s.tokens_per_s.mean, s.tokens_per_j.mean
+        dominated = any(
+            (o.tokens_per_s.mean >= a and o.tokens_per_j.mean >= b)
+            and (o.tokens_per_s.mean > a or o.tokens_per_j.mean > b) for o in stats)
+        if not dominated:
+            out.append(s.setting)
+    return tuple(out)
+
+
+def _vs_default(stats: list[SettingStats], max_q: Range, knob: str, part: PartInfo) -> VsDefault | None:
+    default = part.power_limit_default_w if knob == "power_limit_w" else stats[-1].setting
+    near = min(stats, key=lambda s: abs(s.setting - default))
+    measured = abs(near.setting - default) <= max(0.005 * default, 0.5)
+    d = near if measured else stats[-1]
+    q = next(s for s in stats if s.setting == max_q.best)
+    if d.tokens_per_s.mean <= 0 or q.tokens_per_j.mean <= 0:
+        return None
+    return VsDefault(default_setting=d.setting if not measured else default, measured=measured,
+                     throughput_kept=q.tokens_per_s.mean / d.tokens_per_s.mean,
+                     energy_saved=1.0 - d.tokens_per_j.mean / q.tokens_per_j.mean if d.tokens_per_j.mean > 0 else 0.0,
+                     tokens_per_j_default=d.tokens_per_j.mean, tokens_per_s_default=d.tokens_per_s.mean)
+
+
+def _weights(stats: list[SettingStats], attr: str) -> np.ndarray:
+    return np.array([max(s.n, 1) for s in stats], dtype=float)
+
+
+def _fit(stats: list[SettingStats], attr: str) -> MonotoneCurve | None:
+    vals = [getattr(s, attr) for s in stats]
+    vals = [v.mean if isinstance(v, Interval) else v for v in vals]
+    if any(v is None for v in vals):
+        return None
+    return monotone_fit([s.setting for s in stats], vals, _weights(stats, attr))
+
+
+def _curve(phase: str, batch: int, stats: list[SettingStats], rows: pd.DataFrame, knob: str, unit: str,
+           part: PartInfo) -> Curve:
+    stats = sorted(stats, key=lambda s: s.setting)
+    by_s = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_s"]}
+    by_j = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_j"]}
+    max_p = max_p_range(stats, by_s)
+    max_q = best_range(stats, by_j, "tokens_per_j", lowest=False)
+    fit_s = _fit(stats, "tokens_per_s")
+    return Curve(phase=phase, batch_size=batch, stats=tuple(stats), max_p=max_p, max_q=max_q,
+                 flat=_flatness(stats, max_p, knob, unit), knee=_knee(fit_s, unit), pareto=_pareto(stats),
+                 vs_default=_vs_default(stats, max_q, knob, part), fit_tokens_per_s=fit_s,
+                 fit_power_w=_fit(stats, "power_mean_w"), fit_power_p99_w=_fit(stats, "power_p99_w"),
+                 fit_power_max_1s_w=_fit(stats, "power_max_1s_w"))
+
+
+def analyse(run: RunData | str, include_flagged: bool = False, gpu: int | None = None,
+            tpot_ms: float | None = None, ttft_ms: float | None = None) -> RunAnalysis:
+    """Analyse a run directory (or a loaded run). ``gpu`` restricts to one GPU; otherwise the GPUs
+    of a node are pooled as further repeats of the same part. ``tpot_ms``/``ttft_ms`` set the
+    latency target of the tokenomics Max-Q."""
+    from harness.tokenomics import tokenomics
+
+    if not isinstance(run, RunData):
+        run = load_run(run)
+    pts = run.points
+    if gpu is not None:
+        if gpu not in set(pts["gpu_index"]):
+            raise UsageError(f"run {run.run_id} has no GPU {gpu} (it has {sorted(set(pts['gpu_index']))})")
+        pts = pts[pts["gpu_index"] == gpu]
+    knob = run.knob
+    unit = UNITS.get(knob, "")
+    flagged = pts[pts["flags"].astype(str).str.len() > 0]
+    use = pts if include_flagged else pts[pts["flags"].astype(str).str.len() == 0]
+    all_stats = setting_stats(pts, include_flagged)
+    curves = []
+    problems = list(run.problems)
+    for (phase, batch), rows in use.groupby(["phase", "batch_size"], sort=True):
+        stats = [s for s in all_stats if s.phase == phase and s.batch_size == batch]
+        if stats:
+            curves.append(_curve(str(phase), int(batch), stats, rows, knob, unit, run.part))
+    if not curves:
+        raise UsageError(f"run {run.run_id} has no valid point to analyse ({len(flagged)} flagged; "
+                         "use --include-flagged to analyse them anyway)")
+    if len(flagged) and not include_flagged:
+        problems.append(f"{len(flagged)} flagged point(s) shown but left out of the statistics")
+    tk = tokenomics(all_stats, tpot_ms=tpot_ms, ttft_ms=ttft_ms, unit=unit)
+    return RunAnalysis(run=run, knob=knob, unit=unit, part=run.part, curves=tuple(curves), flagged=flagged,
+                       include_flagged=include_flagged, gpu=gpu, tokenomics=tk, problems=tuple(problems))

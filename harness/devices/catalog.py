@@ -1,0 +1,126 @@
+"""Simulated parts, loaded from profiles/gpus/*.toml.
+
+Every physical parameter in a part file carries its source in the file's ``[sources]`` table
+(a public figure, "fitted to CALIBRATION.md (<row>)", or "assumed"), and loading refuses a
+parameter without one, so the simulator's numbers stay traceable.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import ProfileError, UsageError
+
+GPU_PROFILE_DIR = Path(__file__).resolve().parents[2] / "profiles" / "gpus"
+
+
+class PartSpec(BaseModel):
+    """Parameters of one simulated GPU model. Power in W, clocks in MHz, voltages in V."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str
+    architecture: str
+    memory_total_mb: int = Field(gt=0)
+    # power limits
+    power_min_w: float = Field(gt=0)
+    power_max_w: float = Field(gt=0)
+    power_default_w: float = Field(gt=0)
+    # clocks
+    sm_clock_min_mhz: int = Field(gt=0)
+    sm_clock_max_mhz: int = Field(gt=0)
+    sm_clock_step_mhz: int = Field(gt=0)
+    idle_sm_clock_mhz: int = Field(gt=0)
+    mem_clock_mhz: int = Field(gt=0)
+    # throughput roofline
+    peak_bf16_tflops: float = Field(gt=0)
+    mem_bandwidth_tbs: float = Field(gt=0)
+    # voltage-frequency curve: V = v_min below vf_knee_mhz, rising as a power law to v_max at max clock
+    v_min: float = Field(gt=0)
+    v_max: float = Field(gt=0)
+    vf_knee_mhz: int = Field(gt=0)
+    vf_exponent: float = Field(gt=0)
+    # power model
+    idle_base_w: float = Field(ge=0)
+    p0_base_w: float = Field(ge=0)
+    clock_tree_w: float = Field(ge=0)
+    busy_dyn_w: float = Field(ge=0)
+    compute_dyn_w: float = Field(ge=0)
+    mem_power_w: float = Field(ge=0)
+    leak_w: float = Field(ge=0)
+    leak_ref_c: float
+    leak_per_c: float = Field(ge=0)
+    overhead_clock_share: float = Field(ge=0, le=1)
+    p0_hold_s: float = Field(ge=0)
+    # power-cap controller
+    cap_gain_mhz_per_ws: float = Field(gt=0)
+    cap_filter_s: float = Field(gt=0)
+    # thermal
+    ambient_c: float
+    thermal_resistance_c_per_w: float = Field(gt=0)
+    thermal_tau_s: float = Field(gt=0)
+    slowdown_c: float
+    # sensors
+    sensor_update_s: float = Field(gt=0)
+    instant_window_s: float = Field(gt=0)
+    average_window_s: float = Field(gt=0)
+    energy_update_s: float = Field(gt=0)
+    energy_read_cost_s: float = Field(ge=0)
+    cheap_read_cost_s: float = Field(ge=0)
+    samples_period_s: float = Field(gt=0)
+    samples_depth: int = Field(gt=0)
+    has_energy_counter: bool
+    has_instant_power: bool
+    has_power_samples: bool
+    has_memory_power: bool
+    memory_power_idle_w: float = Field(ge=0)
+    # board-to-board variation (standard deviations)
+    leak_sigma: float = Field(ge=0)
+    vf_offset_sigma_v: float = Field(ge=0)
+    sensor_gain_sigma: float = Field(ge=0)
+    step_jitter_sigma: float = Field(ge=0)
+    sources: dict[str, str]
+
+    @model_validator(mode="after")
+    def _checks(self) -> PartSpec:
+        if not self.power_min_w <= self.power_default_w <= self.power_max_w:
+            raise ValueError("need power_min_w <= power_default_w <= power_max_w")
+        if not self.sm_clock_min_mhz < self.sm_clock_max_mhz:
+            raise ValueError("need sm_clock_min_mhz < sm_clock_max_mhz")
+        if not self.v_min < self.v_max:
+            raise ValueError("need v_min < v_max")
+        missing = sorted(set(type(self).model_fields) - {"id", "name", "architecture", "sources"}
+                         - set(self.sources))
+        if missing:
+            raise ValueError(f"parameters without a source: {', '.join(missing)}")
+        return self
+
+
+def available_parts() -> list[str]:
+    return sorted(p.stem for p in GPU_PROFILE_DIR.glob("*.toml"))
+
+
+@cache
+def load_part(part_id: str) -> PartSpec:
+    """Load one part file by id (file stem) or path."""
+    path = Path(part_id)
+    if path.suffix != ".toml":
+        path = GPU_PROFILE_DIR / f"{part_id}.toml"
+    if not path.exists():
+        raise UsageError(f"unknown simulated GPU '{part_id}'; available: {', '.join(available_parts())}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{path}: not valid TOML ({e})") from None
+    flat = {**raw.get("part", {}), **raw.get("params", {}), "sources": raw.get("sources", {})}
+    try:
+        return PartSpec.model_validate(flat)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(file)"
+        raise ProfileError(f"{path}: '{key}': {err['msg']}") from None

@@ -1,0 +1,667 @@
+"""Simulated GPUs: physics, not lookup tables.
+
+A ``SimNode`` holds the GPUs of one simulated host and one simulated clock. Time advances only
+when someone waits (``sleep``, ``synchronize``, a slow sensor read), in event-driven sub-steps no
+longer than the power-sample period, so a sweep runs far faster than real time and is
+deterministic for its seed.
+
+Per GPU and sub-step:
+
+* the SM clock is the lowest of: the part's maximum, a clock lock, and the power-cap
+  controller's clock (an integral controller on ~0.25 s filtered power, so the cap acts on short
+  averages and instant power can overshoot it at a load edge);
+* voltage follows the V-f curve; power = base + leakage(V, T) + (V/Vmax)^2 * f/fmax * (clock tree
+  + busy + compute-utilisation terms) + memory-bandwidth term; idle parts drop to the idle clock
+  after ``p0_hold_s``;
+* work (``Load``) progresses at the roofline rate for the current clock: compute time scales with
+  1/f, memory time does not, and an engine's inefficiency adds overhead that is only partly
+  clock-bound;
+* a first-order thermal model feeds leakage back;
+* sensors: instant power (25 ms mean) and average power (1 s mean) fields refreshed every 100 ms,
+  an energy counter in mJ refreshed every 100 ms whose read costs ~4 ms, a 20 ms power-sample
+  ring buffer ~2.4 s deep, and an optional proportional gain error per board.
+
+Settings (power limit, clock lock) live in a state file per node, as a driver outlives processes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import json
+import math
+import os
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.devices.base import (
+    Capabilities,
+    ClockEvent,
+    ClockLock,
+    DeviceInfo,
+    PowerLimits,
+    PowerSample,
+    Reading,
+    StateCheck,
+)
+from harness.devices.catalog import PartSpec
+from harness.errors import PermissionDenied, UsageError
+
+#: simulated seconds at which every node's clock starts (an arbitrary, non-zero epoch)
+SIM_EPOCH_S = 1000.0
+#: how often (simulated seconds) the physics re-reads the node state file for settings another
+#: process may have changed; this process's own changes apply at once
+SETTINGS_POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class Load:
+    """One step of work for a simulated GPU.
+
+    ``flops`` run on the tensor cores at a rate proportional to the SM clock; ``bytes_moved``
+    cross DRAM at the part's bandwidth; ``efficiency`` (0-1] is the share of the roofline the
+    engine reaches (the rest is overhead: small kernels, launches, synchronisation);
+    ``host_s`` is host-side time (Python, CPU work) during which the GPU waits, clocks up.
+    """
+
+    flops: float = 0.0
+    bytes_moved: float = 0.0
+    efficiency: float = 1.0
+    host_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.efficiency <= 1:
+            raise ValueError("Load.efficiency must be in (0, 1]")
+        if self.flops < 0 or self.bytes_moved < 0 or self.host_s < 0:
+            raise ValueError("Load quantities must be non-negative")
+
+
+@dataclass(frozen=True)
+class BoardOverrides:
+    """Per-board deviations from the part (a planted outlier, a foreign process, ...)."""
+
+    leakage: float | None = None  # leakage multiplier
+    vf_offset_v: float | None = None
+    sensor_gain: float | None = None  # proportional gain error, e.g. 0.03 = reads 3% high
+    efficiency: float | None = None  # multiplies every load's efficiency (a slow board)
+    foreign_pids: tuple[int, ...] = ()
+    can_set: bool = True
+
+    @staticmethod
+    def parse(spec: str) -> tuple[int, BoardOverrides]:
+        """Parse ``"INDEX:key=value,key=value"`` (e.g. ``"1:leakage=1.4,efficiency=0.9"``)."""
+        try:
+            idx_s, _, body = spec.partition(":")
+            index = int(idx_s)
+            kwargs: dict[str, object] = {}
+            for item in filter(None, body.split(",")):
+                key, _, value = item.partition("=")
+                key = key.strip()
+                if key == "foreign_pids":
+                    kwargs[key] = tuple(int(p) for p in value.split("+") if p)
+                elif key == "can_set":
+                    kwargs[key] = value.strip().lower() in ("1", "true", "yes")
+                elif key in ("leakage", "vf_offset_v", "sensor_gain", "efficiency"):
+                    kwargs[key] = float(value)
+                else:
+                    raise ValueError(f"unknown key '{key}'")
+            return index, BoardOverrides(**kwargs)  # type: ignore[arg-type]
+        except ValueError as e:
+            raise UsageError(
+                f"bad simulated-board override '{spec}' ({e}); expected INDEX:key=value,... with keys "
+                "leakage, vf_offset_v, sensor_gain, efficiency, foreign_pids (pid+pid), can_set"
+            ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# physics (pure functions of the part, the board and the operating point)
+
+
+def voltage(part: PartSpec, f_mhz: float, vf_offset_v: float = 0.0) -> float:
+    """Core voltage for an SM clock: flat at v_min up to the knee, then a power law to v_max."""
+    if f_mhz <= part.vf_knee_mhz:
+        v = part.v_min
+    else:
+        x = min(1.0, (f_mhz - part.vf_knee_mhz) / (part.sm_clock_max_mhz - part.vf_knee_mhz))
+        v = part.v_min + (part.v_max - part.v_min) * x**part.vf_exponent
+    return v + vf_offset_v
+
+
+def dynamic_scale(part: PartSpec, f_mhz: float, v: float) -> float:
+    """(V/Vmax)^2 * f/fmax: dynamic power relative to full clock and voltage."""
+    return (v / part.v_max) ** 2 * (f_mhz / part.sm_clock_max_mhz)
+
+
+def leakage_w(part: PartSpec, v: float, temp_c: float, leak_mult: float) -> float:
+    return part.leak_w * leak_mult * (v / part.v_max) * math.exp(part.leak_per_c * (temp_c - part.leak_ref_c))
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the silicon is doing during a sub-step."""
+
+    busy: float  # share of SMs executing something (0 when waiting on the host)
+    compute_util: float  # share of tensor-core peak at the current clock
+    mem_util: float  # share of DRAM bandwidth
+
+
+IDLE = Activity(0.0, 0.0, 0.0)
+
+
+def power_w(part: PartSpec, f_mhz: float, v: float, temp_c: float, leak_mult: float,
+            act: Activity, p0: bool) -> float:
+    """True board power for an operating point."""
+    leak = leakage_w(part, v, temp_c, leak_mult)
+    if not p0:
+        return part.idle_base_w + leak
+    s = dynamic_scale(part, f_mhz, v)
+    dyn = part.clock_tree_w + part.busy_dyn_w * act.busy + part.compute_dyn_w * act.compute_util
+    return part.p0_base_w + leak + s * dyn + part.mem_power_w * act.mem_util
+
+
+def load_times(part: PartSpec, load: Load, f_mhz: float) -> tuple[float, float, float]:
+    """Seconds of (compute, memory, overhead) for a load at clock ``f_mhz``.
+
+    Compute scales with 1/f; memory does not; the engine's overhead is a multiple of the roofline
+    time at full clock, of which a share ``overhead_clock_share`` stretches with 1/f.
+    """
+    fmax = part.sm_clock_max_mhz
+    t_c_full = load.flops / (part.peak_bf16_tflops * 1e12)
+    t_m = load.bytes_moved / (part.mem_bandwidth_tbs * 1e12)
+    t_c = t_c_full * fmax / f_mhz
+    roof_full = max(t_c_full, t_m)
+    k = part.overhead_clock_share
+    t_o = (1.0 / load.efficiency - 1.0) * roof_full * ((1 - k) + k * fmax / f_mhz)
+    return t_c, t_m, t_o
+
+
+# --------------------------------------------------------------------------------------------
+# node state file (what a driver would keep)
+
+
+def state_dir() -> Path:
+    env = os.environ.get("TOKBENCH_SIM_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tokbench" / "sim"
+
+
+class NodeState:
+    """Power limits and clock locks of a simulated node, in a JSON file.
+
+    Writes take an flock and replace the file atomically; reads are cached and reloaded only when
+    the file changes (a stat per read), because the simulation consults them every sub-step and
+    another process (a restore after a kill) may change them at any time.
+    """
+
+    def __init__(self, node_name: str) -> None:
+        self.path = state_dir() / f"{node_name}.json"
+        self._stamp: tuple[int, int, int] | None = None
+        self._data: dict = {}
+
+    def _load(self) -> dict:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._data = None, {}
+            return self._data
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            try:
+                self._data = json.loads(self.path.read_text())
+            except (json.JSONDecodeError, FileNotFoundError):
+                self._data = {}
+            self._stamp = stamp
+        return self._data
+
+    def get(self, index: int) -> dict:
+        return self._load().get(str(index), {})
+
+    def update(self, index: int, **values: object) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a+") as lockf:
+            fcntl.flock(lockf, fcntl.LOCK_EX)
+            self._stamp = None
+            data = json.loads(json.dumps(self._load()))
+            entry = data.setdefault(str(index), {})
+            for k, v in values.items():
+                if v is None:
+                    entry.pop(k, None)
+                else:
+                    entry[k] = v
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)
+            self._stamp = None
+
+
+# --------------------------------------------------------------------------------------------
+# the node and its clock
+
+
+class SimNode:
+    """A simulated host: its GPUs share one simulated clock."""
+
+    simulated = True
+
+    def __init__(self, part: PartSpec, count: int = 1, seed: int = 0, name: str | None = None,
+                 overrides: dict[int, BoardOverrides] | None = None, max_substep_s: float | None = None) -> None:
+        if count < 1:
+            raise UsageError("a simulated node needs at least one GPU")
+        self.part = part
+        self.seed = seed
+        self.name = name or f"sim-{part.id}-x{count}-seed{seed}"
+        self.state = NodeState(self.name)
+        self._t = SIM_EPOCH_S
+        self._max_dt = max_substep_s or part.samples_period_s
+        self._callbacks: list[list] = []  # [next_t, period, fn, active]
+        overrides = overrides or {}
+        unknown = set(overrides) - set(range(count))
+        if unknown:
+            raise UsageError(f"override for simulated GPU {sorted(unknown)[0]}, but the node has {count}")
+        self.gpus = [SimulatedGPU(self, i, overrides.get(i, BoardOverrides())) for i in range(count)]
+
+    # --- clock protocol -------------------------------------------------------------------
+    def now(self) -> float:
+        return self._t
+
+    def sleep(self, seconds: float) -> None:
+        self.advance_until(self._t + max(0.0, seconds))
+
+    def call_every(self, period_s: float, callback: Callable[[float], None]) -> Callable[[], None]:
+        entry = [self._t + period_s, period_s, callback, True]
+        self._callbacks.append(entry)
+
+        def cancel() -> None:
+            entry[3] = False
+            if entry in self._callbacks:
+                self._callbacks.remove(entry)
+
+        return cancel
+
+    # --- simulation -------------------------------------------------------------------------
+    def advance_until(self, t_end: float, until: Callable[[], bool] | None = None) -> None:
+        """Advance the simulation to ``t_end`` (or until ``until()`` is true)."""
+        while self._t < t_end - 1e-12:
+            if until is not None and until():
+                return
+            dt = min(t_end - self._t, self._max_dt)
+            for g in self.gpus:
+                dt = min(dt, g.time_to_next_event())
+            for cb in self._callbacks:
+                dt = min(dt, max(cb[0] - self._t, 0.0))
+            dt = max(dt, 1e-9)
+            for g in self.gpus:
+                g.integrate(self._t, dt)
+            self._t += dt
+            for g in self.gpus:
+                g.after_step(self._t)
+            for cb in list(self._callbacks):
+                if cb[3] and cb[0] <= self._t + 1e-12:
+                    cb[0] += cb[1]
+                    cb[2](self._t)
+
+    def run_until_idle(self, gpu: SimulatedGPU, timeout_s: float = 3600.0) -> None:
+        self.advance_until(self._t + timeout_s, until=lambda: not gpu.queue)
+
+
+@dataclass
+class _Running:
+    """A load in progress: ``host_left`` seconds of host time, then ``work_left`` (0-1) of GPU work."""
+
+    load: Load
+    host_left: float
+    work_left: float = 1.0
+
+
+@dataclass
+class _Sensors:
+    """Sensor state of one board: last published values and their next refresh times."""
+
+    instant_w: float
+    average_w: float
+    energy_mj: int
+    next_field_t: float
+    next_energy_t: float
+    next_sample_t: float
+    samples: deque = field(default_factory=deque)
+
+
+class SimulatedGPU:
+    """One simulated board behind the ``Device`` protocol (plus ``submit``/``synchronize``)."""
+
+    def __init__(self, node: SimNode, index: int, overrides: BoardOverrides) -> None:
+        self.node = node
+        self.part = part = node.part
+        self.index = index
+        self.overrides = overrides
+        self.clock = node
+        rng = random.Random(f"{node.seed}:{index}:board")
+        self.leak_mult = overrides.leakage if overrides.leakage is not None else max(
+            0.5, rng.gauss(1.0, part.leak_sigma))
+        self.vf_offset_v = overrides.vf_offset_v if overrides.vf_offset_v is not None else rng.gauss(
+            0.0, part.vf_offset_sigma_v)
+        self.sensor_gain = overrides.sensor_gain if overrides.sensor_gain is not None else rng.gauss(
+            0.0, part.sensor_gain_sigma)
+        self._jitter = random.Random(f"{node.seed}:{index}:jitter")
+        uuid_rng = random.Random(f"{node.name}:{index}:uuid")
+        self.uuid = "GPU-SIM-" + "-".join(f"{uuid_rng.getrandbits(32):08x}" for _ in range(3))
+        self.info = DeviceInfo(
+            index=index,
+            uuid=self.uuid,
+            pci_bus_id=f"00000000:{0x18 + 0x10 * index:02X}:00.0",
+            name=part.name,
+            architecture=part.architecture,
+            driver="sim",
+            memory_total_mb=part.memory_total_mb,
+            max_sm_clock_mhz=part.sm_clock_max_mhz,
+            max_mem_clock_mhz=part.mem_clock_mhz,
+            backend="sim",
+            part=part.id,
+            capabilities=Capabilities(
+                energy_counter=part.has_energy_counter,
+                instant_power=part.has_instant_power,
+                average_power=True,
+                power_samples=part.has_power_samples,
+                memory_power=part.has_memory_power,
+                can_set_power_limit=self._may_set(),
+                can_lock_sm_clock=self._may_set(),
+                permission_note="" if self._may_set() else "simulated board set read-only",
+            ),
+        )
+        # physical state: start idle, in thermal equilibrium
+        v_idle = voltage(part, part.idle_sm_clock_mhz, self.vf_offset_v)
+        self.temp_c = part.ambient_c
+        for _ in range(50):
+            p_idle = power_w(part, part.idle_sm_clock_mhz, v_idle, self.temp_c, self.leak_mult, IDLE, False)
+            self.temp_c = part.ambient_c + part.thermal_resistance_c_per_w * p_idle
+        self.f_cap_mhz = float(part.sm_clock_max_mhz)
+        self.p_filt_w = p_idle
+        self.last_busy_t = -1e9
+        self.true_energy_j = 0.0
+        self.queue: deque[_Running] = deque()
+        self.p_now_w = p_idle
+        self.f_now_mhz = float(part.idle_sm_clock_mhz)
+        self.act = IDLE
+        self.events = int(ClockEvent.GPU_IDLE)
+        self._limit_w = part.power_default_w
+        self._cached_settings: dict = {}
+        self._settings_read_at = -math.inf
+        # cumulative true energy at sub-step boundaries, for sensor window means (seeded with an
+        # idle past so the first windows read idle power)
+        past = part.average_window_s + 1.0
+        self._hist_t: deque[float] = deque([node.now() - past, node.now()])
+        self._hist_e: deque[float] = deque([-p_idle * past, 0.0])
+        phase = random.Random(f"{node.seed}:{index}:sensor")
+        t0 = node.now()
+        counter_offset_mj = phase.randrange(10**9, 10**10)
+        self._counter_offset_mj = counter_offset_mj
+        self.sensors = _Sensors(
+            instant_w=p_idle, average_w=p_idle, energy_mj=counter_offset_mj,
+            next_field_t=t0 + phase.uniform(0, part.sensor_update_s),
+            next_energy_t=t0 + phase.uniform(0, part.energy_update_s),
+            next_sample_t=t0 + part.samples_period_s,
+            samples=deque(maxlen=part.samples_depth),
+        )
+        self._sample_epoch_us = 1_700_000_000_000_000 + phase.randrange(10**12)
+
+    # --- settings (persisted in the node state file) --------------------------------------
+    def _setting(self) -> dict:
+        return self.node.state.get(self.index)
+
+    def _settings_changed(self) -> None:
+        """A setting changed here: the physics must see it at the next sub-step."""
+        self._settings_read_at = -math.inf
+
+    def power_limits(self) -> PowerLimits:
+        cur = float(self._setting().get("power_limit_w", self.part.power_default_w))
+        return PowerLimits(self.part.power_min_w, self.part.power_max_w, self.part.power_default_w, cur, cur)
+
+    def set_power_limit(self, watts: float) -> None:
+        self._check_permission("set the power limit")
+        if not self.part.power_min_w <= watts <= self.part.power_max_w:
+            raise UsageError(f"GPU {self.index}: power limit {watts:g} W outside "
+                             f"{self.part.power_min_w:g}-{self.part.power_max_w:g} W")
+        self.node.state.update(self.index, power_limit_w=float(watts))
+        self._settings_changed()
+
+    def supported_sm_clocks(self) -> list[int]:
+        p = self.part
+        return list(range(p.sm_clock_min_mhz, p.sm_clock_max_mhz + 1, p.sm_clock_step_mhz))
+
+    def sm_clock_lock(self) -> ClockLock | None:
+        lock = self._setting().get("sm_clock_lock")
+        return ClockLock(int(lock[0]), int(lock[1])) if lock else None
+
+    def lock_sm_clock(self, lo_mhz: int, hi_mhz: int) -> None:
+        self._check_permission("lock the SM clock")
+        p = self.part
+        if not p.sm_clock_min_mhz <= lo_mhz <= hi_mhz <= p.sm_clock_max_mhz:
+            raise UsageError(f"GPU {self.index}: SM clock range {lo_mhz}-{hi_mhz} MHz outside "
+                             f"{p.sm_clock_min_mhz}-{p.sm_clock_max_mhz} MHz")
+        self.node.state.update(self.index, sm_clock_lock=[int(lo_mhz), int(hi_mhz)])
+        self._settings_changed()
+
+    def reset_sm_clock(self) -> None:
+        self._check_permission("reset the SM clock")
+        self.node.state.update(self.index, sm_clock_lock=None)
+        self._settings_changed()
+
+    def _may_set(self) -> bool:
+        """Simulated privilege: refused per board (override) or for the whole process
+        (TOKBENCH_SIM_READONLY=1, as a non-root user would be)."""
+        return self.overrides.can_set and os.environ.get("TOKBENCH_SIM_READONLY") != "1"
+
+    def _check_permission(self, what: str) -> None:
+        if not self._may_set():
+            raise PermissionDenied(what)
+
+    # --- work -------------------------------------------------------------------------------
+    def submit(self, load: Load) -> None:
+        """Queue one step of work (returns at once, like a CUDA launch)."""
+        eff = load.efficiency * (self.overrides.efficiency or 1.0)
+        jitter = math.exp(self._jitter.gauss(0.0, self.part.step_jitter_sigma)) if self.part.step_jitter_sigma else 1.0
+        load = Load(load.flops * jitter, load.bytes_moved * jitter, min(1.0, eff), load.host_s * jitter)
+        self.queue.append(_Running(load, host_left=load.host_s))
+
+    def synchronize(self) -> None:
+        self.node.run_until_idle(self)
+
+    # --- physics step -----------------------------------------------------------------------
+    def _operating_point(self, t: float) -> None:
+        part = self.part
+        settings = self._cached_settings
+        lock = settings.get("sm_clock_lock")
+        limit = float(settings.get("power_limit_w", part.power_default_w))
+        busy_now = bool(self.queue)
+        p0 = busy_now or (t - self.last_busy_t) < part.p0_hold_s or lock is not None
+        f_top = float(part.sm_clock_max_mhz if lock is None else lock[1])
+        f_floor = float(part.sm_clock_min_mhz if lock is None else lock[0])
+        events = 0
+        if not p0:
+            f = float(part.idle_sm_clock_mhz)
+            events |= ClockEvent.GPU_IDLE
+        else:
+            f = f_top
+            if busy_now:  # the cap's clock ceiling applies to work; between bursts the clock floats up
+                f = max(min(f_top, self.f_cap_mhz), float(part.sm_clock_min_mhz))
+                if self.f_cap_mhz < f_top - 1.0:
+                    events |= ClockEvent.SW_POWER_CAP
+                if self.f_cap_mhz < f_floor:
+                    f = max(self.f_cap_mhz, float(part.sm_clock_min_mhz))
+            else:
+                events |= ClockEvent.GPU_IDLE
+        if self.temp_c > part.slowdown_c:
+            f = min(f, f_top * max(0.3, 1.0 - 0.05 * (self.temp_c - part.slowdown_c)))
+            events |= ClockEvent.SW_THERMAL_SLOWDOWN
+        act = IDLE
+        if self.queue:
+            run = self.queue[0]
+            if run.host_left > 0:
+                act = IDLE
+            else:
+                t_c, t_m, t_o = load_times(part, run.load, f)
+                total = max(t_c, t_m) + t_o
+                act = Activity(1.0, t_c / total if total else 0.0, t_m / total if total else 0.0)
+        v = voltage(part, f, self.vf_offset_v)
+        self.f_now_mhz = f
+        self.act = act
+        self.events = int(events)
+        self.p_now_w = power_w(part, f, v, self.temp_c, self.leak_mult, act, p0)
+        self._limit_w = limit
+
+    def time_to_next_event(self) -> float:
+        """Seconds until this board's next discontinuity: a load phase ending or a sensor refresh."""
+        if self.node.now() - self._settings_read_at >= SETTINGS_POLL_S:
+            self._cached_settings = self._setting()
+            self._settings_read_at = self.node.now()
+        self._operating_point(self.node.now())
+        t = self.node.now()
+        s = self.sensors
+        dt = min(s.next_field_t, s.next_energy_t, s.next_sample_t) - t
+        if self.queue:
+            run = self.queue[0]
+            if run.host_left > 0:
+                dt = min(dt, run.host_left)
+            else:
+                t_c, t_m, t_o = load_times(self.part, run.load, self.f_now_mhz)
+                total = max(t_c, t_m) + t_o
+                dt = min(dt, run.work_left * total)
+        return max(dt, 1e-9)
+
+    def integrate(self, t: float, dt: float) -> None:
+        """Advance this board by ``dt`` at the operating point computed for ``t``."""
+        part = self.part
+        p = self.p_now_w
+        self.true_energy_j += p * dt
+        # work progress
+        if self.queue:
+            run = self.queue[0]
+            if run.host_left > 0:
+                run.host_left = max(0.0, run.host_left - dt)
+            else:
+                t_c, t_m, t_o = load_times(part, run.load, self.f_now_mhz)
+                total = max(t_c, t_m) + t_o
+                run.work_left -= dt / total if total > 0 else 1.0
+            if run.host_left <= 1e-12 and run.work_left <= 1e-9:
+                self.queue.popleft()
+            self.last_busy_t = t + dt
+        # power-cap controller: integral action on filtered power. Stepped implicitly (with the
+        # local slope of power against clock) so that a controller as fast as the real one stays
+        # stable at the longest sub-step; held while the SMs wait, so that the gaps between bursts
+        # do not wind the clock ceiling back up (on the H100 trace each burst starts near the cap).
+        a = dt / (part.cap_filter_s + dt)
+        self.p_filt_w += a * (p - self.p_filt_w)
+        if self.act.busy > 0:
+            k = part.cap_gain_mhz_per_ws * dt
+            self.f_cap_mhz += k * (self._limit_w - self.p_filt_w) / (1.0 + k * a * self._power_slope_w_per_mhz())
+        self.f_cap_mhz = min(max(self.f_cap_mhz, float(part.sm_clock_min_mhz) * 0.5), float(part.sm_clock_max_mhz))
+        # thermal
+        target = part.ambient_c + part.thermal_resistance_c_per_w * p
+        self.temp_c += (target - self.temp_c) * (1.0 - math.exp(-dt / part.thermal_tau_s))
+        # energy history for sensor means (keep a little over the longest window)
+        self._hist_t.append(t + dt)
+        self._hist_e.append(self.true_energy_j)
+        horizon = t + dt - max(part.average_window_s, part.samples_period_s) - 0.2
+        while len(self._hist_t) > 2 and self._hist_t[1] < horizon:
+            self._hist_t.popleft()
+            self._hist_e.popleft()
+
+    def _power_slope_w_per_mhz(self) -> float:
+        """d(power)/d(SM clock) at the current operating point (W per MHz, >= 0)."""
+        part, f = self.part, self.f_now_mhz
+        lo = max(float(part.sm_clock_min_mhz), f - part.sm_clock_step_mhz)
+        if f - lo < 1.0:
+            return 0.0
+
+        def p_at(x: float) -> float:
+            return power_w(part, x, voltage(part, x, self.vf_offset_v), self.temp_c, self.leak_mult, self.act, True)
+
+        return max(0.0, (p_at(f) - p_at(lo)) / (f - lo))
+
+    def _energy_at(self, t: float) -> float:
+        ts, es = self._hist_t, self._hist_e
+        if t <= ts[0]:
+            return es[0]
+        i = bisect.bisect_left(ts, t)
+        if i >= len(ts):
+            return es[-1]
+        t0, t1 = ts[i - 1], ts[i]
+        return es[i - 1] + (es[i] - es[i - 1]) * (t - t0) / (t1 - t0 if t1 > t0 else 1.0)
+
+    def _mean_power(self, t: float, window_s: float) -> float:
+        start = max(t - window_s, self._hist_t[0])
+        if t - start <= 0:
+            return self.p_now_w
+        return (self._energy_at(t) - self._energy_at(start)) / (t - start)
+
+    def after_step(self, t: float) -> None:
+        """Refresh whichever sensors are due at ``t``."""
+        part, s, gain = self.part, self.sensors, 1.0 + self.sensor_gain
+        if t >= s.next_field_t - 1e-12:
+            s.instant_w = gain * self._mean_power(t, part.instant_window_s)
+            s.average_w = gain * self._mean_power(t, part.average_window_s)
+            s.next_field_t += part.sensor_update_s
+        if t >= s.next_energy_t - 1e-12:
+            s.energy_mj = self._counter_offset_mj + int(gain * self.true_energy_j * 1000.0)
+            s.next_energy_t += part.energy_update_s
+        if t >= s.next_sample_t - 1e-12:
+            ts_us = self._sample_epoch_us + int(round((t - SIM_EPOCH_S) * 1e6))
+            s.samples.append(PowerSample(ts_us, gain * self._mean_power(t, part.samples_period_s)))
+            s.next_sample_t += part.samples_period_s
+
+    # --- telemetry (Device protocol) ----------------------------------------------------------
+    def read(self) -> Reading:
+        self.node.sleep(self.part.cheap_read_cost_s * 8)
+        s = self.sensors
+        busy = self.act.busy > 0
+        return Reading(
+            t_s=self.node.now(),
+            power_instant_w=s.instant_w if self.part.has_instant_power else None,
+            power_average_w=s.average_w,
+            memory_power_w=(self.part.memory_power_idle_w + self.part.mem_power_w * self.act.mem_util)
+            if self.part.has_memory_power else None,
+            sm_clock_mhz=self.f_now_mhz,
+            mem_clock_mhz=float(self.part.mem_clock_mhz),
+            temperature_c=round(self.temp_c),
+            utilization_pct=100.0 if busy else 0.0,
+            memory_used_mb=float(self.part.memory_total_mb // 2 if self.queue else 512),
+            clock_events=self.events,
+            enforced_limit_w=self._setting().get("power_limit_w", self.part.power_default_w),
+        )
+
+    def read_energy_mj(self) -> int | None:
+        if not self.part.has_energy_counter:
+            return None
+        self.node.sleep(self.part.energy_read_cost_s)
+        return self.sensors.energy_mj
+
+    def power_samples(self, since_us: int) -> list[PowerSample] | None:
+        if not self.part.has_power_samples:
+            return None
+        return [s for s in self.sensors.samples if s.ts_us > since_us]
+
+    def state_check(self) -> StateCheck:
+        return StateCheck(
+            foreign_processes=self.overrides.foreign_pids,
+            mig_enabled=False,
+            clocks_locked=self.sm_clock_lock(),
+            persistence_mode=True,
+        )
+
+    def close(self) -> None:
+        """Nothing to release: settings stay in the node state, as a driver keeps them."""
+
+    # --- test hooks ------------------------------------------------------------------------
+    def reset_energy_counter(self) -> None:
+        """Simulate a driver reload: the counter restarts from zero."""
+        self._counter_offset_mj = -int((1.0 + self.sensor_gain) * self.true_energy_j * 1000.0)
+        self.sensors.energy_mj = 0
+
+    @property
+    def true_energy_mj(self) -> float:
+        return self.true_energy_j * 1000.0

@@ -1,0 +1,411 @@
+"""Read a fleet campaign's runs back: one row per GPU, the spread across identical parts, the
+outliers among them, and a fleet curve (median and band) in the planners' curve schema.
+
+Outliers are judged against siblings (same part, phase, batch and knob) with the robust z-score
+``z = 0.6745 * (x - median) / MAD`` of Iglewicz and Hoaglin, flagged when ``|z| > 3.5``. The MAD is
+floored at ``MAD_FLOOR_REL`` of the median so that near-identical boards do not turn a 0.1%
+difference into an outlier: with the floor, nothing closer than ~2.6% to the median is flagged.
+At least ``MIN_SIBLINGS`` boards are needed to judge.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import fleet
+from harness.curves import (
+    CurveFile,
+    CurveFit,
+    CurvePoint,
+    PartIdentity,
+    Provenance,
+    SettingRange,
+    WorkloadIdentity,
+    save_curve,
+)
+from harness.errors import TokbenchError
+
+Z_THRESHOLD = 3.5
+MAD_FLOOR_REL = 0.005
+MIN_SIBLINGS = 3
+BAND_PCT = (5.0, 95.0)
+GROUP = ["part", "knob", "phase", "batch_size"]
+
+
+class FleetCollectError(TokbenchError):
+    """A campaign with nothing to collect."""
+
+
+@dataclass(frozen=True)
+class Collected:
+    gpus: pd.DataFrame  # one row per (task, GPU, phase, batch): Max-Q tokens/J, Max-P tokens/s
+    spread: pd.DataFrame  # per sibling group and metric: n, median, min, max, spread %, robust CV
+    outliers: pd.DataFrame  # one row per flagged (GPU, metric)
+    incomplete: list[fleet.TaskStatus]  # tasks not (or not fully) collected, with why
+    curves: list[CurveFile]
+    out_dir: Path
+
+
+def robust_z(values: pd.Series) -> pd.Series:
+    """Iglewicz–Hoaglin modified z-score with the MAD floored at ``MAD_FLOOR_REL`` of the median."""
+    med = float(values.median())
+    mad = float((values - med).abs().median())
+    scale = max(mad, MAD_FLOOR_REL * abs(med), 1e-12)
+    return 0.6745 * (values - med) / scale
+
+
+def _manifest(run_dir: Path) -> dict:
+    try:
+        data = json.loads((run_dir / "manifest.json").read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _devices(manifest: dict) -> dict[str, dict]:
+    """uuid -> device record from the manifest (tolerant of its exact shape)."""
+    out: dict[str, dict] = {}
+    for d in manifest.get("devices", []) or []:
+        if isinstance(d, dict) and d.get("uuid"):
+            out[str(d["uuid"])] = d
+    return out
+
+
+def load_points(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / "points.csv"
+    if not path.is_file():
+        return pd.DataFrame()
+    df = pd.read_csv(path)
+    if "flags" in df:
+        df["flags"] = df["flags"].fillna("").astype(str)
+    return df
+
+
+def _per_setting(points: pd.DataFrame) -> pd.DataFrame:
+    """Valid points averaged over repeats, one row per (GPU, knob, phase, batch, setting)."""
+    pts = points[points["flags"] == ""] if "flags" in points else points
+    keys = ["gpu_index", "gpu_uuid", "knob", "phase", "batch_size", "setting"]
+    return pts.groupby(keys, as_index=False).agg(
+        tokens_per_s=("tokens_per_s", "mean"),
+        tokens_per_j=("tokens_per_j", "mean"),
+        power_mean_w=("power_mean_w", "mean"),
+        repeats=("tokens_per_s", "size"),
+    )
+
+
+def gpu_table(statuses: list[fleet.TaskStatus]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
+    """(per-GPU Max-Q/Max-P rows, per-setting rows of every GPU, uuid -> device record), from every
+    finished run (the finished runs of an unfinished task count too; the task is still listed)."""
+    rows: list[dict] = []
+    settings: list[pd.DataFrame] = []
+    devices: dict[str, dict] = {}
+    finished = [(st, d) for st in statuses for d in st.run_dirs if fleet.run_progress(d)[0] in fleet.DONE_STATUSES]
+    for st, run_dir in finished:
+        manifest = _manifest(run_dir)
+        devs = _devices(manifest)
+        for d in devs.values():
+            d["_workload"] = manifest.get("workload") if isinstance(manifest.get("workload"), dict) else {}
+        devices.update(devs)
+        per = _per_setting(load_points(run_dir))
+        if per.empty:
+            continue
+        per["task"], per["host"] = st.task, st.host
+        per["part"] = [
+            str(devs.get(u, {}).get("name") or devs.get(u, {}).get("part") or "unknown") for u in per["gpu_uuid"]
+        ]
+        settings.append(per)
+        for key, g in per.groupby(["gpu_index", "gpu_uuid", "part", "knob", "phase", "batch_size"]):
+            q = g.loc[g["tokens_per_j"].idxmax()]
+            p = g.loc[g["tokens_per_s"].idxmax()]
+            rows.append(
+                dict(
+                    task=st.task,
+                    host=st.host,
+                    gpu_index=int(key[0]),
+                    gpu_uuid=key[1],
+                    part=key[2],
+                    knob=key[3],
+                    phase=key[4],
+                    batch_size=int(key[5]),
+                    max_q_tokens_per_j=float(q["tokens_per_j"]),
+                    max_q_setting=float(q["setting"]),
+                    max_p_tokens_per_s=float(p["tokens_per_s"]),
+                    max_p_setting=float(p["setting"]),
+                    settings=len(g),
+                )
+            )
+    return (
+        pd.DataFrame(rows),
+        (pd.concat(settings, ignore_index=True) if settings else pd.DataFrame()),
+        devices,
+    )
+
+
+METRICS = ("max_q_tokens_per_j", "max_p_tokens_per_s")
+
+
+def spread_and_outliers(gpus: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(gpus with z-score columns, spread per group and metric, outlier rows)."""
+    gpus = gpus.copy()
+    spread_rows: list[dict] = []
+    out_rows: list[dict] = []
+    for m in METRICS:
+        gpus[f"{m}_z"] = np.nan
+    for key, g in gpus.groupby(GROUP):
+        for m in METRICS:
+            v = g[m]
+            med = float(v.median())
+            mad = float((v - med).abs().median())
+            spread_rows.append(
+                dict(
+                    zip(GROUP, key, strict=True),
+                    metric=m,
+                    n=len(v),
+                    median=med,
+                    min=float(v.min()),
+                    max=float(v.max()),
+                    spread_pct=100.0 * (float(v.max()) - float(v.min())) / med if med else np.nan,
+                    robust_cv_pct=100.0 * 1.4826 * mad / med if med else np.nan,
+                )
+            )
+            if len(v) < MIN_SIBLINGS:
+                continue
+            z = robust_z(v)
+            gpus.loc[g.index, f"{m}_z"] = z
+            for idx in z.index[z.abs() > Z_THRESHOLD]:
+                r = gpus.loc[idx]
+                out_rows.append(
+                    dict(
+                        task=int(r["task"]),
+                        host=r["host"],
+                        gpu_index=int(r["gpu_index"]),
+                        gpu_uuid=r["gpu_uuid"],
+                        part=r["part"],
+                        phase=r["phase"],
+                        batch_size=int(r["batch_size"]),
+                        metric=m,
+                        value=float(r[m]),
+                        median=med,
+                        deviation_pct=100.0 * (float(r[m]) / med - 1.0),
+                        z=float(z[idx]),
+                        direction="low" if z[idx] < 0 else "high",
+                    )
+                )
+    return gpus, pd.DataFrame(spread_rows), pd.DataFrame(out_rows)
+
+
+def _band(values: np.ndarray) -> tuple[float, float, float]:
+    lo, hi = np.percentile(values, BAND_PCT)
+    return float(np.median(values)), float(lo), float(hi)
+
+
+def _best_range(settings: list[float], med: list[float], half_band: list[float]) -> SettingRange | None:
+    """The best setting of the median curve, and the settings whose median lies within the fleet
+    band of the best (indistinguishable across the fleet)."""
+    if not settings:
+        return None
+    i = int(np.argmax(med))
+    near = [s for s, v in zip(settings, med, strict=True) if v >= med[i] - half_band[i]]
+    return SettingRange(phase="", batch_size=0, lo=min(near), hi=max(near), best=settings[i], value=med[i])
+
+
+def fleet_curves(
+    per_setting: pd.DataFrame,
+    gpus: pd.DataFrame,
+    devices: dict[str, dict],
+    campaign: fleet.Campaign,
+    exclude: set[str],
+) -> list[CurveFile]:
+    """One CurveFile per (part, knob): median across healthy GPUs at each setting; the ``*_ci``
+    fields hold the half-width of the fleet band (5th–95th percentile across GPUs)."""
+    curves: list[CurveFile] = []
+    if per_setting.empty:
+        return curves
+    healthy = per_setting[~per_setting["gpu_uuid"].isin(exclude)]
+    for (part, knob), pg in healthy.groupby(["part", "knob"]):
+        if knob not in ("power_limit_w", "sm_clock_mhz"):
+            continue
+        points: list[CurvePoint] = []
+        fits: list[CurveFit] = []
+        max_q: list[SettingRange] = []
+        max_p: list[SettingRange] = []
+        for (phase, batch), g in pg.groupby(["phase", "batch_size"]):
+            ss, tps, tpj, pw, tps_hb, tpj_hb = [], [], [], [], [], []
+            for setting, s in g.groupby("setting"):
+                t_med, t_lo, t_hi = _band(s["tokens_per_s"].to_numpy())
+                j_med, j_lo, j_hi = _band(s["tokens_per_j"].to_numpy())
+                p_med = float(s["power_mean_w"].median())
+                points.append(
+                    CurvePoint(
+                        setting=float(setting),
+                        phase=str(phase),
+                        batch_size=int(batch),
+                        repeats=len(s),
+                        tokens_per_s=t_med,
+                        tokens_per_s_ci=(t_hi - t_lo) / 2,
+                        tokens_per_j=j_med,
+                        tokens_per_j_ci=(j_hi - j_lo) / 2,
+                        power_mean_w=p_med,
+                    )
+                )
+                ss.append(float(setting))
+                tps.append(t_med)
+                tpj.append(j_med)
+                pw.append(p_med)
+                tps_hb.append((t_hi - t_lo) / 2)
+                tpj_hb.append((j_hi - j_lo) / 2)
+            fits.append(
+                CurveFit(
+                    phase=str(phase),
+                    batch_size=int(batch),
+                    method="fleet-median",
+                    settings=ss,
+                    tokens_per_s=tps,
+                    power_mean_w=pw,
+                )
+            )
+            for target, vals, hb in ((max_q, tpj, tpj_hb), (max_p, tps, tps_hb)):
+                r = _best_range(ss, vals, hb)
+                if r is not None:
+                    target.append(r.model_copy(update={"phase": str(phase), "batch_size": int(batch)}))
+        uuids = sorted(pg["gpu_uuid"].unique())
+        dev = next((devices[u] for u in uuids if u in devices), {})
+        first_phase = pg.iloc[0]
+        curves.append(
+            CurveFile(
+                knob=knob,
+                part=_part_identity(str(part), dev, uuids),
+                workload=_workload_identity(campaign, dev, int(first_phase["batch_size"])),
+                points=points,
+                fits=fits,
+                max_q=max_q,
+                max_p=max_p,
+                provenance=Provenance(
+                    tool_version=campaign.tool_version,
+                    run_ids=[
+                        f"{campaign.id}/{h}/task-{t}"
+                        for t, h in sorted(set(zip(gpus["task"], gpus["host"], strict=True)))
+                    ],
+                    created=fleet._now(),
+                    host="fleet",
+                    command=f"tokbench fleet collect {campaign.id}",
+                ),
+            )
+        )
+    return curves
+
+
+def _num(d: dict, *keys: str, default: float = 0.0) -> float:
+    for k in keys:
+        cur = d
+        for part in k.split("."):
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        if isinstance(cur, (int, float)):
+            return float(cur)
+    return default
+
+
+def _part_identity(part: str, dev: dict, uuids: list[str]) -> PartIdentity:
+    return PartIdentity(
+        name=part,
+        architecture=str(dev.get("architecture", "")),
+        backend="fleet",
+        driver=str(dev.get("driver", "")),
+        uuids=uuids,
+        power_limit_min_w=_num(dev, "power_limits.min_w", "limits.min_w"),
+        power_limit_max_w=_num(dev, "power_limits.max_w", "limits.max_w"),
+        power_limit_default_w=_num(dev, "power_limits.default_w", "limits.default_w"),
+        max_sm_clock_mhz=int(_num(dev, "max_sm_clock_mhz")),
+    )
+
+
+def _workload_identity(c: fleet.Campaign, dev: dict, batch_size: int) -> WorkloadIdentity:
+    """The workload as the runs' manifests describe it (the profile's name where they do not)."""
+    w = dev.get("_workload") or {}
+    fields = {k: w[k] for k in WorkloadIdentity.model_fields if k in w and w[k] is not None}
+    fields.setdefault("name", Path(c.profile).stem)
+    for k in ("kind", "engine", "model", "precision"):
+        fields[k] = str(fields.get(k, ""))
+    fields["batch_size"] = batch_size
+    try:
+        return WorkloadIdentity(**fields)
+    except ValueError:
+        return WorkloadIdentity(
+            name=Path(c.profile).stem, kind="", engine="", model="", precision="", batch_size=batch_size
+        )
+
+
+def collect(cdir: Path) -> Collected:
+    """Merge a campaign's finished runs; write ``collect/`` (CSV tables, fleet curve files,
+    report.md) into the campaign directory and return the tables."""
+    c = fleet.load_campaign(cdir)
+    statuses = fleet.campaign_status(cdir, c)
+    gpus, per_setting, devices = gpu_table(statuses)
+    incomplete = [s for s in statuses if not s.done]
+    if gpus.empty:
+        raise FleetCollectError(
+            f"campaign {c.id}: no finished run with valid points yet ({len(incomplete)} of {c.nodes} tasks unfinished)"
+        )
+    gpus, spread, outliers = spread_and_outliers(gpus)
+    exclude = set(outliers["gpu_uuid"]) if not outliers.empty else set()
+    curves = fleet_curves(per_setting, gpus, devices, c, exclude)
+    out = cdir / "collect"
+    out.mkdir(exist_ok=True)
+    gpus.to_csv(out / "gpus.csv", index=False)
+    spread.to_csv(out / "spread.csv", index=False)
+    outliers.to_csv(out / "outliers.csv", index=False)
+    for cf in curves:
+        suffix = "" if len(curves) == 1 else f"-{cf.part.name}-{cf.knob}".replace(" ", "_")
+        save_curve(cf, out / f"fleet-curve{suffix}.json")
+    result = Collected(gpus, spread, outliers, incomplete, curves, out)
+    (out / "report.md").write_text(report_markdown(c, result))
+    return result
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    """A Markdown table (pandas' to_markdown needs tabulate, which tokbench does not depend on)."""
+    if df.empty:
+        return "none"
+
+    def cell(v: object) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "---|" * len(df.columns)
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def report_markdown(c: fleet.Campaign, r: Collected) -> str:
+    sim = f" ({c.sim_gpu})" if c.sim_gpu else ""
+    lines = [
+        f"# Fleet campaign {c.id}",
+        "",
+        f"Profile `{c.profile}`, {c.nodes} tasks x {c.gpus_per_node} GPUs, backend {c.backend}{sim}.",
+        "",
+        "## GPUs",
+        "",
+        _md_table(r.gpus),
+        "",
+        "## Spread across identical parts",
+        "",
+        _md_table(r.spread),
+        "",
+        f"## Outliers (|robust z| > {Z_THRESHOLD}, MAD floored at {MAD_FLOOR_REL:.1%} of the median)",
+        "",
+        _md_table(r.outliers),
+        "",
+        "## Incomplete tasks",
+        "",
+    ]
+    lines += [
+        f"- task {s.task} ({s.job or 'never submitted'}): Slurm {s.slurm_state}, run "
+        f"{s.run_status or 'not started'}, {s.points_done} points, exit {s.exit_code}"
+        for s in r.incomplete
+    ] or ["none"]
+    return "\n".join(lines) + "\n"

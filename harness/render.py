@@ -1,0 +1,109 @@
+"""rich renderables shared by CLI commands (tables, not logic)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def _w(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+def devices_table(backend: str, rows: list[dict]) -> Table:
+    table = Table(title=f"GPUs ({backend} backend)", title_justify="left")
+    for col in ("#", "name", "limit W min/def/max", "limit W (enforced)", "SM MHz now/max", "SM lock",
+                "temp C", "W inst/avg", "energy counter", "may set", "state"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        info, lim, rd, caps = r["info"], r["power_limits"] or {}, r["reading"], r["info"]["capabilities"]
+        lock = r["sm_clock_lock"]
+        problems = r["state"]["problems"]
+        may = "yes" if caps["can_set_power_limit"] else f"no ({caps['permission_note']})"
+        table.add_row(
+            str(info["index"]),
+            info["name"].replace("NVIDIA ", ""),
+            f"{_w(lim.get('min_w'))}/{_w(lim.get('default_w'))}/{_w(lim.get('max_w'))}" if "error" not in lim
+            else lim["error"],
+            f"{_w(lim.get('current_w'))} ({_w(lim.get('enforced_w'))})",
+            f"{_w(rd['sm_clock_mhz'])}/{info['max_sm_clock_mhz']}",
+            "-" if lock is None else f"{lock['lo_mhz']}-{lock['hi_mhz']}",
+            _w(rd["temperature_c"]),
+            f"{_w(rd['power_instant_w'])}/{_w(rd['power_average_w'])}",
+            "yes" if caps["energy_counter"] else "no",
+            may,
+            "; ".join(problems) if problems else "[green]ok[/]",
+        )
+    return table
+
+
+def plan_text(plan, estimate_s: float) -> str:
+    """The plan of a dry run, in words."""
+    unit = {"power_limit_w": "W", "sm_clock_mhz": "MHz"}.get(plan.knob_field, "")
+    settings = ", ".join(f"{s:g}" for s in plan.settings)
+    n = "adaptive (about 12)" if plan.search else str(len(plan.grid()))
+    return (f"knob: {plan.knob}  settings ({unit}): {settings}\n"
+            f"batch sizes: {', '.join(map(str, plan.batch_sizes))}  repeats: {plan.repeats}  order: {plan.order}\n"
+            f"points: {n}  window: {plan.window_s:g} s  warm-up: {plan.warmup_min_s:g}-{plan.warmup_max_s:g} s\n"
+            f"estimated device time: {estimate_s / 60:.1f} min (warm-ups and compiles included)")
+
+
+def summary_table(points) -> Table:
+    """Per setting, batch and phase: node totals averaged over repeats; Max-Q and Max-P marked."""
+    import pandas as pd
+
+    if not points:
+        return Table(title="no points measured")
+    df = pd.DataFrame([p.__dict__ for p in points])
+    node = df.groupby(["setting", "batch_size", "phase", "repeat"]).agg(
+        enforced=("enforced", "mean"), power=("power_mean_w", "sum"), tps=("tokens_per_s", "sum"),
+        joules=("joules", "sum"), seconds=("seconds", "max"), tokens=("tokens", "sum"),
+        flags=("flags", lambda f: ";".join(sorted({x for v in f for x in str(v).split(";") if x}))),
+    ).reset_index()
+    node["tpj"] = node["tokens"] / node["joules"]
+    g = node.groupby(["batch_size", "phase", "setting"]).agg(
+        enforced=("enforced", "mean"), power=("power", "mean"), tps=("tps", "mean"), tpj=("tpj", "mean"),
+        n=("tps", "size"), flags=("flags", lambda f: ";".join(sorted({x for v in f for x in v.split(";") if x}))),
+    ).reset_index()
+    table = Table(title="sweep summary (node totals, mean over repeats)", title_justify="left")
+    for col in ("batch", "phase", "setting", "enforced", "W", "tokens/s", "tokens/J", "n", "", "flags"):
+        table.add_column(col, justify="right" if col not in ("phase", "flags", "") else "left")
+    for (_batch, _phase), grp in g.groupby(["batch_size", "phase"]):
+        best_q = grp["tpj"].idxmax()
+        best_p = grp["tps"].idxmax()
+        for idx, r in grp.sort_values("setting", ascending=False).iterrows():
+            mark = " ".join(m for m, i in (("Max-Q", best_q), ("Max-P", best_p)) if i == idx)
+            table.add_row(str(r.batch_size), r.phase, f"{r.setting:g}", f"{r.enforced:g}", f"{r.power:.0f}",
+                          f"{r.tps:,.0f}", f"{r.tpj:.2f}", str(r.n), f"[bold]{mark}[/]", r["flags"] or "")
+    return table
+
+
+class live_sweep:  # noqa: N801 (used as a context manager)
+    """A rich live line with the current setting, power, clocks, temperature and tokens/s
+    (only on a terminal; piped output gets the summary alone)."""
+
+    def __init__(self, console, status) -> None:
+        self.console, self.status, self.live = console, status, None
+
+    def _render(self) -> str:
+        s = self.status
+        total = f"/{s.total}" if s.total else ""
+
+        def f(v, fmt):
+            return "-" if v is None else format(v, fmt)
+
+        return (f"point {s.point}{total}  setting {f(s.setting, 'g')}  batch {f(s.batch_size, 'd')}  "
+                f"{s.phase} {s.state}  |  {f(s.power_w, '.0f')} W  {f(s.sm_clock_mhz, '.0f')} MHz  "
+                f"{f(s.temperature_c, '.0f')} C  |  {f(s.tokens_per_s, ',.0f')} tokens/s")
+
+    def __enter__(self):
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(console=self.console, refresh_per_second=4, transient=True,
+                             get_renderable=self._render)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.live is not None:
+            self.live.__exit__(*exc)

@@ -1,0 +1,174 @@
+"""``tokbench report``: the plots of a run and a ``report.md`` a reader takes in at a glance.
+
+The headline (Max-P, Max-Q with what it keeps and saves, whether the cap binds, the knee) comes
+first in words; tables and figures follow; method notes last. Everything is written under the run
+directory (``report.md``, ``plots/*.png|svg``) unless another folder is named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.analysis import Curve, RunAnalysis
+from harness.stats import BOOTSTRAP_MIN
+
+
+@dataclass(frozen=True)
+class Report:
+    markdown: Path
+    plots: tuple[Path, ...]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _rng(lo: float, hi: float, unit: str) -> str:
+    return f"{lo:.0f} {unit}" if lo == hi else f"{lo:.0f}-{hi:.0f} {unit}"
+
+
+def headline(c: Curve, unit: str) -> list[str]:
+    """The sentences a reader needs about one curve."""
+    out = [f"**Max-P**: {c.max_p.best:.0f} {unit}, {c.max_p.value:,.0f} tokens/s (the lowest setting whose "
+           f"tokens/s cannot be told from the best; range {_rng(c.max_p.lo, c.max_p.hi, unit)})"]
+    q = f"**Max-Q**: {_rng(c.max_q.lo, c.max_q.hi, unit)}, best {c.max_q.best:.0f} {unit}: {c.max_q.value:.4g} tokens/J"
+    if c.vs_default is not None:
+        d = c.vs_default
+        ref = f"the default {d.default_setting:.0f} {unit}" if d.measured else \
+            f"the highest measured {d.default_setting:.0f} {unit} (default not measured)"
+        q += (f"; against {ref} it keeps {_pct(d.throughput_kept)} of throughput and saves "
+              f"{_pct(d.energy_saved)} of energy per token")
+    out.append(q)
+    out.append(c.flat.sentence[0].upper() + c.flat.sentence[1:])
+    if c.knee is not None:
+        out.append(c.knee.sentence[0].upper() + c.knee.sentence[1:])
+    return out
+
+
+def curves_table_md(a: RunAnalysis) -> list[str]:
+    u = a.unit
+    lines = [f"| phase | batch | Max-P ({u}) | tokens/s at Max-P | Max-Q range ({u}) | tokens/J at Max-Q | "
+             "tokens/J at default | throughput kept | energy saved | cap |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for c in a.curves:
+        d = c.vs_default
+        cap = ("flat above " + f"{c.flat.above:.0f}") if c.flat.flat and c.flat.above is not None else "binds"
+        lines.append(f"| {c.phase} | {c.batch_size} | {c.max_p.best:.0f} | {c.max_p.value:,.0f} | "
+                     f"{_rng(c.max_q.lo, c.max_q.hi, '')}(best {c.max_q.best:.0f}) | {c.max_q.value:.4g} | "
+                     f"{d.tokens_per_j_default:.4g} | {_pct(d.throughput_kept)} | {_pct(d.energy_saved)} | {cap} |"
+                     if d else
+                     f"| {c.phase} | {c.batch_size} | {c.max_p.best:.0f} | {c.max_p.value:,.0f} | "
+                     f"{_rng(c.max_q.lo, c.max_q.hi, '')}(best {c.max_q.best:.0f}) | {c.max_q.value:.4g} | - | - | - | "
+                     f"{cap} |")
+    return lines
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def points_table_md(a: RunAnalysis, c: Curve) -> list[str]:
+    u = a.unit
+    lines = [f"| setting ({u}) | enforced | n | tokens/s ± 95% | tokens/J ± 95% | W mean | W p99 | W max 1 s | "
+             "SM MHz | flags |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for s in c.stats:
+        mark = (" **Q**" if s.setting == c.max_q.best else "") + (" **P**" if s.setting == c.max_p.best else "")
+        lines.append(
+            f"| {s.setting:.0f}{mark} | {s.enforced:.0f} | {s.n} | {s.tokens_per_s.mean:,.1f} ± "
+            f"{s.tokens_per_s.half_width:,.1f} | {s.tokens_per_j.mean:.4g} ± {s.tokens_per_j.half_width:.2g} | "
+            f"{s.power_mean_w:.0f} | {_fmt(s.power_p99_w, '.0f')} | {_fmt(s.power_max_1s_w, '.0f')} | "
+            f"{_fmt(s.sm_clock_mean_mhz, '.0f')} | {', '.join(s.flags) or ''} |")
+    return lines
+
+
+def _identity(a: RunAnalysis) -> str:
+    w = a.run.workload
+    m = a.run.manifest
+    n = len(a.run.points)
+    nf = len(a.flagged)
+    gpus = sorted(set(a.run.points["gpu_index"]))
+    who = f"GPU {a.gpu}" if a.gpu is not None else (f"{len(gpus)} GPUs pooled" if len(gpus) > 1 else "1 GPU")
+    return (f"{a.part.name} ({a.part.backend}, {who}) · workload **{w.get('name', '?')}** ({w.get('kind', '?')}, "
+            f"{w.get('model', '?')}, {w.get('precision', '?')}) · knob **{a.knob}** · {n} points, {nf} flagged · "
+            f"status {m.get('status', '?')} · started {m.get('started', '?')}")
+
+
+def write_report(a: RunAnalysis, outdir: str | Path | None = None) -> Report:
+    """Write ``report.md`` and ``plots/`` for an analysed run; returns what was written."""
+    from harness import plots
+
+    out = Path(outdir) if outdir else a.run.path
+    pdir = out / "plots"
+    made = []
+    md = [f"# tokbench report: {a.run.run_id}", "", _identity(a), ""]
+    if a.problems:
+        md += ["> " + "; ".join(a.problems), ""]
+    md += ["## At a glance", ""]
+    for c in a.curves:
+        if len(a.curves) > 1:
+            md.append(f"**{c.phase}, batch {c.batch_size}**")
+            md.append("")
+        md += [f"- {s}" for s in headline(c, a.unit)] + [""]
+    tk = a.tokenomics
+    if tk is not None and tk.latency is not None:
+        md += [f"- **Latency target**: {tk.latency.sentence}", ""]
+    md += ["## Summary", ""] + curves_table_md(a) + [""]
+    md += ["## Curves", ""]
+    for phase in a.phases:
+        p = plots.curves_figure(a, phase, pdir)
+        made.append(p)
+        md += [f"![tokens/s and tokens/J against the setting, {phase}](plots/{p.name})", ""]
+    md += ["Shaded: the settings whose tokens/s (left, Max-P) or tokens/J (right, Max-Q) cannot be told from the "
+           "best; stars: the recommended setting; bars: 95% intervals of the mean over repeats; line: the "
+           "monotone fit exported for planners; red crosses: flagged points, left out.", ""]
+    p = plots.pareto_figure(a, pdir)
+    made.append(p)
+    md += ["## Pareto frontier (tokens/s against tokens/J)", "", f"![Pareto frontier](plots/{p.name})", ""]
+    for c in a.curves:
+        md.append(f"- {c.phase}, batch {c.batch_size}: frontier settings "
+                  + ", ".join(f"{s:.0f}" for s in c.pareto) + f" {a.unit}")
+    md.append("")
+    if tk is not None:
+        p = plots.tokenomics_figure(a, pdir)
+        if p:
+            made.append(p)
+            md += ["## Tokenomics frontier", "", f"![tokenomics frontier](plots/{p.name})", "",
+                   "One line per setting over batch sizes: how much speed per user each power level can sell, "
+                   "and at what tokens/J.", ""]
+            if tk.latency is not None:
+                md += [tk.latency.sentence, ""]
+            else:
+                md += ["Give `--tpot-ms` (and `--ttft-ms`) for Max-Q under a latency target.", ""]
+    p = plots.timeline_figure(a, pdir)
+    if p:
+        made.append(p)
+        md += ["## Power and SM clock over the run", "", f"![timeline](plots/{p.name})", ""]
+    p = plots.clock_events_figure(a, pdir)
+    if p:
+        made.append(p)
+        md += ["## Clock-event reasons", "", f"![clock-event reasons](plots/{p.name})", ""]
+    md += ["## Points", ""]
+    for c in a.curves:
+        md += [f"### {c.phase}, batch {c.batch_size}", "", *points_table_md(a, c), ""]
+    if len(a.flagged):
+        md += ["## Flagged points" + ("" if a.include_flagged else " (left out of the statistics)"), "",
+               "| point | GPU | setting | phase | batch | repeat | tokens/s | flags |",
+               "|---:|---:|---:|---|---:|---:|---:|---|"]
+        for _, r in a.flagged.iterrows():
+            md.append(f"| {r['point_index']} | {r['gpu_index']} | {r['setting']:.0f} | {r['phase']} | "
+                      f"{r['batch_size']} | {r['repeat']} | {r['tokens_per_s']:,.1f} | {r['flags']} |")
+        md.append("")
+    md += ["## Method", "",
+           f"Intervals are 95% intervals of the mean over repeats: Student t below {BOOTSTRAP_MIN} repeats, bootstrap "
+           f"at {BOOTSTRAP_MIN} or more; a setting measured once borrows the noise of the others. A setting "
+           "\"cannot be told from the best\" when the 95% interval of the difference reaches zero (Welch t or "
+           "bootstrap); ranges are the contiguous settings around the best that pass. The fit is an isotonic "
+           "regression of the per-setting means joined by a PCHIP interpolant: monotone, no overshoot, defined "
+           "only between the lowest and highest measured settings. The knee is where the normalised fit stands "
+           "furthest above its chord. Energy is the counter's (or integrated power where a part has no counter; "
+           "see points.csv `energy_source`). GPUs of a node are pooled as repeats unless `--gpu` picks one.", ""]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return Report(path, tuple(made))

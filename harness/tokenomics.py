@@ -1,0 +1,128 @@
+"""The tokenomics frontier of an inference run swept over setting x batch.
+
+For each setting, tokens/s per GPU against tokens/s per user (interactivity), with tokens/J: how
+much speed per user can be sold at each power level. Max-Q under a latency target is the
+(setting, batch) with the most tokens/J whose every repeat kept time per output token (and time to
+first token, when asked) within the target; Max-P under the same target is the one with the most
+tokens/s, so the report can say what the efficient choice gives up.
+
+The decode phase (or a serving mix, ``serve``, when the run has one) gives throughput, tokens/J and
+time per output token; time to first token comes from whichever phase recorded it (prefill).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.errors import UsageError
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    setting: float
+    batch_size: int
+    tokens_per_s: float  # per GPU
+    tokens_per_s_per_user: float
+    tokens_per_j: float
+    tpot_ms: float
+    tpot_ms_max: float  # worst repeat
+    ttft_ms: float | None
+    ttft_ms_max: float | None
+
+
+@dataclass(frozen=True)
+class LatencyChoice:
+    tpot_ms_target: float
+    ttft_ms_target: float | None
+    max_q: OperatingPoint | None  # None: no point meets the target
+    max_p: OperatingPoint | None
+    n_meeting: int
+    throughput_given_up: float | None  # 1 - tokens/s(Max-Q) / tokens/s(Max-P), both within target
+    sentence: str
+
+
+@dataclass(frozen=True)
+class Tokenomics:
+    phase: str
+    points: tuple[OperatingPoint, ...]
+    latency: LatencyChoice | None
+
+    def by_setting(self) -> dict[float, list[OperatingPoint]]:
+        out: dict[float, list[OperatingPoint]] = {}
+        for p in sorted(self.points, key=lambda p: (p.setting, p.tokens_per_s_per_user)):
+            out.setdefault(p.setting, []).append(p)
+        return out
+
+    def frontier(self) -> list[OperatingPoint]:
+        """Operating points not beaten on both per-user and per-GPU speed (highest interactivity first)."""
+        pts = sorted(self.points, key=lambda p: (-p.tokens_per_s_per_user, -p.tokens_per_s))
+        out: list[OperatingPoint] = []
+        best = -1.0
+        for p in pts:
+            if p.tokens_per_s > best:
+                out.append(p)
+                best = p.tokens_per_s
+        return out
+
+
+def meets(p: OperatingPoint, tpot_ms: float, ttft_ms: float | None) -> bool:
+    if p.tpot_ms_max > tpot_ms:
+        return False
+    return ttft_ms is None or (p.ttft_ms_max is not None and p.ttft_ms_max <= ttft_ms)
+
+
+def choose(points: list[OperatingPoint] | tuple[OperatingPoint, ...], tpot_ms: float,
+           ttft_ms: float | None, unit: str = "W") -> LatencyChoice:
+    ok = [p for p in points if meets(p, tpot_ms, ttft_ms)]
+    target = f"TPOT <= {tpot_ms:g} ms" + (f" and TTFT <= {ttft_ms:g} ms" if ttft_ms is not None else "")
+    if not ok:
+        fastest = min(points, key=lambda p: p.tpot_ms_max)
+        return LatencyChoice(tpot_ms, ttft_ms, None, None, 0, None,
+                             f"no (setting, batch) meets {target}; the lowest TPOT measured is "
+                             f"{fastest.tpot_ms_max:.1f} ms ({fastest.setting:.0f} {unit}, batch {fastest.batch_size})")
+    q = max(ok, key=lambda p: (p.tokens_per_j, p.tokens_per_s))
+    mp = max(ok, key=lambda p: (p.tokens_per_s, p.tokens_per_j))
+    given = 1.0 - q.tokens_per_s / mp.tokens_per_s if mp.tokens_per_s > 0 else 0.0
+    s = (f"Max-Q under {target}: {q.setting:.0f} {unit}, batch {q.batch_size}: {q.tokens_per_j:.3g} tokens/J, "
+         f"{q.tokens_per_s:,.0f} tokens/s per GPU, {q.tokens_per_s_per_user:,.1f} tokens/s per user; "
+         f"against Max-P at the same target ({mp.setting:.0f} {unit}, batch {mp.batch_size}) it gives up "
+         f"{100 * given:.1f}% of throughput")
+    return LatencyChoice(tpot_ms, ttft_ms, q, mp, len(ok), given, s)
+
+
+def tokenomics(stats, tpot_ms: float | None = None, ttft_ms: float | None = None,
+               unit: str = "W") -> Tokenomics | None:
+    """Operating points of the run's serving phase; None for a run without per-user speed or TPOT."""
+    phases = {s.phase for s in stats if s.tpot_ms is not None or s.tokens_per_s_per_user is not None}
+    if not phases:
+        if tpot_ms is not None or ttft_ms is not None:
+            raise UsageError("this run has no time per output token: latency targets apply to inference runs")
+        return None
+    phase = "serve" if "serve" in phases else ("decode" if "decode" in phases else sorted(phases)[0])
+    ttft: dict[tuple[float, int], tuple[float, float]] = {}
+    for s in stats:
+        if s.ttft_ms is not None:
+            key = (s.setting, s.batch_size)
+            prev = ttft.get(key)
+            ttft[key] = (s.ttft_ms, s.ttft_ms_max if prev is None else max(prev[1], s.ttft_ms_max))
+    pts = []
+    for s in stats:
+        if s.phase != phase:
+            continue
+        tpot = s.tpot_ms if s.tpot_ms is not None else (
+            1000.0 / s.tokens_per_s_per_user if s.tokens_per_s_per_user else None)
+        if tpot is None:
+            continue
+        per_user = s.tokens_per_s_per_user if s.tokens_per_s_per_user is not None else 1000.0 / tpot
+        t = ttft.get((s.setting, s.batch_size))
+        pts.append(OperatingPoint(s.setting, s.batch_size, s.tokens_per_s.mean, per_user, s.tokens_per_j.mean,
+                                  tpot, s.tpot_ms_max if s.tpot_ms_max is not None else tpot,
+                                  t[0] if t else None, t[1] if t else None))
+    if not pts:
+        return None
+    if ttft_ms is not None and all(p.ttft_ms is None for p in pts):
+        raise UsageError("this run has no time to first token: --ttft-ms needs a run with a prefill phase")
+    if tpot_ms is None and ttft_ms is not None:
+        raise UsageError("--ttft-ms needs --tpot-ms too (the target is on time per output token first)")
+    latency = choose(pts, tpot_ms, ttft_ms, unit) if tpot_ms is not None else None
+    return Tokenomics(phase, tuple(pts), latency)

@@ -1,0 +1,47 @@
+"""gpu_check section for the sweep (issue 5): `tokbench sweep --observe` of the 1B training and
+decode profiles at the GPU's current setting. Observe-only: the sweep changes nothing without
+--gpus/--yes, and --observe forbids it outright."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ["phase", "batch_size", "setting", "enforced", "seconds", "tokens_per_s", "tokens_per_j", "power_mean_w",
+           "power_p99_w", "power_max_1s_w", "sm_clock_mean_mhz", "ttft_ms", "tpot_ms", "flags"]
+
+
+def _observe(profile: str, extra: list[str], timeout_s: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "harness.cli", "sweep", "--observe", "--backend", "nvml", "--profile", profile,
+               "--repeats", "1", "--window", "10", "--warmup-min", "3", "--warmup-max", "60", "--out", tmp,
+               "--run-id", "observe", *extra]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT)
+        out: dict = {"command": " ".join(cmd[2:]), "returncode": r.returncode, "stderr_tail": r.stderr[-2000:]}
+        csv = Path(tmp) / "observe" / "points.csv"
+        if csv.exists():
+            df = pd.read_csv(csv)
+            out["points"] = json.loads(df[[c for c in COLUMNS if c in df]].to_json(orient="records"))
+        if r.returncode != 0:
+            out["failed"] = f"sweep exited {r.returncode}"
+        return out
+
+
+def section_sweep_observe_train(ctx: dict) -> dict:
+    return _observe("train-llama-1b", [], ctx["timeout_s"] - 5)
+
+
+def section_sweep_observe_decode(ctx: dict) -> dict:
+    return _observe("decode-llama-1b", ["--batch-sizes", "1,64"], ctx["timeout_s"] - 5)
+
+
+SECTIONS = [
+    ("sweep_observe_train", 150.0, section_sweep_observe_train),
+    ("sweep_observe_decode", 150.0, section_sweep_observe_decode),
+]
