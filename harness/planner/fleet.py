@@ -221,9 +221,7 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
     for wl, curve, settings, tps, gpu_w, mean_w, label in parts:
         gpus = int(round(total * wl.share))
         if gpus < 1:
-            raise ProfileError(
-                f"site '{site.name}': workload {label} gets no GPU (share {wl.share:g} of {total})"
-            )
+            raise ProfileError(f"site '{site.name}': workload {label} gets no GPU (share {wl.share:g} of {total})")
         fleets.append(
             WorkloadFleet(
                 label=label,

@@ -128,11 +128,7 @@ def best_settings(rows: list[SteadyRow]) -> dict[str, dict[str, float]]:
 def rows_as_dicts(rows: list[SteadyRow]) -> list[dict]:
     return [
         {
-            k: (
-                list(v)
-                if isinstance(v, tuple)
-                else (None if isinstance(v, float) and not np.isfinite(v) else v)
-            )
+            k: (list(v) if isinstance(v, tuple) else (None if isinstance(v, float) and not np.isfinite(v) else v))
             for k, v in r.__dict__.items()
         }
         for r in rows
