@@ -305,7 +305,7 @@ def build_network(site: Site, fleet: Fleet, h: Horizon, scenarios: list[Scenario
     import pypsa
 
     for name in ("pypsa", "linopy"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)  # failures come back as one-line errors
     with pypsa.option_context(*PYPSA_OPTIONS):
         n = pypsa.Network(name=site.name)
         n.set_snapshots(h.index)
