@@ -180,6 +180,17 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
     parts = []
     for k, wl in enumerate(site.workloads):
         curve = curves[k] if curves is not None else load_curve(wl.curve)
+        matching = [
+            f
+            for f in curve.fits
+            if (wl.phase is None or f.phase == wl.phase) and (wl.batch_size is None or f.batch_size == wl.batch_size)
+        ]
+        if len(matching) > 1:
+            which = ", ".join(f"{f.phase} b{f.batch_size}" for f in matching)
+            raise ProfileError(
+                f"{wl.curve}: fits for more than one (phase, batch): {which}; name phase and batch_size in the "
+                "site's [[workloads]]"
+            )
         fit = curve.fit_for(wl.phase, wl.batch_size)
         settings = np.asarray(fit.settings, dtype=float)
         tps = np.asarray(fit.tokens_per_s, dtype=float)
