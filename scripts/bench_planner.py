@@ -111,10 +111,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     for k, v in wall.items():
-        print(
-            f"{k:>11}: median {statistics.median(v):.2f} s wall "
-            f"(min {min(v):.2f}, max {max(v):.2f}, n={len(v)})"
-        )
+        print(f"{k:>11}: median {statistics.median(v):.2f} s wall (min {min(v):.2f}, max {max(v):.2f}, n={len(v)})")
     both = [a + b for a, b in zip(wall["build"], wall["solve"], strict=True)]
     print(f"build+solve: median {statistics.median(both):.2f} s wall, min {min(both):.2f} s (target ≤ 5 s)")
     print(f"  all of it: median {statistics.median(cpu):.2f} s CPU (process time, all threads)")

@@ -143,3 +143,26 @@ def test_site_file_errors_are_one_line(tmp_path, body, message):
     with pytest.raises(ProfileError, match=message) as e:
         load_site(p)
     assert "\n" not in str(e.value)
+
+
+def test_latency_targets_add_steady_rows_provisioned_from_the_fit():
+    from harness.curves import LatencyPoint
+
+    decode = make_curve([200, 300, 400], [6_000, 12_000, 12_000], [196, 290, 290], p99=[205, 300, 300])
+    lp = LatencyPoint(
+        tpot_ms_target=50.0,
+        setting=250.0,
+        batch_size=8,
+        tokens_per_j=40.0,
+        tokens_per_s=9_000.0,
+        tpot_ms=48.0,
+    )
+    decode = decode.model_copy(update={"latency_points": [lp]})
+    site = make_site(gpus=1000, power_budget_mw=0.2, provision="p99", price_per_mwh=100.0)
+    rows = steady_table(site, build_fleet(site, [decode]))
+    (row,) = [r for r in rows if r.tags == ("tpot<=50 ms b8",)]
+    assert row.setting == 250 and row.gpu_w == pytest.approx(252.5)  # p99 of the fit at 250 W
+    assert row.sized_gpus == 792 and row.installed_running == 792  # 0.2 MW / 252.5 W
+    assert row.mtok_per_mwh == pytest.approx(9_000 * 3600 / 1e6 / 225e-6)  # at the mean draw, 9,000/40 W
+    # the latency row answers its own question: it is not a candidate for the best setting
+    assert best_settings(rows)["toy train b8"]["installed_setting"] == 300

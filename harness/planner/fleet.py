@@ -50,6 +50,17 @@ def concave_hull(power_w: np.ndarray, tokens_per_s: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class LatencyOption:
+    """Max-Q under a latency target, from the curve file's latency points, as the site sees it."""
+
+    label: str  # e.g. "tpot<=50 ms b16"
+    setting: float
+    tokens_per_s: float
+    gpu_w: float  # provisioned: the fit of that batch at that setting, else the mean
+    gpu_mean_w: float
+
+
+@dataclass(frozen=True)
 class WorkloadFleet:
     """One workload's GPUs and its settings as the site sees them (arrays indexed by setting)."""
 
@@ -65,6 +76,7 @@ class WorkloadFleet:
     site_mean_w: np.ndarray
     default_index: int
     capex_per_gpu_h: float = 0.0
+    latency: tuple[LatencyOption, ...] = ()
 
     @property
     def max_p_index(self) -> int:
@@ -139,6 +151,22 @@ def _stat(curve: CurveFile, fit, provision: str, path: Path) -> np.ndarray:
     return np.asarray(arr, dtype=float)
 
 
+def _latency_options(curve: CurveFile, provision: str) -> tuple[LatencyOption, ...]:
+    out = []
+    for lp in curve.latency_points:
+        mean_w = lp.tokens_per_s / lp.tokens_per_j if lp.tokens_per_j > 0 else float("nan")
+        gpu_w = mean_w
+        fits = [f for f in curve.fits if f.batch_size == lp.batch_size]
+        if fits:
+            f = fits[0]
+            arr = {"mean": f.power_mean_w, "p99": f.power_p99_w, "max_1s": f.power_max_1s_w}[provision]
+            if arr is not None:
+                gpu_w = max(mean_w, float(np.interp(lp.setting, f.settings, arr)))
+        label = f"tpot<={lp.tpot_ms_target:g} ms b{lp.batch_size}"
+        out.append(LatencyOption(label, lp.setting, lp.tokens_per_s, gpu_w, mean_w))
+    return tuple(out)
+
+
 def _default_index(curve: CurveFile, settings: np.ndarray) -> int:
     if curve.knob == "power_limit_w":
         return int(np.argmin(np.abs(settings - curve.part.power_limit_default_w)))
@@ -152,6 +180,17 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
     parts = []
     for k, wl in enumerate(site.workloads):
         curve = curves[k] if curves is not None else load_curve(wl.curve)
+        matching = [
+            f
+            for f in curve.fits
+            if (wl.phase is None or f.phase == wl.phase) and (wl.batch_size is None or f.batch_size == wl.batch_size)
+        ]
+        if len(matching) > 1:
+            which = ", ".join(f"{f.phase} b{f.batch_size}" for f in matching)
+            raise ProfileError(
+                f"{wl.curve}: fits for more than one (phase, batch): {which}; name phase and batch_size in the "
+                "site's [[workloads]]"
+            )
         fit = curve.fit_for(wl.phase, wl.batch_size)
         settings = np.asarray(fit.settings, dtype=float)
         tps = np.asarray(fit.tokens_per_s, dtype=float)
@@ -193,9 +232,7 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
     for wl, curve, settings, tps, gpu_w, mean_w, label in parts:
         gpus = int(round(total * wl.share))
         if gpus < 1:
-            raise ProfileError(
-                f"site '{site.name}': workload {label} gets no GPU (share {wl.share:g} of {total})"
-            )
+            raise ProfileError(f"site '{site.name}': workload {label} gets no GPU (share {wl.share:g} of {total})")
         fleets.append(
             WorkloadFleet(
                 label=label,
@@ -210,6 +247,7 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
                 site_mean_w=site_w(mean_w),
                 default_index=_default_index(curve, settings),
                 capex_per_gpu_h=capex_h,
+                latency=_latency_options(curve, site.provision),
             )
         )
     return Fleet(workloads=tuple(fleets), budget_mw=site.power_budget_mw)

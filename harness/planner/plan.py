@@ -76,28 +76,18 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
 
 
-def curtailments(
-    h: Horizon, fleet: Fleet, sched: ScenarioResult, default: ScenarioResult | None
-) -> list[Curtailment]:
+def curtailments(h: Horizon, fleet: Fleet, sched: ScenarioResult, default: ScenarioResult | None) -> list[Curtailment]:
     ref_mw = reference_draw_mw(fleet)
     ref_rate = sum(wf.gpus * wf.tokens_per_s[wf.default_index] for wf in fleet.workloads) * 3600 / 1e9
     # a fleet capped by its budget makes proportionally less at its default setting
     ref_rate *= ref_mw / fleet.draw_mw("default")
     f = sched.frame
-    supply = (
-        h.supply_mw
-        if "import_available_mw" not in f
-        else f["import_available_mw"].to_numpy() + h.generation_mw
-    )
+    supply = h.supply_mw if "import_available_mw" not in f else f["import_available_mw"].to_numpy() + h.generation_mw
     short = np.clip(ref_mw - supply, 0.0, None)
-    batt = (
-        (f["battery_dispatch_mw"] - f["battery_store_mw"]).clip(lower=0).to_numpy()
-        if "soc_mwh" in f
-        else 0 * short
-    )
+    batt = (f["battery_dispatch_mw"] - f["battery_store_mw"]).clip(lower=0).to_numpy() if "soc_mwh" in f else 0 * short
     settings = np.clip(ref_mw - f["gpu_mw"].to_numpy(), 0.0, None)
     tokens = f["tokens_gtok"].to_numpy()
-    base = default.frame["tokens_gtok"].to_numpy() if default is not None else tokens
+    base = default.frame["tokens_gtok"].to_numpy() if default is not None else np.full(len(tokens), np.nan)
     out = []
     for a, b in _runs(short > 1e-6 * max(ref_mw, 1e-9)):
         hrs = h.step_h

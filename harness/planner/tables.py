@@ -59,9 +59,7 @@ def steady(r: PlanResult) -> Table:
 
 
 def policies(r: PlanResult) -> Table:
-    title = (
-        f"schedule over {len(r.schedule.frame)} intervals of {r.horizon.step_h:g} h, objective {r.objective}"
-    )
+    title = f"schedule over {len(r.schedule.frame)} intervals of {r.horizon.step_h:g} h, objective {r.objective}"
     if r.objective != "tokens":
         title += f", target {r.target_gtok:,.0f} Gtok"
     cols = [
@@ -94,9 +92,7 @@ def policies(r: PlanResult) -> Table:
 
 def curtailments(r: PlanResult) -> Table:
     cols = ["start", "hours", "short MWh", "battery MWh", "settings MWh", "Gtok lost", "Gtok lost, default"]
-    t = _table(
-        f"curtailments (offered power below the default draw, {r.reference_mw:.2f} MW)", cols, ("start",)
-    )
+    t = _table(f"curtailments (offered power below the default draw, {r.reference_mw:.2f} MW)", cols, ("start",))
     for e in r.curtailments:
         t.add_row(
             str(e.start),

@@ -221,7 +221,8 @@ class Window:
         end_edges = {d.info.index: read_edge(d, self.align, self.tol.counter_period_s) for d in self.devices}
         end_state = {d.info.index: _safe_state(d) for d in self.devices}
         if self.sampler is not None:
-            self.sampler.drain()
+            ticks = [e.t_tick for e in end_edges.values() if e.t_tick is not None]
+            self.sampler.drain_until(max(ticks, default=self.t_end) + 0.021)
         host_j = _host_rapl().delta_j(self._host_start, host_end)
         for d in self.devices:
             i = d.info.index
@@ -249,7 +250,8 @@ class Window:
         hi = max(x for x in (end.t_tick, end.t_read, t1) if x is not None)
 
         polls = self.sampler.readings(i, lo, hi) if self.sampler is not None else _empty_readings()
-        hist = self.sampler.power_history(i, lo, hi) if self.sampler is not None else _empty_history()
+        # history one sample beyond the end tick: the sample covering the tick lies after it
+        hist = self.sampler.power_history(i, lo, hi + 0.1) if self.sampler is not None else _empty_history()
         edges = _readings_frame([r for r in (self._start_reading[i], end_reading) if r is not None])
         both = pd.concat([polls, edges]).sort_values("t_s", kind="stable") if len(edges) else polls
         in_win = both[(both["t_s"] >= t0) & (both["t_s"] <= t1)]
