@@ -232,9 +232,9 @@ def setting_stats(points: pd.DataFrame, include_flagged: bool = False) -> list[S
     return out
 
 
-def best_range(stats: list[SettingStats], samples: dict[float, np.ndarray], metric: str, lowest: bool) -> Range:
+def best_range(stats: list[SettingStats], samples: dict[float, np.ndarray], metric: str = "tokens_per_j") -> Range:
     """The contiguous run of settings around the best mean of ``metric`` that cannot be told from
-    it. ``lowest``: recommend the lowest setting of the range (Max-P) instead of the best."""
+    it (Max-Q). The recommended setting is the measured one nearest the local peak (``_peak``)."""
     means = np.array([getattr(s, metric).mean for s in stats])
     settings = [s.setting for s in stats]
     ib = int(np.argmax(means))
@@ -248,8 +248,8 @@ def best_range(stats: list[SettingStats], samples: dict[float, np.ndarray], metr
     hi = ib
     while hi < len(stats) - 1 and same[hi + 1]:
         hi += 1
-    rec = lo if lowest else _peak(np.array(settings, dtype=float), means,
-                                  np.array([max(st.n, 1) for st in stats], dtype=float), lo, hi, ib)
+    rec = _peak(np.array(settings, dtype=float), means, np.array([max(st.n, 1) for st in stats], dtype=float),
+                lo, hi, ib)
     return Range(lo=settings[lo], hi=settings[hi], best=settings[rec], value=float(means[rec]),
                  top=settings[ib], settings=tuple(settings[lo:hi + 1]))
 
@@ -408,7 +408,7 @@ def _curve(phase: str, batch: int, stats: list[SettingStats], rows: pd.DataFrame
     by_s = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_s"]}
     by_j = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_j"]}
     max_p = max_p_range(stats, by_s)
-    max_q = best_range(stats, by_j, "tokens_per_j", lowest=False)
+    max_q = best_range(stats, by_j, "tokens_per_j")
     fit_s = _fit(stats, "tokens_per_s")
     return Curve(phase=phase, batch_size=batch, stats=tuple(stats), max_p=max_p, max_q=max_q,
                  flat=replace(_flatness(stats, max_p, knob, unit), lowest=stats[0].setting),

@@ -10,7 +10,7 @@ useful cap, so its curve is flat above its own draw. Repeats carry multiplicativ
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -199,7 +199,3 @@ def true_max_q(ph: SynthPhase, lo_w: float, hi_w: float, batch: int = 1) -> floa
     grid = np.linspace(lo_w, hi_w, 5001)
     vals = np.array([ph.tokens_per_j_at(g, batch) for g in grid])
     return float(grid[int(np.argmax(vals))])
-
-
-def part_dict(part: SynthPart) -> dict:
-    return asdict(part)
