@@ -183,3 +183,13 @@ def test_priced_tokens_run_only_where_they_earn_more_than_the_energy_costs():
     f = res["plan"].frame
     assert f["gpu_mw"].tolist() == pytest.approx([4.0, 0.0, 4.0], abs=TOL)
     assert res["plan"].totals["energy_cost_usd"] == pytest.approx(4.0 * (10 + 359), rel=1e-6)
+
+
+def test_a_missing_plan_extra_is_named(monkeypatch):
+    import sys
+
+    from harness.planner.network import _pypsa
+
+    monkeypatch.setitem(sys.modules, "highspy", None)  # import highspy → ImportError
+    with pytest.raises(UsageError, match=r"needs the 'plan' extra \(highspy is missing\)"):
+        _pypsa()
