@@ -65,8 +65,7 @@ def fake_nvml_proc(tmp_path):
     config_path, log_path = tmp_path / "fake-nvml.json", tmp_path / "fake-nvml-setters.jsonl"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(FAKE_NVML_PATH), str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep
-    )
+        os.pathsep)
     env["TOKBENCH_FAKE_NVML_CONFIG"] = str(config_path)
     env["TOKBENCH_FAKE_NVML_LOG"] = str(log_path)
     proc = FakeNvmlProc(config_path, log_path, env)

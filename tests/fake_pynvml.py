@@ -100,7 +100,6 @@ CONSTANTS = {k: v for k, v in dict(globals()).items() if k.startswith("NVML_")}
 
 # --- errors: one subclass per code, built the way the binding builds them ---------------------
 
-
 class NVMLError(Exception):
     """``NVMLError(code)`` returns an instance of that code's subclass, as in nvidia-ml-py."""
 
@@ -145,29 +144,16 @@ def error_code(name_or_code: str | int) -> int:
 
 # --- ctypes values, as the binding returns them -------------------------------------------------
 
-
 class c_nvmlValue_t(ctypes.Union):
-    _fields_ = [
-        ("dVal", ctypes.c_double),
-        ("uiVal", ctypes.c_uint),
-        ("ulVal", ctypes.c_ulong),
-        ("ullVal", ctypes.c_ulonglong),
-        ("sllVal", ctypes.c_longlong),
-        ("siVal", ctypes.c_int),
-        ("usVal", ctypes.c_ushort),
-    ]
+    _fields_ = [("dVal", ctypes.c_double), ("uiVal", ctypes.c_uint), ("ulVal", ctypes.c_ulong),
+                ("ullVal", ctypes.c_ulonglong), ("sllVal", ctypes.c_longlong), ("siVal", ctypes.c_int),
+                ("usVal", ctypes.c_ushort)]
 
 
 class c_nvmlFieldValue_t(ctypes.Structure):
-    _fields_ = [
-        ("fieldId", ctypes.c_uint32),
-        ("scopeId", ctypes.c_uint32),
-        ("timestamp", ctypes.c_int64),
-        ("latencyUsec", ctypes.c_int64),
-        ("valueType", ctypes.c_uint),
-        ("nvmlReturn", ctypes.c_uint),
-        ("value", c_nvmlValue_t),
-    ]
+    _fields_ = [("fieldId", ctypes.c_uint32), ("scopeId", ctypes.c_uint32), ("timestamp", ctypes.c_int64),
+                ("latencyUsec", ctypes.c_int64), ("valueType", ctypes.c_uint), ("nvmlReturn", ctypes.c_uint),
+                ("value", c_nvmlValue_t)]
 
 
 class c_nvmlSample_t(ctypes.Structure):
@@ -204,7 +190,6 @@ class _Handle:
 
 
 # --- configuration = the fake driver's state ---------------------------------------------------
-
 
 def _default_sm_clocks() -> list[int]:
     return list(range(1980, 209, -15))  # NVML lists them descending
@@ -299,7 +284,6 @@ _MODELLED_SETTERS = {
 
 # --- the module -----------------------------------------------------------------------------------
 
-
 def _nvml(fn):
     """Wrap a modelled NVML function: count it, apply configured errors, record setters."""
     name = fn.__name__
@@ -358,10 +342,8 @@ class FakeNvml(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         """A setter the fake does not model is still recorded (and refused without permission)."""
         if is_setter(name):
-
             def unmodelled_setter(*args: Any) -> None:
                 self._call(name, lambda _self, *a: None, args)
-
             unmodelled_setter.__name__ = name
             return unmodelled_setter
         raise AttributeError(f"module 'pynvml' (fake) has no attribute '{name}'")
@@ -399,12 +381,8 @@ class FakeNvml(types.ModuleType):
             except NVMLError as e:
                 code = e.value
         if is_setter(name):
-            call = SetterCall(
-                name,
-                None if handle is None else handle.index,
-                tuple(_plain(a) for a in (args[1:] if handle is not None else args)),
-                code is None,
-            )
+            call = SetterCall(name, None if handle is None else handle.index,
+                              tuple(_plain(a) for a in (args[1:] if handle is not None else args)), code is None)
             self.setter_calls.append(call)
             self._log(call)
             if code is None and gpu is not None and name in _MODELLED_SETTERS:
@@ -477,7 +455,7 @@ class FakeNvml(types.ModuleType):
 
     # --- identity -----------------------------------------------------------------------------------
     def _uuid(self, i: int) -> str:
-        return self.config.gpus[i].uuid or f"GPU-{0xFA4E0000 + i:08x}-1111-2222-3333-{i:012x}"
+        return self.config.gpus[i].uuid or f"GPU-{0xfa4e0000 + i:08x}-1111-2222-3333-{i:012x}"
 
     def _pci(self, i: int) -> str:
         return self.config.gpus[i].pci_bus_id or f"00000000:{0x18 + 0x10 * i:02X}:00.0"

@@ -13,15 +13,8 @@ class SleepWorkload:
     phases = ("train",)
 
     def __init__(self, config, device) -> None:
-        self.spec = WorkloadSpec(
-            name="sleep",
-            kind="training",
-            engine="sleep",
-            model="none",
-            precision="fp32",
-            batch_size=config.batch_size,
-            seq_len=16,
-        )
+        self.spec = WorkloadSpec(name="sleep", kind="training", engine="sleep", model="none", precision="fp32",
+                                 batch_size=config.batch_size, seq_len=16)
 
     def prepare(self, device) -> None:
         self.device = device

@@ -13,13 +13,8 @@ SETTINGS = tuple(np.arange(200.0, 701.0, STEP))
 
 
 def _train(tmp_path, seed: int, repeats: int = 3, **kw):
-    return analyse(
-        fabricate_run(
-            tmp_path,
-            SynthRun(settings=SETTINGS, repeats=repeats, seed=seed, samples_per_point=0, **kw),
-            f"train-{seed}-{repeats}",
-        )
-    )
+    return analyse(fabricate_run(tmp_path, SynthRun(settings=SETTINGS, repeats=repeats, seed=seed,
+                                                    samples_per_point=0, **kw), f"train-{seed}-{repeats}"))
 
 
 @pytest.mark.parametrize(("repeats", "widest"), [(1, 300.0), (3, 200.0), (6, 150.0)])
@@ -47,24 +42,15 @@ def test_compute_bound_max_p_is_the_top_setting_and_the_curve_binds(tmp_path):
         assert c.max_p.best >= 675.0 and c.max_p.hi == 700.0
         assert TRAIN.tokens_per_s_at(c.max_p.best) >= 0.97 * TRAIN.tokens_per_s_at(700.0)
         assert c.flat.binds
-        assert (
-            "binds across the range" in c.flat.sentence
-            if c.max_p.best == 700.0
-            else "the cap binds there but costs less than the noise" in c.flat.sentence
-        )
+        assert ("binds across the range" in c.flat.sentence if c.max_p.best == 700.0
+                else "the cap binds there but costs less than the noise" in c.flat.sentence)
     assert c.knee is not None and 300.0 < c.knee.setting < 600.0
     assert c.knee.slope_below > c.knee.slope_above > 0
 
 
 def test_flat_decode_is_reported_flat_with_the_setting_above_which_the_cap_does_not_bind(tmp_path):
-    run = SynthRun(
-        phases=(DECODE,),
-        batches=(64,),
-        kind="inference",
-        settings=tuple(np.arange(200.0, 701.0, 50.0)),
-        repeats=3,
-        samples_per_point=0,
-    )
+    run = SynthRun(phases=(DECODE,), batches=(64,), kind="inference", settings=tuple(np.arange(200.0, 701.0, 50.0)),
+                   repeats=3, samples_per_point=0)
     draw = DECODE.natural_draw(64)
     for seed in range(4):
         c = analyse(fabricate_run(tmp_path, run.with_(seed=seed), f"dec{seed}")).curve("decode", 64)
@@ -77,15 +63,8 @@ def test_flat_decode_is_reported_flat_with_the_setting_above_which_the_cap_does_
 
 
 def test_a_curve_that_never_binds_says_so(tmp_path):
-    run = SynthRun(
-        phases=(DECODE,),
-        batches=(1,),
-        kind="inference",
-        settings=(300.0, 400.0, 500.0, 600.0, 700.0),
-        repeats=3,
-        samples_per_point=0,
-        seed=4,
-    )
+    run = SynthRun(phases=(DECODE,), batches=(1,), kind="inference", settings=(300.0, 400.0, 500.0, 600.0, 700.0),
+                   repeats=3, samples_per_point=0, seed=4)
     c = analyse(fabricate_run(tmp_path, run)).curve("decode", 1)
     assert c.flat.flat and c.flat.above == 300.0
     assert "does not bind anywhere in the range (300-700 W)" in c.flat.sentence
@@ -114,17 +93,10 @@ def test_savings_against_the_default_and_pareto_frontier(tmp_path):
     assert d.throughput_kept == pytest.approx(q.tokens_per_s.mean / top.tokens_per_s.mean)
     assert d.energy_saved == pytest.approx(1 - top.tokens_per_j.mean / q.tokens_per_j.mean)
     assert 0.1 < d.energy_saved < 0.3 and 0.4 < d.throughput_kept < 0.6
-    brute = [
-        s.setting
-        for s in c.stats
-        if not any(
-            o.tokens_per_s.mean >= s.tokens_per_s.mean
-            and o.tokens_per_j.mean >= s.tokens_per_j.mean
-            and o is not s
-            and (o.tokens_per_s.mean > s.tokens_per_s.mean or o.tokens_per_j.mean > s.tokens_per_j.mean)
-            for o in c.stats
-        )
-    ]
+    brute = [s.setting for s in c.stats if not any(
+        o.tokens_per_s.mean >= s.tokens_per_s.mean and o.tokens_per_j.mean >= s.tokens_per_j.mean and o is not s
+        and (o.tokens_per_s.mean > s.tokens_per_s.mean or o.tokens_per_j.mean > s.tokens_per_j.mean)
+        for o in c.stats)]
     assert list(c.pareto) == brute
     assert 700.0 in c.pareto and c.max_q.top in c.pareto
 

@@ -120,45 +120,35 @@ def _py(code: str) -> subprocess.CompletedProcess:
     import os
 
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
-    )
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+                          cwd=REPO_ROOT)
 
 
 def test_limit_and_clock_lock_set_by_one_process_are_read_by_a_new_one():
-    setter = _py(
-        "from harness.devices import open_devices\n"
-        "ds = open_devices('sim', sim_count=2, sim_seed=5)\n"
-        "ds.devices[1].set_power_limit(420)\n"
-        "ds.devices[1].lock_sm_clock(1200, 1500)\n"
-    )
+    setter = _py("from harness.devices import open_devices\n"
+                 "ds = open_devices('sim', sim_count=2, sim_seed=5)\n"
+                 "ds.devices[1].set_power_limit(420)\n"
+                 "ds.devices[1].lock_sm_clock(1200, 1500)\n")
     assert setter.returncode == 0, setter.stderr
-    reader = _py(
-        "import json\n"
-        "from harness.devices import open_devices\n"
-        "from harness.devices.simulated import Load\n"
-        "d0, d1 = open_devices('sim', sim_count=2, sim_seed=5).devices\n"
-        "for _ in range(30): d1.submit(Load(flops=2e14, bytes_moved=1e10, efficiency=0.5))\n"
-        "d1.clock.sleep(5.0)\n"
-        "r = d1.read()\n"
-        "lim, lock = d1.power_limits(), d1.sm_clock_lock()\n"
-        "print(json.dumps([d0.power_limits().current_w, lim.current_w, lim.enforced_w, lock.lo_mhz,\n"
-        "                  lock.hi_mhz, r.sm_clock_mhz, r.power_average_w, d1.state_check().problems]))\n"
-    )
+    reader = _py("import json\n"
+                 "from harness.devices import open_devices\n"
+                 "from harness.devices.simulated import Load\n"
+                 "d0, d1 = open_devices('sim', sim_count=2, sim_seed=5).devices\n"
+                 "for _ in range(30): d1.submit(Load(flops=2e14, bytes_moved=1e10, efficiency=0.5))\n"
+                 "d1.clock.sleep(5.0)\n"
+                 "r = d1.read()\n"
+                 "lim, lock = d1.power_limits(), d1.sm_clock_lock()\n"
+                 "print(json.dumps([d0.power_limits().current_w, lim.current_w, lim.enforced_w, lock.lo_mhz,\n"
+                 "                  lock.hi_mhz, r.sm_clock_mhz, r.power_average_w, d1.state_check().problems]))\n")
     assert reader.returncode == 0, reader.stderr
     lim0, lim1, enforced1, lo, hi, clock, avg_w, problems = json.loads(reader.stdout)
     assert (lim0, lim1, enforced1, lo, hi) == (700.0, 420.0, 420.0, 1200, 1500)
     assert 1200 <= clock <= 1500 and avg_w <= 420 * 1.03  # the settings act in the new process
     assert problems == ["SM clock locked at 1200-1500 MHz"]
     # a third process puts them back; a fourth sees the defaults
-    assert (
-        _py(
-            "from harness.devices import open_devices\n"
-            "d = open_devices('sim', sim_count=2, sim_seed=5).devices[1]\n"
-            "d.set_power_limit(d.power_limits().default_w); d.reset_sm_clock()\n"
-        ).returncode
-        == 0
-    )
+    assert _py("from harness.devices import open_devices\n"
+               "d = open_devices('sim', sim_count=2, sim_seed=5).devices[1]\n"
+               "d.set_power_limit(d.power_limits().default_w); d.reset_sm_clock()\n").returncode == 0
     d = open_devices("sim", sim_count=2, sim_seed=5).devices[1]
     assert d.power_limits().current_w == 700.0 and d.sm_clock_lock() is None
 
@@ -171,13 +161,8 @@ def test_a_setting_made_while_a_node_runs_takes_effect_at_once():
         gpu.submit(COMPUTE)
     node.sleep(3.0)
     assert gpu.read().power_average_w == pytest.approx(700, rel=0.03)
-    assert (
-        _py(
-            "from harness.devices import open_devices\n"
-            "open_devices('sim', sim_seed=2).devices[0].set_power_limit(350)\n"
-        ).returncode
-        == 0
-    )
+    assert _py("from harness.devices import open_devices\n"
+               "open_devices('sim', sim_seed=2).devices[0].set_power_limit(350)\n").returncode == 0
     node.sleep(3.0)
     assert gpu.read().power_average_w == pytest.approx(350, rel=0.03)
 
@@ -195,9 +180,8 @@ def test_each_part_idles_low_sits_on_its_cap_when_compute_bound_and_decodes_belo
     idle_w = gpu.read().power_average_w
     assert idle_w < 0.2 * part.power_max_w
     # compute-bound: ~45% of the part's peak per step at full clock, back to back
-    step = Load(
-        flops=part.peak_bf16_tflops * 1e12 * 0.05, bytes_moved=part.mem_bandwidth_tbs * 1e12 * 0.005, efficiency=0.48
-    )
+    step = Load(flops=part.peak_bf16_tflops * 1e12 * 0.05, bytes_moved=part.mem_bandwidth_tbs * 1e12 * 0.005,
+                efficiency=0.48)
     for _ in range(200):
         gpu.submit(step)
     node.sleep(8.0)

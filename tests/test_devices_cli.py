@@ -16,9 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def tokbench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     env = dict(env or os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], env=env, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
-    )
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=REPO_ROOT)
 
 
 def _nvml_answers() -> bool:
@@ -67,20 +66,8 @@ def test_devices_nvml_not_installed_is_its_own_line(tmp_path):
 
 
 def test_devices_json_for_a_simulated_node_with_an_outlier():
-    p = tokbench(
-        "devices",
-        "--backend",
-        "sim",
-        "--sim-gpu",
-        "a100-sxm",
-        "--sim-count",
-        "8",
-        "--sim-override",
-        "3:leakage=1.6",
-        "--sim-override",
-        "5:foreign_pids=4242",
-        "--json",
-    )
+    p = tokbench("devices", "--backend", "sim", "--sim-gpu", "a100-sxm", "--sim-count", "8",
+                 "--sim-override", "3:leakage=1.6", "--sim-override", "5:foreign_pids=4242", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["backend"] == "sim" and len(out["devices"]) == 8
@@ -97,29 +84,19 @@ def test_devices_json_for_a_simulated_node_with_an_outlier():
 
 def test_devices_shows_a_lock_left_by_another_process():
     set_it = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from harness.devices import open_devices; open_devices('sim').devices[0].lock_sm_clock(1395, 1395)",
-        ],
-        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+        [sys.executable, "-c", "from harness.devices import open_devices; "
+                               "open_devices('sim').devices[0].lock_sm_clock(1395, 1395)"],
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), capture_output=True, text=True, timeout=60)
     assert set_it.returncode == 0, set_it.stderr
     p = tokbench("devices", "--backend", "sim")
     assert p.returncode == 0 and "1395-1395" in p.stdout and "SM clock locked at 1395-1395 MHz" in p.stdout
 
 
-@pytest.mark.parametrize(
-    ("args", "words"),
-    [
-        (("--backend", "cuda"), "unknown backend 'cuda'"),
-        (("--backend", "sim", "--sim-gpu", "h900"), "unknown simulated GPU 'h900'"),
-        (("--backend", "sim", "--sim-override", "0:bogus=1"), "bad simulated-board override"),
-    ],
-)
+@pytest.mark.parametrize(("args", "words"), [
+    (("--backend", "cuda"), "unknown backend 'cuda'"),
+    (("--backend", "sim", "--sim-gpu", "h900"), "unknown simulated GPU 'h900'"),
+    (("--backend", "sim", "--sim-override", "0:bogus=1"), "bad simulated-board override"),
+])
 def test_devices_bad_input_is_one_line(args, words):
     p = tokbench("devices", *args)
     assert p.returncode == 2 and "Traceback" not in p.stderr

@@ -26,19 +26,14 @@ def load_gpu_check():
 
 
 def run(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
-    )
+    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO_ROOT)
 
 
 def two_h100s() -> FakeConfig:
     samples = [[1_000_000 + 20_000 * i, 121_000 if i % 20 < 10 else 760_000] for i in range(119)]
-    return FakeConfig(
-        gpus=[
-            FakeGpu(uuid="GPU-h0", energy_step_mj=7, power_samples=samples),
-            FakeGpu(uuid="GPU-h1", process_pids=[31337], power_usage_mw=145_000),
-        ]
-    )
+    return FakeConfig(gpus=[FakeGpu(uuid="GPU-h0", energy_step_mj=7, power_samples=samples),
+                            FakeGpu(uuid="GPU-h1", process_pids=[31337], power_usage_mw=145_000)])
 
 
 def test_all_sections_report_and_no_setter_is_called(fake_nvml_proc, tmp_path):
@@ -56,8 +51,7 @@ def test_all_sections_report_and_no_setter_is_called(fake_nvml_proc, tmp_path):
     assert dev["returncode"] == 0 and [d["info"]["uuid"] for d in dev["json"]["devices"]] == ["GPU-h0", "GPU-h1"]
     assert dev["calibration_disagreements"]["0"] == []
     assert dev["calibration_disagreements"]["1"] == [
-        "idle power 145.0 W here (utilisation 0), 64-79 W in CALIBRATION.md"
-    ]
+        "idle power 145.0 W here (utilisation 0), 64-79 W in CALIBRATION.md"]
     # state check
     gpus = report["sections"]["state_check"]["result"]["gpus"]
     assert gpus[1]["state"]["problems"] == ["other processes computing (pid 31337)"]
@@ -65,12 +59,8 @@ def test_all_sections_report_and_no_setter_is_called(fake_nvml_proc, tmp_path):
     # read cost: every NVML call inside read(), timed one by one; the counter only in read_energy_mj()
     cost = report["sections"]["read_cost"]["result"]["gpus"][0]
     read_calls = cost["read"]["nvml_calls"]
-    assert {
-        "nvmlDeviceGetPowerUsage",
-        "nvmlDeviceGetFieldValues",
-        "nvmlDeviceGetClockInfo",
-        "nvmlDeviceGetTemperature",
-    } <= set(read_calls)
+    assert {"nvmlDeviceGetPowerUsage", "nvmlDeviceGetFieldValues", "nvmlDeviceGetClockInfo",
+            "nvmlDeviceGetTemperature"} <= set(read_calls)
     assert "nvmlDeviceGetTotalEnergyConsumption" not in read_calls
     n_reads = cost["read"]["whole_call"]["calls"]
     assert n_reads >= 100 and read_calls["nvmlDeviceGetPowerUsage"]["calls"] == n_reads
@@ -116,13 +106,8 @@ def test_without_a_driver_each_section_says_so(tmp_path):
 def test_guard_refuses_every_setter_before_it_reaches_nvml(fake_nvml):
     gpu_check = load_gpu_check()
     blocked = gpu_check.guard_observe_only(fake_nvml)
-    assert {
-        "nvmlDeviceSetPowerManagementLimit",
-        "nvmlDeviceSetGpuLockedClocks",
-        "nvmlDeviceResetGpuLockedClocks",
-        "nvmlDeviceSetPersistenceMode",
-        "nvmlDeviceSetMigMode",
-    } <= set(blocked)
+    assert {"nvmlDeviceSetPowerManagementLimit", "nvmlDeviceSetGpuLockedClocks", "nvmlDeviceResetGpuLockedClocks",
+            "nvmlDeviceSetPersistenceMode", "nvmlDeviceSetMigMode"} <= set(blocked)
     fake_nvml.nvmlInit()
     h = fake_nvml.nvmlDeviceGetHandleByIndex(0)
     with pytest.raises(RuntimeError, match="observe-only"):
@@ -137,16 +122,9 @@ def test_guard_covers_the_real_bindings_setters():
     from harness.devices.nvml import is_setter_name
 
     names = [n for n in dir(real) if is_setter_name(n)]
-    assert {
-        "nvmlDeviceSetPowerManagementLimit",
-        "nvmlDeviceSetGpuLockedClocks",
-        "nvmlDeviceResetGpuLockedClocks",
-        "nvmlDeviceSetApplicationsClocks",
-        "nvmlDeviceResetApplicationsClocks",
-        "nvmlDeviceSetPersistenceMode",
-        "nvmlDeviceSetMigMode",
-        "nvmlDeviceClearEccErrorCounts",
-    } <= set(names)
+    assert {"nvmlDeviceSetPowerManagementLimit", "nvmlDeviceSetGpuLockedClocks", "nvmlDeviceResetGpuLockedClocks",
+            "nvmlDeviceSetApplicationsClocks", "nvmlDeviceResetApplicationsClocks", "nvmlDeviceSetPersistenceMode",
+            "nvmlDeviceSetMigMode", "nvmlDeviceClearEccErrorCounts"} <= set(names)
     assert not any("Get" in n or "Query" in n for n in names)
     assert not is_setter_name("nvmlDeviceGetThermalSettings") and not is_setter_name("nvmlSystemGetTopologyGpuSet")
     assert not is_setter_name("nvmlEventSetCreate") and is_setter_name("nvmlDeviceCreateGpuInstance")

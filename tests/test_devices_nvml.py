@@ -40,8 +40,7 @@ def test_fake_constants_functions_and_errors_match_the_real_binding():
         code = cls(0).value  # the subclass fixes its own code, whatever is passed
         assert isinstance(getattr(real, name)(0), real.NVMLError) and getattr(real, name)(0).value == code
     assert {f for f, _ in inspect.getmembers(real.c_nvmlFieldValue_t) if not f.startswith("_")} >= {
-        f for f, _ in fake_pynvml.c_nvmlFieldValue_t._fields_
-    }
+        f for f, _ in fake_pynvml.c_nvmlFieldValue_t._fields_}
 
 
 def test_nvml_error_maps_each_code_to_its_subclass():
@@ -64,33 +63,16 @@ def _open(fake: fake_pynvml.FakeNvml, **cfg) -> tuple[NvmlBackend, list[Device]]
 
 
 def test_identity_units_and_reading(fake_nvml):
-    gpus = [
-        FakeGpu(
-            uuid="GPU-aaaa",
-            pci_bus_id="00000000:19:00.0",
-            power_instant_mw=683_250,
-            power_usage_mw=512_500,
-            memory_power_mw=61_000,
-            energy_mj=123_456_789,
-            sm_clock_mhz=1755,
-            temperature_c=64,
-            utilization_pct=97,
-            memory_used_mb=40_000,
-            clock_events=0x4,
-            power_limit_mw=500_000,
-            enforced_limit_mw=450_000,
-        ),
-        FakeGpu(uuid="GPU-bbbb", pci_bus_id="00000000:2A:00.0", name="NVIDIA H200"),
-    ]
+    gpus = [FakeGpu(uuid="GPU-aaaa", pci_bus_id="00000000:19:00.0", power_instant_mw=683_250,
+                    power_usage_mw=512_500, memory_power_mw=61_000, energy_mj=123_456_789, sm_clock_mhz=1755,
+                    temperature_c=64, utilization_pct=97, memory_used_mb=40_000, clock_events=0x4,
+                    power_limit_mw=500_000, enforced_limit_mw=450_000),
+            FakeGpu(uuid="GPU-bbbb", pci_bus_id="00000000:2A:00.0", name="NVIDIA H200")]
     nv, devs = _open(fake_nvml, gpus=gpus)
     d0, d1 = devs
     assert isinstance(d0, Device)
-    assert (d0.info.index, d0.info.uuid, d0.info.pci_bus_id, d0.info.name) == (
-        0,
-        "GPU-aaaa",
-        "00000000:19:00.0",
-        "NVIDIA H100 80GB HBM3",
-    )
+    assert (d0.info.index, d0.info.uuid, d0.info.pci_bus_id, d0.info.name) == (0, "GPU-aaaa", "00000000:19:00.0",
+                                                                               "NVIDIA H100 80GB HBM3")
     assert (d1.info.uuid, d1.info.pci_bus_id, d1.info.name) == ("GPU-bbbb", "00000000:2A:00.0", "NVIDIA H200")
     assert d0.info.architecture == "Hopper" and d0.info.driver == "580.159.04" and d0.info.backend == "nvml"
     assert d0.info.memory_total_mb == 81559 and d0.info.max_sm_clock_mhz == 1980 and d0.info.max_mem_clock_mhz == 2619
@@ -133,21 +115,10 @@ def test_gpus_are_selected_by_uuid_in_pci_order(fake_nvml):
 
 
 def test_unsupported_fields_and_queries_read_as_none(fake_nvml):
-    fake_nvml.config.gpus = [
-        FakeGpu(
-            unsupported=[
-                "field:186",
-                "field:185:2",
-                "nvmlDeviceGetTotalEnergyConsumption",
-                "nvmlDeviceGetSamples",
-                "nvmlDeviceGetUtilizationRates",
-                "nvmlDeviceGetTemperature",
-                "nvmlDeviceGetEnforcedPowerLimit",
-                "nvmlDeviceGetArchitecture",
-                "nvmlDeviceGetPciInfo",
-            ]
-        )
-    ]
+    fake_nvml.config.gpus = [FakeGpu(
+        unsupported=["field:186", "field:185:2", "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetSamples",
+                     "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetTemperature", "nvmlDeviceGetEnforcedPowerLimit",
+                     "nvmlDeviceGetArchitecture", "nvmlDeviceGetPciInfo"])]
     _nv, (d,) = _open(fake_nvml)
     caps = d.info.capabilities
     assert not caps.instant_power and not caps.memory_power and not caps.energy_counter and not caps.power_samples
@@ -187,10 +158,8 @@ def test_permission_refused_says_what_is_needed(fake_nvml):
             change()
         assert "root" in str(e.value) and "CAP_SYS_ADMIN" in str(e.value) and "\n" not in str(e.value)
     assert [(c.name, c.ok) for c in fake_nvml.setter_calls] == [
-        ("nvmlDeviceSetPowerManagementLimit", False),
-        ("nvmlDeviceSetGpuLockedClocks", False),
-        ("nvmlDeviceResetGpuLockedClocks", False),
-    ]
+        ("nvmlDeviceSetPowerManagementLimit", False), ("nvmlDeviceSetGpuLockedClocks", False),
+        ("nvmlDeviceResetGpuLockedClocks", False)]
     assert d.power_limits().current_w == 700  # nothing changed
 
 
@@ -205,25 +174,21 @@ def test_setters_send_milliwatts_and_megahertz(fake_nvml):
     assert [(c.name, c.gpu, c.args, c.ok) for c in fake_nvml.setter_calls] == [
         ("nvmlDeviceSetPowerManagementLimit", 0, (312_500,), True),
         ("nvmlDeviceSetGpuLockedClocks", 0, (1200, 1410), True),
-        ("nvmlDeviceResetGpuLockedClocks", 0, (), True),
-    ]
+        ("nvmlDeviceResetGpuLockedClocks", 0, (), True)]
     with pytest.raises(UsageError, match="refused"):
         d.set_power_limit(900)  # outside the constraints: INVALID_ARGUMENT
 
 
-@pytest.mark.parametrize(
-    ("code", "cls", "words"),
-    [
-        ("NO_PERMISSION", PermissionDenied, "CAP_SYS_ADMIN"),
-        ("NOT_SUPPORTED", NotSupported, "not supported"),
-        ("INVALID_ARGUMENT", UsageError, "refused"),
-        ("GPU_IS_LOST", DeviceError, "fallen off the bus"),
-        ("DRIVER_NOT_LOADED", DriverNotLoaded, "driver is not loaded"),
-        ("LIBRARY_NOT_FOUND", DriverNotLoaded, "libnvidia-ml.so"),
-        ("UNKNOWN", DeviceError, "NVML error Unknown"),
-        ("TIMEOUT", DeviceError, "NVML error Timeout"),
-    ],
-)
+@pytest.mark.parametrize(("code", "cls", "words"), [
+    ("NO_PERMISSION", PermissionDenied, "CAP_SYS_ADMIN"),
+    ("NOT_SUPPORTED", NotSupported, "not supported"),
+    ("INVALID_ARGUMENT", UsageError, "refused"),
+    ("GPU_IS_LOST", DeviceError, "fallen off the bus"),
+    ("DRIVER_NOT_LOADED", DriverNotLoaded, "driver is not loaded"),
+    ("LIBRARY_NOT_FOUND", DriverNotLoaded, "libnvidia-ml.so"),
+    ("UNKNOWN", DeviceError, "NVML error Unknown"),
+    ("TIMEOUT", DeviceError, "NVML error Timeout"),
+])
 def test_each_nvml_error_becomes_a_tokbench_error(fake_nvml, code, cls, words):
     fake_nvml.config.gpus[0].errors = {"nvmlDeviceGetPowerManagementLimit": code}
     _nv, (d,) = _open(fake_nvml)
@@ -266,9 +231,8 @@ def test_auto_falls_back_to_simulated_with_one_line_notice(fake_nvml):
 def test_state_check_reports_what_could_spoil_a_measurement(fake_nvml):
     import os
 
-    fake_nvml.config.gpus = [
-        FakeGpu(process_pids=[os.getpid(), 4242, 77], mig_mode=1, persistence_mode=0, locked_clocks=[1500, 1500])
-    ]
+    fake_nvml.config.gpus = [FakeGpu(process_pids=[os.getpid(), 4242, 77], mig_mode=1, persistence_mode=0,
+                                     locked_clocks=[1500, 1500])]
     _nv, (d,) = _open(fake_nvml)
     s = d.state_check()
     assert s.foreign_processes == (77, 4242) and s.mig_enabled and s.persistence_mode is False
@@ -282,9 +246,8 @@ def test_state_check_reports_what_could_spoil_a_measurement(fake_nvml):
 
 
 def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
 
 
 def test_cli_devices_nvml_json_against_the_fake(fake_nvml_proc):
@@ -301,55 +264,42 @@ def test_cli_devices_nvml_json_against_the_fake(fake_nvml_proc):
 
 
 def test_settings_outlive_the_process_on_the_fake_driver(fake_nvml_proc):
-    code = (
-        "from harness.devices import open_devices; d = open_devices('nvml').devices[0]; "
-        "d.set_power_limit(350); d.lock_sm_clock(1100, 1300)"
-    )
+    code = ("from harness.devices import open_devices; d = open_devices('nvml').devices[0]; "
+            "d.set_power_limit(350); d.lock_sm_clock(1100, 1300)")
     p = subprocess.run([sys.executable, "-c", code], env=fake_nvml_proc.env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    read = (
-        "from harness.devices import open_devices; d = open_devices('nvml').devices[0]; "
-        "print(d.power_limits().current_w, d.read().sm_clock_mhz)"
-    )
+    read = ("from harness.devices import open_devices; d = open_devices('nvml').devices[0]; "
+            "print(d.power_limits().current_w, d.read().sm_clock_mhz)")
     p = subprocess.run([sys.executable, "-c", read], env=fake_nvml_proc.env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["350.0", "1100.0"]
-    assert [c["name"] for c in fake_nvml_proc.setter_calls()] == [
-        "nvmlDeviceSetPowerManagementLimit",
-        "nvmlDeviceSetGpuLockedClocks",
-    ]
+    assert [c["name"] for c in fake_nvml_proc.setter_calls()] == ["nvmlDeviceSetPowerManagementLimit",
+                                                                 "nvmlDeviceSetGpuLockedClocks"]
 
 
 def test_cli_permission_error_is_one_line(fake_nvml_proc):
     """A refused setting reaches the user as one line naming what is needed (no traceback)."""
     fake_nvml_proc.configure(FakeConfig(setters_allowed=False))
-    code = (
-        "from harness.cli import app, main\n"
-        "import typer\n"
-        "@app.command('try-set')\n"
-        "def try_set():\n"
-        "    from harness.devices import open_devices\n"
-        "    open_devices('nvml').devices[0].set_power_limit(300)\n"
-        "main()\n"
-    )
-    p = subprocess.run(
-        [sys.executable, "-c", code, "try-set"], env=fake_nvml_proc.env, capture_output=True, text=True, timeout=60
-    )
+    code = ("from harness.cli import app, main\n"
+            "import typer\n"
+            "@app.command('try-set')\n"
+            "def try_set():\n"
+            "    from harness.devices import open_devices\n"
+            "    open_devices('nvml').devices[0].set_power_limit(300)\n"
+            "main()\n")
+    p = subprocess.run([sys.executable, "-c", code, "try-set"], env=fake_nvml_proc.env, capture_output=True,
+                       text=True, timeout=60)
     assert p.returncode == 2
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert "root" in p.stderr and "CAP_SYS_ADMIN" in p.stderr
-    assert [(c["name"], c["ok"]) for c in fake_nvml_proc.setter_calls()] == [
-        ("nvmlDeviceSetPowerManagementLimit", False)
-    ]
+    assert [(c["name"], c["ok"]) for c in fake_nvml_proc.setter_calls()] == [("nvmlDeviceSetPowerManagementLimit",
+                                                                               False)]
 
 
-@pytest.mark.parametrize(
-    ("cap_eff", "expected"),
-    [
-        ("000001ffffffffff", (True, "")),
-        ("00000000a80425fb", (False, "needs root or CAP_SYS_ADMIN")),  # docker's default set: no CAP_SYS_ADMIN
-    ],
-)
+@pytest.mark.parametrize(("cap_eff", "expected"), [
+    ("000001ffffffffff", (True, "")),
+    ("00000000a80425fb", (False, "needs root or CAP_SYS_ADMIN")),  # docker's default set: no CAP_SYS_ADMIN
+])
 def test_may_change_settings_follows_cap_sys_admin(tmp_path, cap_eff, expected):
     from harness.devices.nvml import _may_change_settings
 

@@ -22,11 +22,8 @@ TRAIN_TOKENS = 8 * 2048
 TRAIN = Load(flops=6 * PARAMS * TRAIN_TOKENS, bytes_moved=3 * WEIGHT_BYTES + 8e9, efficiency=0.48)
 #: prefill, batch 16 x 2048 (189,700 tokens/s, 697 W, 1762 MHz)
 PREFILL_TOKENS = 16 * 2048
-PREFILL = Load(
-    flops=2 * PARAMS * PREFILL_TOKENS + 4 * 16 * 2048 * 2048 * 2048 / 2 * 16,
-    bytes_moved=WEIGHT_BYTES + 4e9,
-    efficiency=0.47,
-)
+PREFILL = Load(flops=2 * PARAMS * PREFILL_TOKENS + 4 * 16 * 2048 * 2048 * 2048 / 2 * 16,
+               bytes_moved=WEIGHT_BYTES + 4e9, efficiency=0.47)
 #: decode, HF static cache + compile, batch 1 (297 tokens/s, 224 W, 1980 MHz): bytes-bound
 DECODE = Load(flops=2 * PARAMS, bytes_moved=WEIGHT_BYTES + 2e7, efficiency=0.2)
 
@@ -40,14 +37,8 @@ class Steady:
     temperature_c: float
 
 
-def steady(
-    load: Load,
-    limit_w: float | None = None,
-    lock_mhz: tuple[int, int] | None = None,
-    seed: int = 0,
-    warmup_s: float = 40.0,
-    window_s: float = 10.0,
-) -> Steady:
+def steady(load: Load, limit_w: float | None = None, lock_mhz: tuple[int, int] | None = None, seed: int = 0,
+           warmup_s: float = 40.0, window_s: float = 10.0) -> Steady:
     """Run ``load`` back to back to steady state, then measure a window through the read path."""
     node = SimNode(H100, seed=seed)
     gpu = node.gpus[0]
@@ -73,9 +64,8 @@ def steady(
         gpu.synchronize()
         steps += 2
     e1, t2 = gpu.read_energy_mj(), node.now()
-    return Steady(
-        steps / (t2 - t1), (e1 - e0) / 1000 / (t2 - t1), sum(clocks) / len(clocks), events, gpu.read().temperature_c
-    )
+    return Steady(steps / (t2 - t1), (e1 - e0) / 1000 / (t2 - t1), sum(clocks) / len(clocks), events,
+                  gpu.read().temperature_c)
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +86,8 @@ def test_idle_near_72_w():
     assert r.clock_events == ClockEvent.GPU_IDLE and r.utilization_pct == 0
 
 
-@pytest.mark.parametrize(
-    ("kind", "tokens", "row_tokens_per_s"), [("train", TRAIN_TOKENS, 66_000), ("prefill", PREFILL_TOKENS, 189_700)]
-)
+@pytest.mark.parametrize(("kind", "tokens", "row_tokens_per_s"), [("train", TRAIN_TOKENS, 66_000),
+                                                                   ("prefill", PREFILL_TOKENS, 189_700)])
 def test_compute_bound_sits_on_the_700_w_cap_with_clocks_pulled_down(at_max, kind, tokens, row_tokens_per_s):
     s = at_max[kind]
     assert s.mean_w == pytest.approx(700, rel=0.02)

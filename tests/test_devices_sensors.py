@@ -30,9 +30,8 @@ class SquareWave:
 
 
 @cache
-def square_wave(
-    seed: int, lead_s: float = 0.5, half_s: float = 0.4, cycles: int = 8, poll_s: float = 0.005
-) -> SquareWave:
+def square_wave(seed: int, lead_s: float = 0.5, half_s: float = 0.4, cycles: int = 8,
+                poll_s: float = 0.005) -> SquareWave:
     """The trace's protocol: idle lead, then ``cycles`` x (``half_s`` of work, ``half_s`` idle), polled
     every ``poll_s``; the counter is read at both edges of the span."""
     node = SimNode(H100, seed=seed)

@@ -84,7 +84,7 @@ def test_real_slurm_campaign_finds_the_planted_board(slurm_cluster, tmp_path: Pa
     # the jobs must import this checkout's harness, whatever is installed
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     # a profile path with spaces, quotes and shell syntax: it must arrive intact and run nothing
-    prof = tmp_path / 'my "odd" prof\'s; touch PWNED.toml'
+    prof = tmp_path / "my \"odd\" prof's; touch PWNED.toml"
     prof.write_text(PROFILE_TOML)
     root = tmp_path / "fleet root"
     sub = _cli(

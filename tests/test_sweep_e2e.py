@@ -16,19 +16,10 @@ FAST = dict(repeats=1, window_s=4.0, warmup_min_s=2.0, warmup_max_s=20.0, backen
 
 def _node_means(result) -> pd.DataFrame:
     df = pd.DataFrame([p.__dict__ for p in result.points])
-    return (
-        df.groupby(["setting", "phase", "batch_size"])
-        .agg(
-            tps=("tokens_per_s", "mean"),
-            tokens=("tokens", "sum"),
-            joules=("joules", "sum"),
-            true_joules=("true_joules", "sum"),
-            power=("power_mean_w", "mean"),
-            clock=("sm_clock_mean_mhz", "mean"),
-        )
-        .assign(tpj=lambda d: d.tokens / d.joules, true_tpj=lambda d: d.tokens / d.true_joules)
-        .reset_index()
-    )
+    return df.groupby(["setting", "phase", "batch_size"]).agg(
+        tps=("tokens_per_s", "mean"), tokens=("tokens", "sum"), joules=("joules", "sum"),
+        true_joules=("true_joules", "sum"), power=("power_mean_w", "mean"), clock=("sm_clock_mean_mhz", "mean"),
+    ).assign(tpj=lambda d: d.tokens / d.joules, true_tpj=lambda d: d.tokens / d.true_joules).reset_index()
 
 
 @pytest.fixture
@@ -43,19 +34,11 @@ def quiet_h100(tmp_path) -> str:
 
 
 def test_compute_bound_max_q_is_below_max_and_near_the_true_optimum(tmp_path, quiet_h100):
-    truth = _node_means(
-        run_sweep(SweepOptions(profile="train-llama-1b", step=25, out=str(tmp_path / "t"), sim_gpu=quiet_h100, **FAST))
-    )
+    truth = _node_means(run_sweep(SweepOptions(profile="train-llama-1b", step=25, out=str(tmp_path / "t"),
+                                               sim_gpu=quiet_h100, **FAST)))
     true_best = truth.loc[truth.true_tpj.idxmax(), "setting"]
-    noisy = run_sweep(
-        SweepOptions(
-            profile="train-llama-1b",
-            step=50,
-            out=str(tmp_path / "n"),
-            repeats=2,
-            **{k: v for k, v in FAST.items() if k != "repeats"},
-        )
-    )
+    noisy = run_sweep(SweepOptions(profile="train-llama-1b", step=50, out=str(tmp_path / "n"), repeats=2,
+                                   **{k: v for k, v in FAST.items() if k != "repeats"}))
     assert noisy.status == "complete"
     df = _node_means(noisy)
     max_q = df.loc[df.tpj.idxmax(), "setting"]
@@ -68,11 +51,8 @@ def test_compute_bound_max_q_is_below_max_and_near_the_true_optimum(tmp_path, qu
 
 
 def test_decode_curve_is_flat_while_the_cap_is_above_its_draw(tmp_path):
-    result = run_sweep(
-        SweepOptions(
-            profile="decode-llama-1b", values=(700, 500, 300, 200), out=str(tmp_path), batch_sizes=(1,), **FAST
-        )
-    )
+    result = run_sweep(SweepOptions(profile="decode-llama-1b", values=(700, 500, 300, 200), out=str(tmp_path),
+                                    batch_sizes=(1,), **FAST))
     df = _node_means(result)
     decode = df[df.phase == "decode"].set_index("setting")
     draw = decode.loc[700, "power"]
@@ -82,11 +62,8 @@ def test_decode_curve_is_flat_while_the_cap_is_above_its_draw(tmp_path):
 
 
 def test_locking_the_sm_clock_lowers_decode_energy_per_token_for_little_speed(tmp_path):
-    result = run_sweep(
-        SweepOptions(
-            profile="decode-llama-1b", knob="sm-clock", values=(1980, 1410), out=str(tmp_path), batch_sizes=(1,), **FAST
-        )
-    )
+    result = run_sweep(SweepOptions(profile="decode-llama-1b", knob="sm-clock", values=(1980, 1410),
+                                    out=str(tmp_path), batch_sizes=(1,), **FAST))
     decode = _node_means(result).query("phase == 'decode'").set_index("setting")
     assert decode.loc[1410, "tpj"] > decode.loc[1980, "tpj"] * 1.05
     assert decode.loc[1410, "tps"] > decode.loc[1980, "tps"] * 0.85

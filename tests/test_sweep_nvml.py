@@ -47,9 +47,8 @@ def driver(fake_nvml_proc):
 
 
 def _cli(args, env, **kw):
-    return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env, timeout=120, **kw
-    )
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120, **kw)
 
 
 def _power_sets(driver) -> list[float]:
@@ -67,9 +66,8 @@ def test_without_gpus_named_a_sweep_only_observes(tmp_path, profile, driver):
 
 
 def test_named_gpu_is_swept_and_put_back(tmp_path, profile, driver):
-    r = _cli(
-        ["sweep", "--backend", "nvml", "--gpus", "0", "--profile", str(profile), "--out", str(tmp_path)], driver.env
-    )
+    r = _cli(["sweep", "--backend", "nvml", "--gpus", "0", "--profile", str(profile), "--out", str(tmp_path)],
+             driver.env)
     assert r.returncode == 0, r.stderr
     sets = _power_sets(driver)
     assert sets[:3] == [700.0, 200.0, 450.0]  # interleaved: max, min, middle
@@ -79,28 +77,9 @@ def test_named_gpu_is_swept_and_put_back(tmp_path, profile, driver):
 def test_sigint_on_nvml_restores_the_found_limit(tmp_path, profile, driver):
     slow = profile.read_text().replace("points = 3", "points = 30")
     profile.write_text(slow)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "sweep",
-            "--backend",
-            "nvml",
-            "--gpus",
-            "0",
-            "--profile",
-            str(profile),
-            "--out",
-            str(tmp_path),
-            "--run-id",
-            "r",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=driver.env,
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", "--backend", "nvml", "--gpus", "0",
+                             "--profile", str(profile), "--out", str(tmp_path), "--run-id", "r"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=driver.env)
     csv = tmp_path / "r" / "points.csv"
     t0 = time.monotonic()
     while not (csv.exists() and len(csv.read_text().splitlines()) >= 3) and time.monotonic() - t0 < 60:
@@ -114,28 +93,9 @@ def test_sigint_on_nvml_restores_the_found_limit(tmp_path, profile, driver):
 
 def test_hard_kill_on_nvml_is_repaired_by_restore(tmp_path, profile, driver):
     profile.write_text(profile.read_text().replace("points = 3", "points = 30"))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "sweep",
-            "--backend",
-            "nvml",
-            "--gpus",
-            "0",
-            "--profile",
-            str(profile),
-            "--out",
-            str(tmp_path),
-            "--run-id",
-            "k",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=driver.env,
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", "--backend", "nvml", "--gpus", "0",
+                             "--profile", str(profile), "--out", str(tmp_path), "--run-id", "k"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=driver.env)
     csv = tmp_path / "k" / "points.csv"
     t0 = time.monotonic()
     while not (csv.exists() and len(csv.read_text().splitlines()) >= 3) and time.monotonic() - t0 < 60:

@@ -61,8 +61,7 @@ def test_grid_measures_every_setting_batch_pair_each_repeat():
     grid = plan.grid()
     assert len(grid) == 3 * 2 * 2
     assert {(p.setting, p.batch_size, p.repeat) for p in grid} == {
-        (s, b, r) for s in (700, 450, 200) for b in (1, 64) for r in (0, 1)
-    }
+        (s, b, r) for s in (700, 450, 200) for b in (1, 64) for r in (0, 1)}
 
 
 def _run_search(truth, lo, hi, noise, seed, ci_pct=1.0):

@@ -18,22 +18,8 @@ import pytest
 from harness.devices import open_devices
 
 SIM = ["--backend", "sim", "--sim-gpu", "h100-sxm"]
-LONG_PLAN = [
-    "--profile",
-    "train-llama-1b",
-    "--points",
-    "6",
-    "--repeats",
-    "3",
-    "--window",
-    "40",
-    "--warmup-min",
-    "2",
-    "--warmup-max",
-    "5",
-    "--order",
-    "descending",
-]
+LONG_PLAN = ["--profile", "train-llama-1b", "--points", "6", "--repeats", "3", "--window", "40",
+             "--warmup-min", "2", "--warmup-max", "5", "--order", "descending"]
 
 
 def _gpu():
@@ -41,14 +27,8 @@ def _gpu():
 
 
 def _tokbench(args, **kw):
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
-        **kw,
-    )
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=os.environ.copy(), **kw)
 
 
 def _wait_for_points(run_dir: Path, n: int, proc, timeout=60.0) -> None:
@@ -94,22 +74,8 @@ def test_signal_mid_sweep_restores_settings_and_keeps_points(tmp_path, original_
 
 
 def test_sigkill_is_repaired_by_the_next_process_and_resume_completes(tmp_path, original_650):
-    plan = [
-        "--profile",
-        "train-llama-1b",
-        "--points",
-        "4",
-        "--repeats",
-        "2",
-        "--window",
-        "20",
-        "--warmup-min",
-        "1",
-        "--warmup-max",
-        "3",
-        "--order",
-        "descending",
-    ]
+    plan = ["--profile", "train-llama-1b", "--points", "4", "--repeats", "2", "--window", "20",
+            "--warmup-min", "1", "--warmup-max", "3", "--order", "descending"]
     proc = _tokbench(["sweep", *plan, *SIM, "--out", str(tmp_path), "--run-id", "r2"])
     run = tmp_path / "r2"
     _wait_for_points(run, 2, proc)
@@ -126,12 +92,8 @@ def test_sigkill_is_repaired_by_the_next_process_and_resume_completes(tmp_path, 
     assert ds.devices[0].power_limits().current_w == original_650  # ...and a new process put it back
     ds.close()
     before = pd.read_csv(run / "points.csv")
-    resumed = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "sweep", "--resume", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", "--resume", str(run)],
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     after = pd.read_csv(run / "points.csv")
     keys = after[["setting", "batch_size", "repeat", "phase"]].apply(tuple, axis=1)
@@ -147,11 +109,8 @@ def test_sigkill_is_repaired_by_the_next_process_and_resume_completes(tmp_path, 
 def test_permission_refused_changes_nothing(tmp_path, original_650, monkeypatch):
     monkeypatch.setenv("TOKBENCH_SIM_READONLY", "1")
     out = tmp_path / "out"
-    r = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "sweep", *SIM, "--points", "3", "--out", str(out)],
-        capture_output=True,
-        text=True,
-    )
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", *SIM, "--points", "3", "--out", str(out)],
+                       capture_output=True, text=True)
     assert r.returncode != 0
     assert "permission denied" in r.stderr and "root" in r.stderr
     assert "Traceback" not in r.stderr
@@ -162,21 +121,15 @@ def test_permission_refused_changes_nothing(tmp_path, original_650, monkeypatch)
     ds.close()
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["--values", "150,700"], "outside GPU 0's range 200-700 W"),
-        (["--gpus", "3"], "unknown GPU '3'"),
-        (["--profile", "/nonexistent/p.toml"], "profile file not found"),
-        (["--profile", "no-such-profile"], "unknown profile"),
-    ],
-)
+@pytest.mark.parametrize("args,message", [
+    (["--values", "150,700"], "outside GPU 0's range 200-700 W"),
+    (["--gpus", "3"], "unknown GPU '3'"),
+    (["--profile", "/nonexistent/p.toml"], "profile file not found"),
+    (["--profile", "no-such-profile"], "unknown profile"),
+])
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
-    r = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "sweep", *SIM, "--out", str(tmp_path), *args],
-        capture_output=True,
-        text=True,
-    )
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", *SIM, "--out", str(tmp_path), *args],
+                       capture_output=True, text=True)
     assert r.returncode != 0
     assert message in r.stderr
     assert "Traceback" not in r.stderr
@@ -186,11 +139,8 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
 def test_a_second_sweep_on_the_same_gpu_is_refused(tmp_path):
     proc = _tokbench(["sweep", *LONG_PLAN, *SIM, "--out", str(tmp_path), "--run-id", "a"])
     _wait_for_points(tmp_path / "a", 1, proc)
-    second = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "sweep", *SIM, "--points", "2", "--out", str(tmp_path), "--run-id", "b"],
-        capture_output=True,
-        text=True,
-    )
+    second = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", *SIM, "--points", "2",
+                             "--out", str(tmp_path), "--run-id", "b"], capture_output=True, text=True)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert second.returncode != 0

@@ -25,12 +25,8 @@ def test_square_wave_check_on_a_simulated_h100(_sim_state_dir):
     # the lagging average field and the part-time instant field are cross-checks, not the figure
     assert c.average_j is not None and c.instant_j is not None
     assert c.power_peak_w >= c.power_p99_w > c.power_max_1s_w > c.power_mean_w
-    assert [r[0] for r in c.rows()][:4] == [
-        "energy counter (window)",
-        "integrated instant power",
-        "integrated average power",
-        "drained power history (50 Hz)",
-    ]
+    assert [r[0] for r in c.rows()][:4] == ["energy counter (window)", "integrated instant power",
+                                            "integrated average power", "drained power history (50 Hz)"]
     assert not _sim_state_dir.exists() or not any(_sim_state_dir.glob("*.json"))  # no setting was written
 
 

@@ -48,11 +48,8 @@ def test_clock_event_shares_weight_by_time_held():
     t = np.array([0.0, 1.0, 3.0])
     events = np.array([0x4, 0x4 | 0x20, 0x1], dtype=float)
     shares = en.clock_event_shares(t, events, 0.0, 4.0)
-    assert shares == {
-        "sw_power_cap": pytest.approx(0.75),
-        "sw_thermal": pytest.approx(0.5),
-        "idle": pytest.approx(0.25),
-    }
+    assert shares == {"sw_power_cap": pytest.approx(0.75), "sw_thermal": pytest.approx(0.5),
+                      "idle": pytest.approx(0.25)}
 
 
 def test_max_gap_covers_the_edges():

@@ -147,9 +147,8 @@ def test_integral_mismatch_against_a_biased_sensor():
     gpu = _gpu(seed=2)
     with Sampler([gpu]) as s:
         gpu.clock.sleep(2.0)
-        with Window(
-            [gpu], s, sync=gpu.synchronize, knob="observe", tolerances=Tolerances(integral_source="average")
-        ) as w:
+        with Window([gpu], s, sync=gpu.synchronize, knob="observe",
+                    tolerances=Tolerances(integral_source="average")) as w:
             for _ in range(8):
                 gpu.submit(Load(flops=0.35 * 650e12))
                 gpu.synchronize()

@@ -22,10 +22,8 @@ pytestmark = pytest.mark.skipif(
 
 def _square_window(source: str):
     dev = ReplayDevice(load_square_wave(SQUARE))
-    with (
-        Sampler([dev], rate_hz=50.0) as s,
-        Window([dev], s, sync=lambda: None, knob="observe", tolerances=Tolerances(integral_source=source)) as w,
-    ):
+    with Sampler([dev], rate_hz=50.0) as s, Window([dev], s, sync=lambda: None, knob="observe",
+                                                  tolerances=Tolerances(integral_source=source)) as w:
         dev.clock.sleep(dev.end_s - 0.15 - dev.clock.now())
     return dev, w.results[0]
 
@@ -52,10 +50,8 @@ def test_square_wave_flags_the_average_fields_shortfall():
 def test_recorded_power_history_loads_like_live_samples():
     raw = load_power_samples(SAMPLES)
     dev = ReplayDevice(samples=raw)
-    with (
-        Sampler([dev], rate_hz=20.0, drain_history_s=1.0) as s,
-        Window([dev], s, sync=lambda: None, knob="observe", min_seconds=0.0) as w,
-    ):
+    with Sampler([dev], rate_hz=20.0, drain_history_s=1.0) as s, Window(
+            [dev], s, sync=lambda: None, knob="observe", min_seconds=0.0) as w:
         dev.clock.sleep(dev.end_s - dev.clock.now())
     r = w.results[0]
     hist = s.power_history(0, -1e9, 1e9)

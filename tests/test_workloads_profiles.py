@@ -14,15 +14,8 @@ from harness.profiles import list_profiles, load_profile, parse_profile
 from workloads import registry
 from workloads.base import StepResult, WorkloadSpec
 
-REQUIRED = {
-    "train-llama-1b",
-    "train-llama-8b",
-    "prefill-llama-8b",
-    "decode-llama-8b",
-    "decode-llama-1b",
-    "serve-llama-8b",
-    "tiny",
-}
+REQUIRED = {"train-llama-1b", "train-llama-8b", "prefill-llama-8b", "decode-llama-8b",
+            "decode-llama-1b", "serve-llama-8b", "tiny"}
 
 
 def test_shipped_profiles_validate():
@@ -52,7 +45,7 @@ def _write(tmp_path, body: str):
         ('[workload]\nname = "inference"\n[sweep]\npoints = 5\nstep = 25\n', "points and step: give"),
         ('[workload]\nname = "inference"\nengine = "tgi"\n', "allowed: hf-static, hf-generate, vllm"),
         ('[workload]\nmodel = "llama-70b"\n', "neither a preset"),
-        ("[workload\n", "not valid TOML"),
+        ('[workload\n', "not valid TOML"),
     ],
 )
 def test_bad_profile_names_file_key_and_allowed(tmp_path, body, expected):
@@ -75,9 +68,8 @@ class _Toy:
     phases = ("train",)
 
     def __init__(self, config, device):
-        self.spec = WorkloadSpec(
-            name="toy", kind="training", engine="toy", model="none", precision="fp32", batch_size=config.batch_size
-        )
+        self.spec = WorkloadSpec(name="toy", kind="training", engine="toy", model="none",
+                                 precision="fp32", batch_size=config.batch_size)
 
     def prepare(self, device):
         pass

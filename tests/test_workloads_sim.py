@@ -38,18 +38,8 @@ def test_training_is_compute_bound():
 ROWS = {
     "train eager": ({**TRAIN, "compile": False}, 56_900, 694),
     "train compile": ({**TRAIN, "compile": True}, 66_000, 688),
-    "prefill 16x2048": (
-        {
-            "name": "inference",
-            "model": "llama-1b",
-            "phases": ["prefill"],
-            "batch_size": 16,
-            "input_len": 2048,
-            "output_len": 1,
-        },
-        189_700,
-        697,
-    ),
+    "prefill 16x2048": ({"name": "inference", "model": "llama-1b", "phases": ["prefill"], "batch_size": 16,
+                         "input_len": 2048, "output_len": 1}, 189_700, 697),
     "hf-generate bs1": ({**DECODE, "engine": "hf-generate", "batch_size": 1}, 61, 145),
     "hf-generate bs64": ({**DECODE, "engine": "hf-generate", "batch_size": 64}, 3_800, 174),
     "hf-static bs1": ({**DECODE, "engine": "hf-static", "batch_size": 1}, 297, 224),
@@ -57,8 +47,7 @@ ROWS = {
 }
 POWER_SHORT = pytest.mark.xfail(
     reason="simulator physics: memory-bound busy power too low (mem_power_w=110 W); "
-    "see docs/workloads.md, 'Calibration'",
-    strict=False,
+    "see docs/workloads.md, 'Calibration'", strict=False,
 )
 
 
@@ -91,14 +80,8 @@ def test_registry_builds_twin_on_sim_and_torch_without(sim_gpu):
 
 
 def test_twin_counts_and_latencies(sim_gpu):
-    cfg = WorkloadConfig(
-        name="inference",
-        model="llama-8b",
-        phases=["prefill", "decode", "serve"],
-        batch_size=16,
-        input_len=512,
-        output_len=64,
-    )
+    cfg = WorkloadConfig(name="inference", model="llama-8b", phases=["prefill", "decode", "serve"],
+                         batch_size=16, input_len=512, output_len=64)
     w = registry.get(cfg, sim_gpu)
     w.prepare(sim_gpu)
     clock = sim_gpu.clock

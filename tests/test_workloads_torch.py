@@ -22,12 +22,7 @@ B, L_IN, N_OUT = 2, 24, 12
 def test_presets_match_calibration_shape():
     one_b = models.preset("1b")
     assert (one_b.hidden, one_b.layers, one_b.heads, one_b.kv_heads, one_b.ffn, one_b.vocab) == (
-        2048,
-        16,
-        32,
-        8,
-        8192,
-        32000,
+        2048, 16, 32, 8, 8192, 32000,
     )
     assert one_b.params == 1_104_218_112  # CALIBRATION.md: 1.104 B
     assert models.preset("llama-8b").params == 8_030_261_248
@@ -69,9 +64,8 @@ def reference():
 @pytest.fixture(scope="module", params=ENGINES)
 def engine(request):
     w = HFInference(
-        InferenceOptions(
-            engine=request.param, batch_size=B, input_len=L_IN, output_len=N_OUT, phases=("prefill", "decode", "serve")
-        )
+        InferenceOptions(engine=request.param, batch_size=B, input_len=L_IN, output_len=N_OUT,
+                         phases=("prefill", "decode", "serve"))
     )
     w.prepare(None)
     yield w

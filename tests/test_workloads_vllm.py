@@ -95,16 +95,8 @@ def test_missing_vllm_names_the_extra(monkeypatch):
 
 
 def test_counts_come_from_outputs(fake_vllm):
-    w = VllmInference(
-        VllmOptions(
-            model="tiny",
-            batch_size=4,
-            input_len=40,
-            output_len=9,
-            phases=("prefill", "decode", "serve"),
-            engine_args={"enforce_eager": True},
-        )
-    )
+    w = VllmInference(VllmOptions(model="tiny", batch_size=4, input_len=40, output_len=9,
+                                  phases=("prefill", "decode", "serve"), engine_args={"enforce_eager": True}))
     w.prepare(None)
     llm = LLM.instances[-1]
     assert llm.kwargs["load_format"] == "dummy" and llm.kwargs["skip_tokenizer_init"] is True
