@@ -100,7 +100,7 @@ def main() -> None:
         summary = df.groupby(["part", "method"]).agg(points=("points", "mean"), device_s=("device_s", "mean"),
                                                      loss_pct_mean=("loss_pct", "mean"),
                                                      loss_pct_max=("loss_pct", "max"))
-        print(summary.round(2).to_markdown())
+        print(summary.round(2).to_string())
         for part in df.part.unique():
             grid = df[(df.part == part) & (df.method.str.startswith("grid"))].device_s.mean()
             search = df[(df.part == part) & (df.method.str.startswith("search"))].device_s.mean()

@@ -18,6 +18,10 @@ COLUMNS = ["phase", "batch_size", "setting", "enforced", "seconds", "tokens_per_
 
 
 def _observe(profile: str, extra: list[str], timeout_s: float) -> dict:
+    import ctypes.util
+
+    if ctypes.util.find_library("cuda") is None:  # NVML without CUDA (a fake driver in CI): nothing to run on
+        return {"skipped": "no CUDA driver library (libcuda)"}
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "harness.cli", "sweep", "--observe", "--backend", "nvml", "--profile", profile,
                "--repeats", "1", "--window", "10", "--warmup-min", "3", "--warmup-max", "60", "--out", tmp,
@@ -34,10 +38,12 @@ def _observe(profile: str, extra: list[str], timeout_s: float) -> dict:
 
 
 def section_sweep_observe_train(ctx: dict) -> dict:
+    """tokbench sweep --observe of train-llama-1b at the current setting."""
     return _observe("train-llama-1b", [], ctx["timeout_s"] - 5)
 
 
 def section_sweep_observe_decode(ctx: dict) -> dict:
+    """tokbench sweep --observe of decode-llama-1b, batch 1 and 64, at the current setting."""
     return _observe("decode-llama-1b", ["--batch-sizes", "1,64"], ctx["timeout_s"] - 5)
 
 
