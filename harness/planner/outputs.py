@@ -47,6 +47,7 @@ def summary(result: PlanResult) -> dict:
                     "max_q_setting": w.settings[w.max_q_index],
                     "default_setting": w.settings[w.default_index],
                     "hull_settings": [w.settings[i] for i in w.hull()],
+                    "hull_gap": w.hull_gap(),
                 }
                 for w in fleet.workloads
             ],
