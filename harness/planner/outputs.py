@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -127,6 +128,11 @@ def plot(result: PlanResult, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def default_out_dir(site_name: str) -> Path:
+    """results/plan-<site name>, the name made safe for a path."""
+    return Path("results") / ("plan-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", site_name).strip("-.") or "site"))
 
 
 def write_outputs(result: PlanResult, out_dir: Path, plots: bool = True) -> list[Path]:
