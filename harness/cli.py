@@ -311,7 +311,7 @@ def plan(
     """Plan an AI factory on its power: tokens per MW per setting, and a grid-interactive schedule."""
     from harness.planner import export_network as write_network
     from harness.planner import plan as run_plan
-    from harness.planner.outputs import write_outputs
+    from harness.planner.outputs import default_out_dir, write_outputs
     from harness.planner.tables import render
 
     if export_network is not None and export_network.suffix != ".nc":
@@ -319,7 +319,7 @@ def plan(
     r = run_plan(site, grid, objective=objective, token_target_gtok=token_target, compare=compare)
     for item in render(r):
         console.print(item)
-    for p in write_outputs(r, out or Path("results") / f"plan-{r.site.name}", plots=plots):
+    for p in write_outputs(r, out or default_out_dir(r.site.name), plots=plots):
         console.print(f"wrote {p}")
     if export_network is not None:
         write_network(r, export_network)

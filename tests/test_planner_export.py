@@ -29,6 +29,8 @@ def test_an_exported_training_curve_plans(tmp_path):
     assert wf.gpus == int(1e6 // wf.site_w[wf.max_p_index])  # sized at Max-P on the p99 draw
     # the synthetic part's tokens/J peaks at 300 W; provisioning for p99 keeps it near there
     assert 250 <= wf.settings[wf.max_q_index] <= 350
+    # the exported fit has a setting every 5 W; the LP gets a dozen hull segments of it
+    assert len(wf.settings) > 50 and len(wf.segments()[0]) <= 12 and wf.hull_gap() < 0.005
     best = r.best[wf.label]
     assert best["sized_gpus"] > best.get("installed_tokens_per_s", 0) / TRAIN.tokens_per_s
 

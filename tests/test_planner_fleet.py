@@ -166,3 +166,33 @@ def test_latency_targets_add_steady_rows_provisioned_from_the_fit():
     assert row.mtok_per_mwh == pytest.approx(9_000 * 3600 / 1e6 / 225e-6)  # at the mean draw, 9,000/40 W
     # the latency row answers its own question: it is not a candidate for the best setting
     assert best_settings(rows)["toy train b8"]["installed_setting"] == 300
+
+
+def test_a_fine_hull_is_thinned_to_a_dozen_links_from_below():
+    from harness.planner.fleet import thin_hull
+
+    w = np.array([100.0, 200, 300, 400])
+    t = np.array([100.0, 190, 279, 300])
+    # triangle areas (doubled) of the interior vertices: 1000, 100, 6800: the 200 W one goes first
+    assert thin_hull(w, t, np.array([0, 1, 2, 3]), 3).tolist() == [0, 2, 3]
+    assert thin_hull(w, t, np.array([0, 1, 2, 3]), 1).tolist() == [3]  # the top always stays
+    # a fit on a 5 W grid: 101 settings on a concave curve, 12 kept, within 0.5% of the full hull
+    fine = np.arange(200.0, 701.0, 5.0)
+    curve = make_curve(fine, 66_000 * (1 - np.exp(-(fine - 90) / 180)), fine)
+    wf = build_fleet(make_site(gpus=10, max_segments=12), [curve]).workloads[0]
+    assert len(concave_hull(wf.site_w, wf.tokens_per_s)) > 60 and len(wf.hull()) == 12
+    assert 0 < wf.hull_gap() < 0.005
+    assert len(wf.segments()[0]) == 12
+
+
+def test_the_printed_steady_table_shows_an_even_spread_and_every_tagged_row():
+    from harness.planner.tables import shown_rows
+
+    fine = np.arange(200.0, 701.0, 5.0)
+    curve = make_curve(fine, 66_000 * (1 - np.exp(-(fine - 90) / 180)), fine)
+    site = make_site(gpus=10)
+    rows = steady_table(site, build_fleet(site, [curve]))
+    shown = shown_rows(rows)
+    assert len(rows) == 101 and 12 <= len(shown) <= 14
+    assert {r.setting for r in rows if r.tags} <= {r.setting for r in shown}
+    assert shown[0].setting == 200 and shown[-1].setting == 700

@@ -108,3 +108,11 @@ def test_plan_command_errors_are_one_line(args, message):
     res = _invoke([str(SITE), "--no-plots", *args])
     assert isinstance(res.exception, UsageError | ProfileError)
     assert re.search(message, str(res.exception)) and "\n" not in str(res.exception)
+
+
+def test_the_default_output_folder_is_a_safe_name():
+    from harness.planner.outputs import default_out_dir
+
+    assert default_out_dir("example-site") == Path("results/plan-example-site")
+    assert default_out_dir("My Site / A") == Path("results/plan-My-Site-A")
+    assert default_out_dir("../..") == Path("results/plan-site")

@@ -172,3 +172,24 @@ def test_a_workload_mix_shares_the_power_by_efficiency():
     assert f["w1_gpu_mw"].tolist() == pytest.approx([1.0, 4.0], abs=TOL)
     assert f["tokens_gtok"].tolist() == pytest.approx([(400 + 50) * 3.6, (400 + 200) * 3.6], rel=1e-6)
     assert (f["w1_gpus_hi"].iloc[0], f["w1_gpus_off"].iloc[0]) == (2_500, 7_500)
+
+
+def test_priced_tokens_run_only_where_they_earn_more_than_the_energy_costs():
+    # 100 tok/J is 360,000 Mtok per MWh: at 0.001 $/Mtok that is worth 360 $/MWh
+    curve = make_curve([100, 200, 300, 400], [10_000, 20_000, 30_000, 40_000], [100, 200, 300, 400])
+    site = make_site(gpus=10_000, token_value_per_mtok=0.001)
+    grid = make_grid([4.0, 4.0, 4.0], price_per_mwh=[10.0, 1000.0, 359.0])
+    _f, _h, res = run(site, curve, grid, [Scenario("plan", "cost")])
+    f = res["plan"].frame
+    assert f["gpu_mw"].tolist() == pytest.approx([4.0, 0.0, 4.0], abs=TOL)
+    assert res["plan"].totals["energy_cost_usd"] == pytest.approx(4.0 * (10 + 359), rel=1e-6)
+
+
+def test_a_missing_plan_extra_is_named(monkeypatch):
+    import sys
+
+    from harness.planner.network import _pypsa
+
+    monkeypatch.setitem(sys.modules, "highspy", None)  # import highspy → ImportError
+    with pytest.raises(UsageError, match=r"needs the 'plan' extra \(highspy is missing\)"):
+        _pypsa()

@@ -49,6 +49,21 @@ def concave_hull(power_w: np.ndarray, tokens_per_s: np.ndarray) -> np.ndarray:
     return np.array(hull, dtype=int)
 
 
+def thin_hull(power_w: np.ndarray, tokens_per_s: np.ndarray, hull: np.ndarray, max_vertices: int) -> np.ndarray:
+    """Keep at most ``max_vertices`` hull vertices, dropping each time the one whose triangle with
+    its neighbours is smallest (Visvalingam). The chords left lie on or below the full hull, so the
+    thinned curve is still concave and every point on it is a real mix of settings: a fit on a fine
+    grid (an exported curve has one setting every few watts) plans with a dozen links per interval
+    instead of seventy, and never promises more than the curve gives. The top vertex stays."""
+    idx = [int(i) for i in hull]
+    while len(idx) > max(max_vertices, 1):
+        x = np.concatenate([[0.0], power_w[idx]])
+        y = np.concatenate([[0.0], tokens_per_s[idx]])
+        area = np.abs((x[1:-1] - x[:-2]) * (y[2:] - y[:-2]) - (x[2:] - x[:-2]) * (y[1:-1] - y[:-2]))
+        del idx[int(np.argmin(area))]  # interior point k + 1 of x is idx[k]
+    return np.array(idx, dtype=int)
+
+
 @dataclass(frozen=True)
 class LatencyOption:
     """Max-Q under a latency target, from the curve file's latency points, as the site sees it."""
@@ -77,6 +92,8 @@ class WorkloadFleet:
     default_index: int
     capex_per_gpu_h: float = 0.0
     latency: tuple[LatencyOption, ...] = ()
+    #: most hull vertices (LP links per interval) kept; see ``thin_hull``
+    max_segments: int = 12
 
     @property
     def max_p_index(self) -> int:
@@ -95,7 +112,17 @@ class WorkloadFleet:
         """Hull vertex indices; ``only`` restricts the fleet to one setting (or parked)."""
         if only is not None:
             return np.array([only], dtype=int)
-        return concave_hull(self.site_w, self.tokens_per_s)
+        full = concave_hull(self.site_w, self.tokens_per_s)
+        return thin_hull(self.site_w, self.tokens_per_s, full, self.max_segments)
+
+    def hull_gap(self) -> float:
+        """Largest share of tokens the thinned hull gives up against the full one, at any setting."""
+        full = concave_hull(self.site_w, self.tokens_per_s)
+        thin = self.hull()
+        w = np.concatenate([[0.0], self.site_w[thin]])
+        t = np.concatenate([[0.0], self.tokens_per_s[thin]])
+        lost = 1.0 - np.interp(self.site_w[full], w, t) / self.tokens_per_s[full]
+        return float(max(lost.max(), 0.0))
 
     def segments(self, only: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per hull segment: fleet MW it spans, its efficiency in Gtok/MWh, and its top vertex."""
@@ -248,6 +275,7 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
                 default_index=_default_index(curve, settings),
                 capex_per_gpu_h=capex_h,
                 latency=_latency_options(curve, site.provision),
+                max_segments=site.max_segments,
             )
         )
     return Fleet(workloads=tuple(fleets), budget_mw=site.power_budget_mw)

@@ -300,9 +300,21 @@ PYPSA_OPTIONS = (
 )
 
 
+def _pypsa():
+    """PyPSA and HiGHS come with the `plan` extra; say so instead of a traceback when they are missing."""
+    try:
+        import highspy  # noqa: F401
+        import pypsa
+    except ImportError as e:
+        raise UsageError(
+            f"planning a schedule needs the 'plan' extra ({e.name} is missing): pip install 'tokbench[plan]'"
+        ) from None
+    return pypsa
+
+
 def build_network(site: Site, fleet: Fleet, h: Horizon, scenarios: list[Scenario]):
     """A PyPSA network holding every scenario as its own disconnected island."""
-    import pypsa
+    pypsa = _pypsa()
 
     for name in ("pypsa", "linopy"):
         logging.getLogger(name).setLevel(logging.ERROR)  # failures come back as one-line errors
@@ -333,7 +345,7 @@ def _quiet_stdout():
 
 def optimize(n) -> tuple[str, str]:
     """Solve with HiGHS through its direct interface (no LP file), quietly."""
-    import pypsa
+    pypsa = _pypsa()
 
     with pypsa.option_context(*PYPSA_OPTIONS), _quiet_stdout():
         return n.optimize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def summary(result: PlanResult) -> dict:
                     "max_q_setting": w.settings[w.max_q_index],
                     "default_setting": w.settings[w.default_index],
                     "hull_settings": [w.settings[i] for i in w.hull()],
+                    "hull_gap": w.hull_gap(),
                 }
                 for w in fleet.workloads
             ],
@@ -126,6 +128,11 @@ def plot(result: PlanResult, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def default_out_dir(site_name: str) -> Path:
+    """results/plan-<site name>, the name made safe for a path."""
+    return Path("results") / ("plan-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", site_name).strip("-.") or "site"))
 
 
 def write_outputs(result: PlanResult, out_dir: Path, plots: bool = True) -> list[Path]:

@@ -105,12 +105,15 @@ def curtailments(h: Horizon, fleet: Fleet, sched: ScenarioResult, default: Scena
     return out
 
 
-def _objective_value(r: ScenarioResult) -> float:
-    return {
-        "tokens": r.totals["tokens_gtok"],
-        "cost": r.totals["energy_cost_usd"],
-        "carbon": r.totals["carbon_kg"],
-    }[r.objective]
+def _gain(r: ScenarioResult, value_per_mtok: float | None, target: float | None) -> float:
+    """What a schedule is worth in its objective's unit, higher is better: tokens; minus cost (plus
+    the tokens' value when they are priced instead of targeted); minus carbon."""
+    if r.objective == "tokens":
+        return r.totals["tokens_gtok"]
+    if r.objective == "cost":
+        value = r.totals["tokens_gtok"] * 1e3 * value_per_mtok if value_per_mtok and target is None else 0.0
+        return value - r.totals["energy_cost_usd"]
+    return -r.totals["carbon_kg"]
 
 
 def plan(
@@ -157,14 +160,16 @@ def plan(
         hrs = h.step_h
         f = sched.frame
         charged = (f["battery_store_mw"].to_numpy() if "soc_mwh" in f else np.zeros(len(f)))[surplus_mask]
-        sign = 1.0 if objective == "tokens" else -1.0
         surplus = {
             "surplus_mwh": float((h.supply_mw - ref_mw).clip(min=0).sum() * hrs),
             "intervals": int(surplus_mask.sum()),
             "stored_mwh": float(charged.sum() * hrs),
             "extra_gpu_mwh": float((f["gpu_mw"].to_numpy()[surplus_mask] - ref_mw).clip(min=0).sum() * hrs),
             # what the plan gains from the surplus: more tokens, or less cost or carbon
-            "worth": float(sign * (_objective_value(sched) - _objective_value(results[NO_SURPLUS]))),
+            "worth": float(
+                _gain(sched, site.token_value_per_mtok, target)
+                - _gain(results[NO_SURPLUS], site.token_value_per_mtok, target)
+            ),
             "worth_unit": {"tokens": "Gtok", "cost": "USD", "carbon": "kg CO2"}[objective],
         }
     bases = {k: results[k] for k in BASELINES if k in results}

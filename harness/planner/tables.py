@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from harness.planner.plan import PlanResult
+from harness.planner.steady import SteadyRow
 
 
 def _num(x: float | None, fmt: str = ",.0f") -> str:
@@ -16,6 +17,17 @@ def _table(title: str, columns: list[str], left: tuple[str, ...]) -> Table:
     for c in columns:
         t.add_column(c, justify="left" if c in left else "right")
     return t
+
+
+def shown_rows(rows: list[SteadyRow], most: int = 12) -> list[SteadyRow]:
+    """An exported fit has a setting every few watts: print an even spread of them per workload,
+    plus every tagged row (Max-P, Max-Q, default, latency targets)."""
+    out = []
+    for label in dict.fromkeys(r.workload for r in rows):
+        mine = [r for r in rows if r.workload == label]
+        step = max(1, -(-len(mine) // most))
+        out += [r for i, r in enumerate(mine) if r.tags or i % step == 0 or i == len(mine) - 1]
+    return out
 
 
 def steady(r: PlanResult) -> Table:
@@ -39,7 +51,12 @@ def steady(r: PlanResult) -> Table:
         cols,
         ("workload", ""),
     )
-    for row in r.steady:
+    shown = shown_rows(r.steady)
+    if len(shown) < len(r.steady):
+        t.caption = (
+            f"{len(shown)} of {len(r.steady)} rows shown (the tagged ones and an even spread); summary.json has all"
+        )
+    for row in shown:
         sized = None if row.sized_tokens_per_s is None else row.sized_tokens_per_s / 1e6
         t.add_row(
             *([row.workload] if multi else []),
