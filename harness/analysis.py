@@ -10,7 +10,7 @@ points are kept for display and left out of every statistic unless ``include_fla
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,21 @@ class Flatness:
     binds: bool  # whether the cap still limits the drawn power in the flat region
     draw_w: float | None  # what the work draws in the flat region
     sentence: str
+    lowest: float | None = None  # the lowest measured setting (for the short verdict)
+    single: bool = False  # one setting measured: no curve to judge
+
+    @property
+    def short(self) -> str:
+        """The verdict in a table cell."""
+        if self.single:
+            return "one setting"
+        if not self.flat or self.above is None:
+            return "binds"
+        if self.binds:
+            return f"binds (within noise above {self.above:.0f})"
+        if self.lowest is not None and self.above <= self.lowest:
+            return "never binds"
+        return f"flat above {self.above:.0f}"
 
 
 @dataclass(frozen=True)
@@ -140,7 +155,7 @@ class RunAnalysis:
         return list(dict.fromkeys(c.phase for c in self.curves))
 
 
-def _shares(col: pd.Series) -> dict[str, float]:
+def _shares(col) -> dict[str, float]:
     """Mean share of window time per clock-event reason, from "name=share;..." strings."""
     acc: dict[str, list[float]] = {}
     for s in col:
@@ -155,57 +170,71 @@ def _shares(col: pd.Series) -> dict[str, float]:
     return {k: sum(v) / n for k, v in acc.items()}
 
 
-def _opt(series: pd.Series, how: str) -> float | None:
-    s = series.dropna() if series is not None else pd.Series(dtype=float)
-    if not len(s):
+def _opt(x: np.ndarray, how: str) -> float | None:
+    x = x[np.isfinite(x)]
+    if not len(x):
         return None
-    return float(s.max() if how == "max" else s.mean())
+    return float(x.max() if how == "max" else x.mean())
 
 
-def _col(g: pd.DataFrame, name: str) -> pd.Series:
-    return g[name] if name in g.columns else pd.Series([np.nan] * len(g), index=g.index)
+_NUM_COLS = ("setting", "enforced", "tokens_per_s", "tokens_per_j", "power_mean_w", "power_p99_w", "power_max_1s_w",
+             "sm_clock_mean_mhz", "ttft_ms", "tpot_ms", "tokens_per_s_per_user")
+
+
+def _arrays(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The numeric columns as float arrays (absent columns as NaN), so per-group work stays in numpy."""
+    n = len(df)
+    return {c: (pd.to_numeric(df[c], errors="coerce").to_numpy(float) if c in df.columns else np.full(n, np.nan))
+            for c in _NUM_COLS}
 
 
 def setting_stats(points: pd.DataFrame, include_flagged: bool = False) -> list[SettingStats]:
     """Per (phase, batch, setting) statistics of the included rows; groups with no included row
     are left out (their flagged rows are still in ``RunAnalysis.flagged``)."""
-    pts = points.copy()
-    pts["_flagged"] = pts["flags"].astype(str).str.len() > 0
     out: list[SettingStats] = []
-    for (phase, batch), curve_rows in pts.groupby(["phase", "batch_size"], sort=True):
-        use = curve_rows if include_flagged else curve_rows[~curve_rows["_flagged"]]
-        if not len(use):
+    flagged_all = points["flags"].astype(str).str.len().to_numpy() > 0
+    for (phase, batch), idx in points.groupby(["phase", "batch_size"], sort=True).indices.items():
+        rows = points.iloc[idx]
+        fl = flagged_all[idx]
+        col = _arrays(rows)
+        use = np.ones(len(idx), bool) if include_flagged else ~fl
+        if not use.any():
             continue
-        by = [np.asarray(g, dtype=float) for _, g in use.groupby("setting")["tokens_per_s"]]
-        means = use.groupby("setting")["tokens_per_s"].mean().to_numpy()
-        sig_s, df_s = pooled_noise(by, means)
-        by_j = [np.asarray(g, dtype=float) for _, g in use.groupby("setting")["tokens_per_j"]]
-        sig_j, df_j = pooled_noise(by_j, use.groupby("setting")["tokens_per_j"].mean().to_numpy())
-        for setting, g in use.groupby("setting", sort=True):
-            allrows = curve_rows[curve_rows["setting"] == setting]
-            flags = sorted({f for fl in g["flags"] for f in str(fl).split(";") if f})
+        flags_col = rows["flags"].astype(str).to_numpy()
+        shares_col = rows["clock_event_shares"].astype(str).to_numpy()
+        settings = col["setting"]
+        uniq = np.unique(settings[use])
+        groups = {k: (use & (settings == k)) for k in uniq}
+        sig_s, df_s = pooled_noise([col["tokens_per_s"][m] for m in groups.values()],
+                                   np.array([col["tokens_per_s"][m].mean() for m in groups.values()]))
+        sig_j, df_j = pooled_noise([col["tokens_per_j"][m] for m in groups.values()],
+                                   np.array([col["tokens_per_j"][m].mean() for m in groups.values()]))
+        for setting, m in groups.items():
+            flags = sorted({f for fl_ in flags_col[m] for f in fl_.split(";") if f})
+            tpj = col["tokens_per_j"][m]
+            enf = _opt(col["enforced"][m], "mean")
             out.append(SettingStats(
                 phase=str(phase), batch_size=int(batch), setting=float(setting),
-                enforced=float(_col(g, "enforced").mean()) if _col(g, "enforced").notna().any() else float(setting),
-                n=len(g), n_flagged=int(allrows["_flagged"].sum()),
-                tokens_per_s=mean_interval(g["tokens_per_s"].to_numpy(), sig_s, df_s),
-                tokens_per_j=mean_interval(g["tokens_per_j"].to_numpy(), sig_j, df_j),
-                j_per_token=float(1.0 / g["tokens_per_j"].mean()) if g["tokens_per_j"].mean() > 0 else float("nan"),
-                power_mean_w=float(g["power_mean_w"].mean()),
-                power_p99_w=_opt(_col(g, "power_p99_w"), "max"),
-                power_max_1s_w=_opt(_col(g, "power_max_1s_w"), "max"),
-                sm_clock_mean_mhz=_opt(_col(g, "sm_clock_mean_mhz"), "mean"),
-                ttft_ms=_opt(_col(g, "ttft_ms"), "mean"), ttft_ms_max=_opt(_col(g, "ttft_ms"), "max"),
-                tpot_ms=_opt(_col(g, "tpot_ms"), "mean"), tpot_ms_max=_opt(_col(g, "tpot_ms"), "max"),
-                tokens_per_s_per_user=_opt(_col(g, "tokens_per_s_per_user"), "mean"),
-                flags=tuple(flags), clock_events=_shares(g["clock_event_shares"]),
+                enforced=float(setting) if enf is None else enf,
+                n=int(m.sum()), n_flagged=int((fl & (settings == setting)).sum()),
+                tokens_per_s=mean_interval(col["tokens_per_s"][m], sig_s, df_s),
+                tokens_per_j=mean_interval(tpj, sig_j, df_j),
+                j_per_token=float(1.0 / tpj.mean()) if tpj.mean() > 0 else float("nan"),
+                power_mean_w=float(col["power_mean_w"][m].mean()),
+                power_p99_w=_opt(col["power_p99_w"][m], "max"),
+                power_max_1s_w=_opt(col["power_max_1s_w"][m], "max"),
+                sm_clock_mean_mhz=_opt(col["sm_clock_mean_mhz"][m], "mean"),
+                ttft_ms=_opt(col["ttft_ms"][m], "mean"), ttft_ms_max=_opt(col["ttft_ms"][m], "max"),
+                tpot_ms=_opt(col["tpot_ms"][m], "mean"), tpot_ms_max=_opt(col["tpot_ms"][m], "max"),
+                tokens_per_s_per_user=_opt(col["tokens_per_s_per_user"][m], "mean"),
+                flags=tuple(flags), clock_events=_shares(shares_col[m]),
             ))
     return out
 
 
-def best_range(stats: list[SettingStats], samples: dict[float, np.ndarray], metric: str, lowest: bool) -> Range:
+def best_range(stats: list[SettingStats], samples: dict[float, np.ndarray], metric: str = "tokens_per_j") -> Range:
     """The contiguous run of settings around the best mean of ``metric`` that cannot be told from
-    it. ``lowest``: recommend the lowest setting of the range (Max-P) instead of the best."""
+    it (Max-Q). The recommended setting is the measured one nearest the local peak (``_peak``)."""
     means = np.array([getattr(s, metric).mean for s in stats])
     settings = [s.setting for s in stats]
     ib = int(np.argmax(means))
@@ -219,8 +248,8 @@ def best_range(stats: list[SettingStats], samples: dict[float, np.ndarray], metr
     hi = ib
     while hi < len(stats) - 1 and same[hi + 1]:
         hi += 1
-    rec = lo if lowest else _peak(np.array(settings, dtype=float), means,
-                                  np.array([max(st.n, 1) for st in stats], dtype=float), lo, hi, ib)
+    rec = _peak(np.array(settings, dtype=float), means, np.array([max(st.n, 1) for st in stats], dtype=float),
+                lo, hi, ib)
     return Range(lo=settings[lo], hi=settings[hi], best=settings[rec], value=float(means[rec]),
                  top=settings[ib], settings=tuple(settings[lo:hi + 1]))
 
@@ -263,30 +292,56 @@ def _peak(x: np.ndarray, y: np.ndarray, w: np.ndarray, lo: int, hi: int, ib: int
     return int(lo + np.argmin(np.abs(x[lo:hi + 1] - vertex)))
 
 
+def _cap_free_above(stats: list[SettingStats]) -> float | None:
+    """The lowest power limit from which every higher limit draws clearly less than itself: the
+    physical sign that the cap is not what limits the work there (None when the top one binds)."""
+    free = None
+    for s in reversed(stats):
+        if s.power_mean_w >= NOT_BINDING_SHARE * s.setting:
+            break
+        free = s.setting
+    return free
+
+
 def _flatness(stats: list[SettingStats], max_p: Range, knob: str, unit: str) -> Flatness:
+    """Whether the curve is flat and, for the power limit, whether the cap binds. The cap's
+    verdict comes from drawn power (it cannot bind where the work draws less than it allows);
+    the throughput's from the statistics (Max-P)."""
     top = stats[-1].setting
-    region = [s for s in stats if s.setting >= max_p.lo]
-    draw = float(np.median([s.power_mean_w for s in region]))
-    binds = knob != "power_limit_w" or any(s.power_mean_w >= NOT_BINDING_SHARE * s.setting for s in region[1:])
-    what = "the cap" if knob == "power_limit_w" else "the clock lock"
-    if max_p.hi != top or max_p.lo == top:
-        return Flatness(False, None, True, None, f"tokens/s falls as soon as {what} is lowered below "
-                        f"{top:.0f} {unit}: it binds across the range")
-    if knob != "power_limit_w":
+    lowest = stats[0].setting
+    if len(stats) == 1:
+        how = "the setting found (observe-only run)" if knob == "observe" else "one setting"
+        return Flatness(False, None, True, stats[0].power_mean_w,
+                        f"{how}: {top:.0f} {unit} measured, so there is no curve to read; sweep the "
+                        "setting to find Max-Q", single=True)
+    tps_flat = max_p.hi == top and max_p.lo < top
+    if knob == "sm_clock_mhz":
+        if not tps_flat:
+            return Flatness(False, None, True, None, f"tokens/s falls as soon as the clock is locked below "
+                            f"{top:.0f} {unit}: the clock limits this work across the range")
         s = (f"tokens/s is flat above {max_p.lo:.0f} {unit}: a higher clock cannot be told from the best"
-             if max_p.lo > stats[0].setting else f"tokens/s is flat across the whole range "
-             f"({stats[0].setting:.0f}-{top:.0f} {unit}): the clock does not limit this work")
-        return Flatness(True, max_p.lo, True, draw, s)
-    if binds:
-        return Flatness(True, max_p.lo, True, draw,
-                        f"tokens/s above {max_p.lo:.0f} W cannot be told from the best: the cap binds there "
-                        "but costs less than the noise")
-    if max_p.lo <= stats[0].setting:
-        s = (f"the cap does not bind anywhere in the range ({stats[0].setting:.0f}-{top:.0f} W): "
-             f"the work draws about {draw:.0f} W")
-    else:
-        s = f"the cap does not bind above {max_p.lo:.0f} W: the work draws about {draw:.0f} W"
-    return Flatness(True, max_p.lo, False, draw, s)
+             if max_p.lo > lowest else f"tokens/s is flat across the whole range ({lowest:.0f}-{top:.0f} "
+             f"{unit}): the clock does not limit this work")
+        return Flatness(True, max_p.lo, True, None, s)
+    free = _cap_free_above(stats)
+    if free is not None:
+        draw = float(np.median([s.power_mean_w for s in stats if s.setting >= free]))
+        if free <= lowest:
+            s = f"the cap does not bind anywhere in the range ({lowest:.0f}-{top:.0f} W): the work draws about " \
+                f"{draw:.0f} W"
+        else:
+            s = f"the cap does not bind above {free:.0f} W: the work draws about {draw:.0f} W"
+        if max_p.lo < free:
+            s += f"; below it tokens/s still cannot be told from the best down to {max_p.lo:.0f} W"
+        elif max_p.lo > free:
+            s += f"; tokens/s is best above {max_p.lo:.0f} W by a measurable margin"
+        return Flatness(True, free, False, draw, s)
+    if not tps_flat:
+        return Flatness(False, None, True, None, f"tokens/s falls as soon as the cap is lowered below "
+                        f"{top:.0f} {unit}: it binds across the range")
+    return Flatness(True, max_p.lo, True, None,
+                    f"tokens/s above {max_p.lo:.0f} {unit} cannot be told from the best: the cap binds there "
+                    "but costs less than the noise")
 
 
 def _knee(fit: MonotoneCurve, unit: str) -> Knee | None:
@@ -322,7 +377,7 @@ def _pareto(stats: list[SettingStats]) -> tuple[float, ...]:
 
 
 def _vs_default(stats: list[SettingStats], max_q: Range, knob: str, part: PartInfo) -> VsDefault | None:
-    default = part.power_limit_default_w if knob == "power_limit_w" else stats[-1].setting
+    default = stats[-1].setting if knob == "sm_clock_mhz" else part.power_limit_default_w
     near = min(stats, key=lambda s: abs(s.setting - default))
     measured = abs(near.setting - default) <= max(0.005 * default, 0.5)
     d = near if measured else stats[-1]
@@ -353,10 +408,12 @@ def _curve(phase: str, batch: int, stats: list[SettingStats], rows: pd.DataFrame
     by_s = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_s"]}
     by_j = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_j"]}
     max_p = max_p_range(stats, by_s)
-    max_q = best_range(stats, by_j, "tokens_per_j", lowest=False)
+    max_q = best_range(stats, by_j, "tokens_per_j")
     fit_s = _fit(stats, "tokens_per_s")
     return Curve(phase=phase, batch_size=batch, stats=tuple(stats), max_p=max_p, max_q=max_q,
-                 flat=_flatness(stats, max_p, knob, unit), knee=_knee(fit_s, unit), pareto=_pareto(stats),
+                 flat=replace(_flatness(stats, max_p, knob, unit), lowest=stats[0].setting),
+                 knee=_knee(fit_s, unit) if max_p.lo > stats[0].setting else None,  # a flat curve has no knee
+                 pareto=_pareto(stats),
                  vs_default=_vs_default(stats, max_q, knob, part), fit_tokens_per_s=fit_s,
                  fit_power_w=_fit(stats, "power_mean_w"), fit_power_p99_w=_fit(stats, "power_p99_w"),
                  fit_power_max_1s_w=_fit(stats, "power_max_1s_w"))

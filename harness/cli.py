@@ -311,7 +311,7 @@ def plan(
     """Plan an AI factory on its power: tokens per MW per setting, and a grid-interactive schedule."""
     from harness.planner import export_network as write_network
     from harness.planner import plan as run_plan
-    from harness.planner.outputs import write_outputs
+    from harness.planner.outputs import default_out_dir, write_outputs
     from harness.planner.tables import render
 
     if export_network is not None and export_network.suffix != ".nc":
@@ -319,7 +319,7 @@ def plan(
     r = run_plan(site, grid, objective=objective, token_target_gtok=token_target, compare=compare)
     for item in render(r):
         console.print(item)
-    for p in write_outputs(r, out or Path("results") / f"plan-{r.site.name}", plots=plots):
+    for p in write_outputs(r, out or default_out_dir(r.site.name), plots=plots):
         console.print(f"wrote {p}")
     if export_network is not None:
         write_network(r, export_network)
@@ -361,6 +361,9 @@ def fleet_submit(
     values: Annotated[str | None, typer.Option("--values", help="passed to every sweep")] = None,
     repeats: Annotated[int | None, typer.Option("--repeats", help="passed to every sweep")] = None,
     exclusive: Annotated[bool, typer.Option("--exclusive", help="ask Slurm for whole nodes")] = False,
+    cpus_per_task: Annotated[
+        int | None, typer.Option("--cpus-per-task", min=1, help="CPUs per task (one sweep per GPU runs at once)")
+    ] = None,
     gres: Annotated[
         bool, typer.Option("--gres/--no-gres", help="request gpu GRES (--no-gres: simulated fleets on CPU nodes)")
     ] = True,
@@ -395,6 +398,7 @@ def fleet_submit(
             account=account,
             time=time,
             exclusive=exclusive,
+            cpus_per_task=cpus_per_task,
             request_gres=gres,
             per_gpu=not node_sweep,
         )
@@ -402,7 +406,9 @@ def fleet_submit(
     if dry_run:
         print(result.sbatch)
         print(result.script, end="")
-        for t, cmd in zip(result.tasks, result.task_commands, strict=True):
+        if any("GPU-slurm" in cmd for _, cmd in result.task_commands):
+            print("# GPU-slurmN below stands for the UUID of the N-th GPU Slurm allocates to the task")
+        for t, cmd in result.task_commands:
             print(f"# task {t} runs: {cmd}")
         return
     console.print(

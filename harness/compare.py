@@ -154,7 +154,7 @@ def overlay_figure(cmp: Comparison, phase: str, batch: int, outdir: Path) -> Pat
                   title="Efficiency (normalised setting)")
     for ax in axs.flat:
         ax.set_ylim(bottom=0)
-        ax.legend(loc="lower right" if ax in (axs[0, 0], axs[1, 0]) else "best")
+        ax.legend(loc="best")
     title = f"Comparison · phase {phase}" + (f", batch {batch}" if batch >= 0 else "")
     if cmp.mismatched:
         title = f"{MISMATCH_MARK}\n{title}"

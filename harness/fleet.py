@@ -1,4 +1,5 @@
-"""Fleet campaigns: one `tokbench sweep` per node, submitted to Slurm as a job array.
+"""Fleet campaigns: a Slurm job array with one task per node, each running `tokbench sweep` on
+its GPUs (one sweep per GPU, at once, unless the campaign asks for one lockstep sweep per node).
 
 A campaign is a directory on the shared filesystem, ``<results-root>/<id>/``:
 
@@ -38,8 +39,8 @@ from harness.errors import UsageError
 CAMPAIGN_SCHEMA = "tokbench.fleet"
 CAMPAIGN_SCHEMA_VERSION = 1
 DEFAULT_RESULTS_ROOT = Path("results/fleet")
-#: manifest statuses that mean a task's sweep finished; anything else is resubmitted by --resume
-DONE_STATUSES = frozenset({"complete", "completed", "done"})
+#: the manifest status of a finished sweep; a task with any other run is resubmitted by --resume
+DONE_STATUSES = frozenset({"complete"})
 
 _PROFILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _SIM_GPU_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
@@ -82,6 +83,7 @@ class Campaign(_Strict):
     account: str | None = None
     time: str | None = None
     exclusive: bool = False
+    cpus_per_task: int | None = Field(None, ge=1)
     request_gres: bool = True
     #: one sweep per GPU (default) or one sweep over all the node's GPUs (they step in lockstep)
     per_gpu: bool = True
@@ -110,6 +112,7 @@ class FleetRequest:
     account: str | None = None
     time: str | None = None
     exclusive: bool = False
+    cpus_per_task: int | None = None
     request_gres: bool = True
     per_gpu: bool = True
 
@@ -199,6 +202,7 @@ def new_campaign(req: FleetRequest, launcher: list[str] | None = None) -> Campai
             account=slurm.check_account(req.account) if req.account else None,
             time=slurm.check_time(req.time) if req.time else None,
             exclusive=req.exclusive,
+            cpus_per_task=req.cpus_per_task,
             request_gres=req.request_gres,
             per_gpu=req.per_gpu,
             launcher=launcher or default_launcher(),
@@ -258,6 +262,7 @@ def batch_request(c: Campaign, cdir: Path, tasks: list[int]) -> slurm.BatchReque
         account=c.account,
         time=c.time,
         exclusive=c.exclusive,
+        cpus_per_task=c.cpus_per_task,
         workdir=cdir,
         log_dir=cdir / "slurm",
         command=[*c.launcher, "fleet", "task", str(cdir)],
@@ -271,8 +276,9 @@ class SubmitResult:
     tasks: tuple[int, ...]
     script: str
     sbatch: str  # the sbatch command line, shell-quoted for display
-    #: what each task will run, shell-quoted for display only (tasks run it as an argv list)
-    task_commands: tuple[str, ...] = ()
+    #: (task, sweep command) for each sweep the tasks will run, shell-quoted for display only
+    #: (tasks run them as argv lists)
+    task_commands: tuple[tuple[int, str], ...] = ()
 
 
 def _submit_tasks(c: Campaign, cdir: Path, tasks: list[int], dry_run: bool) -> tuple[Campaign, SubmitResult]:
@@ -281,9 +287,10 @@ def _submit_tasks(c: Campaign, cdir: Path, tasks: list[int], dry_run: bool) -> t
     n = len(c.submissions)
     script_path = cdir / "slurm" / f"submit-{n}.sh"
     shown = shlex.join(slurm.sbatch_argv(req, script_path))
-    placeholder = [f"<UUID of Slurm GPU {i}>" if c.backend == "nvml" else str(i) for i in range(c.gpus_per_node)]
+    # on real nodes "GPU-slurmN" stands for the UUID of the N-th GPU Slurm allocates
+    placeholder = [f"GPU-slurm{i}" if c.backend == "nvml" else str(i) for i in range(c.gpus_per_node)]
     commands = tuple(
-        shlex.join(sweep_argv(c, t, unit, task_dir(cdir, "<host>", t) / name, resume=False))
+        (t, shlex.join(sweep_argv(c, t, unit, task_dir(cdir, "HOST", t) / name, resume=False)))
         for t in tasks
         for name, unit in run_units(c, placeholder)
     )
@@ -312,7 +319,10 @@ def submit_campaign(
     slurm.require_slurm()
     cdir.mkdir(parents=True, exist_ok=False)
     save_campaign(c, cdir)
-    return _submit_tasks(c, cdir, list(range(c.nodes)), dry_run=False)[1]
+    try:
+        return _submit_tasks(c, cdir, list(range(c.nodes)), dry_run=False)[1]
+    except slurm.SlurmError as e:
+        raise slurm.SlurmError(f"{e} (campaign {c.id} was created; submit it later with --resume {c.id})") from None
 
 
 def resume_campaign(cdir: Path, dry_run: bool = False) -> SubmitResult:
@@ -387,7 +397,7 @@ def run_units(c: Campaign, gpus: list[str]) -> list[tuple[str, list[str]]]:
     could not be told apart from them; one sweep per GPU measures each board on its own."""
     if not c.per_gpu:
         return [("node", gpus)]
-    return [(f"gpu-{_SAFE_NAME_RE.sub('_', g)}", [g]) for g in gpus]
+    return [(f"gpu-{_SAFE_NAME_RE.sub('_', g.removeprefix('GPU-'))}", [g]) for g in gpus]
 
 
 def choose_run_dir(
@@ -513,28 +523,32 @@ def combine_status(statuses: list[str]) -> str:
     """One word for a task's runs: complete only when every run is; else the worst one."""
     if statuses and all(s in DONE_STATUSES for s in statuses):
         return "complete"
-    for word in ("failed", "interrupted", "unreadable", "running"):
+    for word in ("failed", "damaged", "killed", "interrupted", "running"):
         if word in statuses:
             return word
     return "incomplete" if any(statuses) else ""
 
 
 def run_progress(run_dir: Path | None) -> tuple[str, int]:
-    """(manifest status, points recorded) of a run directory."""
-    if run_dir is None or not run_dir.is_dir():
+    """(manifest status, points recorded) of a run directory; ("damaged", 0) when it cannot be read."""
+    from harness.errors import RunDirError
+    from harness.results import RunDir
+
+    if run_dir is None or not (run_dir / "manifest.json").is_file():
         return "", 0
-    status = ""
     try:
-        status = str(json.loads((run_dir / "manifest.json").read_text()).get("status", ""))
-    except (OSError, json.JSONDecodeError, AttributeError):
-        status = "unreadable" if (run_dir / "manifest.json").exists() else ""
-    points = 0
-    try:
-        with open(run_dir / "points.csv") as f:
-            points = max(0, sum(1 for line in f if line.strip()) - 1)
-    except OSError:
-        pass
-    return status, points
+        rd = RunDir.open(run_dir)
+        return str(rd.manifest.get("status", "")), len(rd.points())
+    except (RunDirError, ValueError, KeyError):
+        return "damaged", 0
+
+
+def _killed(run_status: str, slurm_state: str) -> str:
+    """A run that says "running" while Slurm no longer runs its task was killed (timeout, node
+    failure, scancel): its writer is gone even where a lock on a shared filesystem cannot tell."""
+    if run_status == "running" and slurm_state not in slurm.ACTIVE_STATES and slurm_state != "unsubmitted":
+        return "killed"
+    return run_status
 
 
 def campaign_status(cdir: Path, c: Campaign | None = None) -> list[TaskStatus]:
@@ -564,7 +578,7 @@ def campaign_status(cdir: Path, c: Campaign | None = None) -> list[TaskStatus]:
                 slurm_state=state,
                 host=rec.host if rec else (node or (run_dirs[0].parent.parent.name if run_dirs else "")),
                 run_dirs=run_dirs,
-                run_status=combine_status([p[0] for p in progress]),
+                run_status=_killed(combine_status([p[0] for p in progress]), state),
                 points_done=sum(p[1] for p in progress),
                 exit_code=rec.exit_code if rec else None,
             )

@@ -10,7 +10,6 @@ At least ``MIN_SIBLINGS`` boards are needed to judge.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from harness.curves import (
     WorkloadIdentity,
     save_curve,
 )
-from harness.errors import TokbenchError
+from harness.errors import RunDirError, TokbenchError
+from harness.results import RunDir
 
 Z_THRESHOLD = 3.5
 MAD_FLOOR_REL = 0.005
@@ -59,14 +59,6 @@ def robust_z(values: pd.Series) -> pd.Series:
     return 0.6745 * (values - med) / scale
 
 
-def _manifest(run_dir: Path) -> dict:
-    try:
-        data = json.loads((run_dir / "manifest.json").read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def _devices(manifest: dict) -> dict[str, dict]:
     """uuid -> device record from the manifest (tolerant of its exact shape)."""
     out: dict[str, dict] = {}
@@ -76,26 +68,29 @@ def _devices(manifest: dict) -> dict[str, dict]:
     return out
 
 
-def load_points(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "points.csv"
-    if not path.is_file():
-        return pd.DataFrame()
-    df = pd.read_csv(path)
-    if "flags" in df:
-        df["flags"] = df["flags"].fillna("").astype(str)
-    return df
+#: per-point figures a curve file carries when the runs have them (median across GPUs)
+OPTIONAL_COLUMNS = ("power_p99_w", "power_max_1s_w", "sm_clock_mean_mhz", "ttft_ms", "tpot_ms", "tokens_per_s_per_user")
 
 
 def _per_setting(points: pd.DataFrame) -> pd.DataFrame:
     """Valid points averaged over repeats, one row per (GPU, knob, phase, batch, setting)."""
     pts = points[points["flags"] == ""] if "flags" in points else points
     keys = ["gpu_index", "gpu_uuid", "knob", "phase", "batch_size", "setting"]
+    extra = {c: (c, "mean") for c in OPTIONAL_COLUMNS if c in pts}
     return pts.groupby(keys, as_index=False).agg(
         tokens_per_s=("tokens_per_s", "mean"),
         tokens_per_j=("tokens_per_j", "mean"),
         power_mean_w=("power_mean_w", "mean"),
         repeats=("tokens_per_s", "size"),
+        **extra,
     )
+
+
+def _median_or_none(s: pd.DataFrame, col: str) -> float | None:
+    if col not in s:
+        return None
+    v = pd.to_numeric(s[col], errors="coerce").dropna()
+    return float(v.median()) if len(v) else None
 
 
 def gpu_table(statuses: list[fleet.TaskStatus]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
@@ -106,12 +101,16 @@ def gpu_table(statuses: list[fleet.TaskStatus]) -> tuple[pd.DataFrame, pd.DataFr
     devices: dict[str, dict] = {}
     finished = [(st, d) for st in statuses for d in st.run_dirs if fleet.run_progress(d)[0] in fleet.DONE_STATUSES]
     for st, run_dir in finished:
-        manifest = _manifest(run_dir)
+        try:
+            rd = RunDir.open(run_dir)
+            manifest, points = rd.manifest, rd.points()
+        except (RunDirError, ValueError, KeyError):
+            continue  # run_progress already called it damaged; the task is listed
         devs = _devices(manifest)
         for d in devs.values():
             d["_workload"] = manifest.get("workload") if isinstance(manifest.get("workload"), dict) else {}
         devices.update(devs)
-        per = _per_setting(load_points(run_dir))
+        per = _per_setting(points)
         if per.empty:
             continue
         per["task"], per["host"] = st.task, st.host
@@ -236,21 +235,25 @@ def fleet_curves(
         max_p: list[SettingRange] = []
         for (phase, batch), g in pg.groupby(["phase", "batch_size"]):
             ss, tps, tpj, pw, tps_hb, tpj_hb = [], [], [], [], [], []
+            p99: list[float | None] = []
+            max1: list[float | None] = []
             for setting, s in g.groupby("setting"):
                 t_med, t_lo, t_hi = _band(s["tokens_per_s"].to_numpy())
                 j_med, j_lo, j_hi = _band(s["tokens_per_j"].to_numpy())
                 p_med = float(s["power_mean_w"].median())
+                opt = {c: _median_or_none(s, c) for c in OPTIONAL_COLUMNS}
                 points.append(
                     CurvePoint(
                         setting=float(setting),
                         phase=str(phase),
                         batch_size=int(batch),
-                        repeats=len(s),
+                        repeats=len(s),  # GPUs at this setting
                         tokens_per_s=t_med,
                         tokens_per_s_ci=(t_hi - t_lo) / 2,
                         tokens_per_j=j_med,
                         tokens_per_j_ci=(j_hi - j_lo) / 2,
                         power_mean_w=p_med,
+                        **opt,
                     )
                 )
                 ss.append(float(setting))
@@ -259,6 +262,8 @@ def fleet_curves(
                 pw.append(p_med)
                 tps_hb.append((t_hi - t_lo) / 2)
                 tpj_hb.append((j_hi - j_lo) / 2)
+                p99.append(opt["power_p99_w"])
+                max1.append(opt["power_max_1s_w"])
             fits.append(
                 CurveFit(
                     phase=str(phase),
@@ -267,6 +272,8 @@ def fleet_curves(
                     settings=ss,
                     tokens_per_s=tps,
                     power_mean_w=pw,
+                    power_p99_w=None if None in p99 else p99,
+                    power_max_1s_w=None if None in max1 else max1,
                 )
             )
             for target, vals, hb in ((max_q, tpj, tpj_hb), (max_p, tps, tps_hb)):

@@ -21,19 +21,22 @@ from harness.analysis import Curve, RunAnalysis  # noqa: E402
 
 TIMELINE_BINS = 1500
 _KNOB_LABEL = {"power_limit_w": "power limit (W)", "sm_clock_mhz": "locked SM clock (MHz)", "observe": "setting (W)"}
-plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
+plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
                      "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 8,
                      "svg.fonttype": "none"})
 
 
-def save(fig, outdir: Path, name: str) -> Path:
+#: file formats every figure is written in (the PNG is what a report embeds)
+FORMATS = ("png", "svg")
+
+
+def save(fig, outdir: Path, name: str, formats: tuple[str, ...] = FORMATS) -> Path:
     outdir.mkdir(parents=True, exist_ok=True)
-    png = outdir / f"{name}.png"
     fig.tight_layout()
-    fig.savefig(png)
-    fig.savefig(outdir / f"{name}.svg")
+    for fmt in dict.fromkeys(("png", *formats)):
+        fig.savefig(outdir / f"{name}.{fmt}")
     plt.close(fig)
-    return png
+    return outdir / f"{name}.png"
 
 
 def knob_label(knob: str) -> str:
@@ -60,7 +63,8 @@ def _curve_label(c: Curve, many: bool) -> str:
     return f"batch {c.batch_size}" if many else f"{c.phase}"
 
 
-def curves_figure(a: RunAnalysis, phase: str, outdir: Path, title_suffix: str = "") -> Path:
+def curves_figure(a: RunAnalysis, phase: str, outdir: Path, title_suffix: str = "",
+                  formats: tuple[str, ...] = FORMATS) -> Path:
     """tokens/s and tokens/J against the setting (with intervals, fit, ranges shaded) and against
     measured power."""
     curves = [c for c in a.curves if c.phase == phase]
@@ -125,14 +129,14 @@ def curves_figure(a: RunAnalysis, phase: str, outdir: Path, title_suffix: str = 
         ax_j.plot([], [], "*", ms=12, color="0.6", mec="k", ls="none", label="Max-Q (best)")
     for ax in axs.flat:
         ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * (1.12 if ax in (ax_s, ax_j) else 1.0))
-        ax.legend(loc="lower right" if ax in (ax_s, ax_ps) else "best")
+        ax.legend(loc="best")
     fig.suptitle(f"{a.part.name} · {a.run.workload.get('name', '')} · phase {phase}{title_suffix}", fontsize=12)
-    return save(fig, outdir, f"curves-{phase}")
+    return save(fig, outdir, f"curves-{phase}", formats)
 
 
-def pareto_figure(a: RunAnalysis, outdir: Path) -> Path:
+def pareto_figure(a: RunAnalysis, outdir: Path, formats: tuple[str, ...] = FORMATS) -> Path:
     """tokens/s against tokens/J for every (phase, batch), frontier joined, settings labelled."""
-    fig, axes = plt.subplots(1, len(a.phases), figsize=(6.2 * len(a.phases), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(a.phases), figsize=(max(7.5, 6.2 * len(a.phases)), 5.0), squeeze=False)
     for ax, phase in zip(axes[0], a.phases):
         curves = [c for c in a.curves if c.phase == phase]
         for c, color in zip(curves, _colors(len(curves))):
@@ -143,18 +147,20 @@ def pareto_figure(a: RunAnalysis, outdir: Path) -> Path:
             front.sort(key=lambda s: s.tokens_per_j.mean)
             ax.plot([s.tokens_per_j.mean for s in front], [s.tokens_per_s.mean for s in front], "o-", color=color,
                     ms=5, label=f"batch {c.batch_size} frontier")
-            step = max(1, len(front) // 6)
-            for s in front[::step] + ([front[-1]] if len(front) % step != 1 else []):
+            ends = {0, len(front) - 1} | {i for i, s in enumerate(front) if s.setting == c.max_q.best}
+            for i in sorted(ends):
+                s = front[i]
                 ax.annotate(f"{s.setting:.0f} {a.unit}", (s.tokens_per_j.mean, s.tokens_per_s.mean),
-                            textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+                            textcoords="offset points", xytext=(4, 4 if i == 0 else -10), fontsize=7, color=color)
         ax.set(xlabel="tokens/J per GPU", ylabel="tokens/s per GPU", title=f"Pareto frontier · {phase}")
         ax.set_ylim(bottom=0)
         ax.legend(loc="lower left")
-    fig.suptitle(f"{a.part.name}: the settings no other setting beats on both speed and efficiency", fontsize=11)
-    return save(fig, outdir, "frontier")
+    fig.suptitle(f"{a.part.name}\nfrontier: settings that no other setting beats on both tokens/s and tokens/J",
+                 fontsize=10)
+    return save(fig, outdir, "frontier", formats)
 
 
-def tokenomics_figure(a: RunAnalysis, outdir: Path) -> Path | None:
+def tokenomics_figure(a: RunAnalysis, outdir: Path, formats: tuple[str, ...] = FORMATS) -> Path | None:
     """Per setting, tokens/s per GPU (left) and tokens/J (right) against tokens/s per user; the
     latency target and its Max-Q marked."""
     tk = a.tokenomics
@@ -170,10 +176,10 @@ def tokenomics_figure(a: RunAnalysis, outdir: Path) -> Path | None:
         xs = [p.tokens_per_s_per_user for p in pts]
         ax1.plot(xs, [p.tokens_per_s for p in pts], "o-", color=cmap(norm(s)), ms=4, lw=1.2)
         ax2.plot(xs, [p.tokens_per_j for p in pts], "o-", color=cmap(norm(s)), ms=4, lw=1.2)
-        for p in pts:
-            if p is pts[0] or p is pts[-1]:
-                ax1.annotate(f"b{p.batch_size}", (p.tokens_per_s_per_user, p.tokens_per_s), fontsize=6,
-                             textcoords="offset points", xytext=(3, 2), color="0.3")
+        if s == settings[-1]:
+            for p in pts:
+                ax1.annotate(f"batch {p.batch_size}", (p.tokens_per_s_per_user, p.tokens_per_s), fontsize=7,
+                             textcoords="offset points", xytext=(5, 3), color="0.25")
     front = tk.frontier()
     ax1.plot([p.tokens_per_s_per_user for p in front], [p.tokens_per_s for p in front], "--", color="k", lw=1,
              label="frontier over all settings")
@@ -181,6 +187,7 @@ def tokenomics_figure(a: RunAnalysis, outdir: Path) -> Path | None:
     if lat is not None:
         x_target = 1000.0 / lat.tpot_ms_target
         for ax in (ax1, ax2):
+            ax.axvspan(0, x_target, color="0.5", alpha=0.12, lw=0, label="misses the TPOT target")
             ax.axvline(x_target, color="crimson", ls=":", lw=1.3,
                        label=f"TPOT target {lat.tpot_ms_target:g} ms (= {x_target:.0f} tokens/s per user)")
         if lat.max_q is not None:
@@ -202,82 +209,101 @@ def tokenomics_figure(a: RunAnalysis, outdir: Path) -> Path | None:
         ax.set_xlim(left=0)
     ax1.legend(loc="upper right")
     fig.suptitle(f"{a.part.name}: tokenomics frontier, one line per setting over batch sizes", fontsize=11)
-    return save(fig, outdir, "tokenomics")
+    return save(fig, outdir, "tokenomics", formats)
+
+
+def _break_gaps(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Insert NaN where samples stop (between windows), so a line does not bridge a warm-up."""
+    if len(t) < 3:
+        return t, y
+    dt = np.diff(t)
+    gap = np.flatnonzero(dt > max(10 * float(np.median(dt)), 0.5)) + 1
+    return np.insert(t, gap, np.nan), np.insert(y, gap, np.nan)
 
 
 def _envelope(t: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-bin time, mean, min and max (bins without samples are NaN, so gaps stay gaps)."""
-    ok = np.isfinite(y)
+    """Per-bin time, mean, min and max of time-sorted samples (bins without samples are NaN, so
+    gaps stay gaps); short traces come back as they are, with their gaps broken."""
+    ok = np.isfinite(y) & np.isfinite(t)
     t, y = t[ok], y[ok]
     if len(t) <= 2 * bins:
+        t, y = _break_gaps(t, y)
         return t, y, y, y
-    edges = np.linspace(t.min(), t.max(), bins + 1)
+    edges = np.linspace(t[0], t[-1], bins + 1)
     idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, bins - 1)
-    cnt = np.bincount(idx, minlength=bins).astype(float)
-    s = np.bincount(idx, weights=y, minlength=bins)
-    mn = np.full(bins, np.inf)
-    mx = np.full(bins, -np.inf)
-    np.minimum.at(mn, idx, y)
-    np.maximum.at(mx, idx, y)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(cnt > 0, s / cnt, np.nan)
-    mn[cnt == 0] = np.nan
-    mx[cnt == 0] = np.nan
+    starts = np.searchsorted(idx, np.arange(bins))
+    cnt = np.diff(np.append(starts, len(idx)))
+    full = cnt > 0
+    mean = np.full(bins, np.nan)
+    mn = np.full(bins, np.nan)
+    mx = np.full(bins, np.nan)
+    mean[full] = np.add.reduceat(y, starts[full]) / cnt[full]
+    mn[full] = np.minimum.reduceat(y, starts[full])
+    mx[full] = np.maximum.reduceat(y, starts[full])
     return (edges[:-1] + edges[1:]) / 2, mean, mn, mx
 
 
-def timeline_figure(a: RunAnalysis, outdir: Path) -> Path | None:
-    """Power and SM clock over the run, each point's setting drawn over the power trace."""
+def _trace(ax, t: np.ndarray, y: np.ndarray, bins: int, color, label: str | None) -> None:
+    order = np.argsort(t, kind="stable")
+    tm, m, lo, hi = _envelope(t[order], y[order], bins)
+    ax.fill_between(tm, lo, hi, color=color, alpha=0.25, lw=0)
+    ax.plot(tm, m, color=color, lw=0.8, label=label)
+
+
+def timeline_figure(a: RunAnalysis, outdir: Path, formats: tuple[str, ...] = FORMATS) -> Path | None:
+    """Power (the driver's 50 Hz history where recorded, else the instant field) and SM clock over
+    the run, with each window's power limit."""
     tel = a.run.all_telemetry(("t_s", "power_instant_w", "power_average_w", "sm_clock_mhz", "gpu_index"))
-    if not tel:
-        return None
-    pts = a.run.points.set_index("point_index")
-    samples = []
+    gpu_of = dict(zip(a.run.points["point_index"], a.run.points["gpu_index"]))
+    polls, hist = [], []
     for t in tel:
-        s = t.samples
-        if "t_s" not in s or not len(s):
-            continue
-        if "gpu_index" not in s and t.point_index in pts.index:
-            s = s.assign(gpu_index=int(np.atleast_1d(pts.loc[t.point_index, "gpu_index"])[0]))
-        samples.append(s)
-    if not samples:
+        g = int(gpu_of.get(t.point_index, 0))
+        if len(t.samples) and "t_s" in t.samples:
+            polls.append(t.samples.assign(gpu_index=t.samples.get("gpu_index", g)))
+        if t.history is not None and len(t.history):
+            hist.append(t.history.assign(gpu_index=t.history.get("gpu_index", g)))
+    if not polls and not hist:
         return None
-    df = pd.concat(samples, ignore_index=True)
-    if "gpu_index" not in df:
-        df["gpu_index"] = 0
+    df = pd.concat(polls, ignore_index=True) if polls else pd.DataFrame({"t_s": [], "gpu_index": []})
+    hf = pd.concat(hist, ignore_index=True) if hist else None
     if a.gpu is not None:
         df = df[df["gpu_index"] == a.gpu]
-    t0 = float(df["t_s"].min())
+        hf = hf[hf["gpu_index"] == a.gpu] if hf is not None else None
+    t0 = float(min(df["t_s"].min() if len(df) else np.inf, hf["t_s"].min() if hf is not None else np.inf))
     fig, (axp, axc) = plt.subplots(2, 1, figsize=(13, 6.5), sharex=True)
-    gpus = sorted(df["gpu_index"].unique())
+    gpus = sorted(set(df["gpu_index"]) | (set(hf["gpu_index"]) if hf is not None else set()))
     bins = TIMELINE_BINS // max(1, min(len(gpus), 4))
-    pcol = "power_instant_w" if "power_instant_w" in df and df["power_instant_w"].notna().any() else "power_average_w"
+    if hf is not None and len(hf):
+        psrc, pcol, which = hf, "power_w", "driver power history, 50 Hz"
+    elif "power_instant_w" in df and df["power_instant_w"].notna().any():
+        psrc, pcol, which = df, "power_instant_w", "instant field"
+    else:
+        psrc, pcol, which = df, "power_average_w", "1 s average field"
     for g, color in zip(gpus, _colors(len(gpus))):
-        d = df[df["gpu_index"] == g].sort_values("t_s")
-        t = d["t_s"].to_numpy(float) - t0
-        for ax, col in ((axp, pcol), (axc, "sm_clock_mhz")):
-            if col not in d or not d[col].notna().any():
-                continue
-            tm, m, lo, hi = _envelope(t, d[col].to_numpy(float), bins)
-            ax.fill_between(tm, lo, hi, color=color, alpha=0.25, lw=0)
-            ax.plot(tm, m, color=color, lw=0.8, label=f"GPU {g}" if len(gpus) > 1 else None)
+        lab = f"GPU {g}" if len(gpus) > 1 else None
+        p = psrc[psrc["gpu_index"] == g]
+        if pcol in p and p[pcol].notna().any():
+            _trace(axp, p["t_s"].to_numpy(float) - t0, p[pcol].to_numpy(float), bins, color, lab)
+        c = df[df["gpu_index"] == g]
+        if "sm_clock_mhz" in c and c["sm_clock_mhz"].notna().any():
+            _trace(axc, c["t_s"].to_numpy(float) - t0, c["sm_clock_mhz"].to_numpy(float), bins, color, lab)
     if a.knob == "power_limit_w" and "window_start_s" in a.run.points:
         p = a.run.points.drop_duplicates(["window_start_s", "setting"])
         axp.hlines(p["setting"], p["window_start_s"] - t0, p["window_end_s"] - t0, color="k", lw=1.5,
                    label="power limit of the window")
-    which = "instant" if pcol == "power_instant_w" else "1 s average"
-    axp.set(ylabel=f"power, {which} field (W)", title="Power (bin mean, shaded: min-max within each bin)")
-    axc.set(ylabel="SM clock (MHz)", xlabel="run time (s, device clock; gaps are warm-ups and settling)",
+    axp.set(ylabel="power (W)", title=f"Power ({which}; line: mean, shaded: min-max per time bin)")
+    axc.set(ylabel="SM clock (MHz)", xlabel="run time (s, device clock; blank between windows: warm-up, settling)",
             title="SM clock")
     axp.set_ylim(bottom=0)
     axc.set_ylim(bottom=0)
-    axp.legend(loc="upper right")
+    if axp.get_legend_handles_labels()[0]:
+        axp.legend(loc="upper right")
     if len(gpus) > 1:
         axc.legend(loc="lower right")
-    return save(fig, outdir, "timeline")
+    return save(fig, outdir, "timeline", formats)
 
 
-def clock_events_figure(a: RunAnalysis, outdir: Path) -> Path | None:
+def clock_events_figure(a: RunAnalysis, outdir: Path, formats: tuple[str, ...] = FORMATS) -> Path | None:
     """Share of window time each clock-event (throttle) reason was active, per setting."""
     rows = []
     for c in a.curves:
@@ -302,5 +328,5 @@ def clock_events_figure(a: RunAnalysis, outdir: Path) -> Path | None:
         ax.set_xticks(x[::step], [f"{v:.0f}" for v in d.index[::step]])
         ax.set(xlabel=knob_label(a.knob), ylabel="share of window time (%)", title=f"Clock-event reasons · {phase}")
         ax.set_ylim(0, max(100.0, float(bottom.max()) * 1.05))
-        ax.legend(loc="upper right")
-    return save(fig, outdir, "clock-events")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="reason")
+    return save(fig, outdir, "clock-events", formats)

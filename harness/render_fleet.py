@@ -73,7 +73,12 @@ def fleet_collect_lines(r: Collected) -> list[str]:
         f"range {s.spread_pct:.2f}% of median, robust CV {s.robust_cv_pct:.2f}%"
         for s in r.spread.itertuples()
     ]
-    lines.append(f"outliers (|robust z| > {Z_THRESHOLD} among identical parts): {len(r.outliers)}")
+    boards = [] if r.outliers.empty else sorted(set(zip(r.outliers["task"], r.outliers["gpu_index"], strict=True)))
+    named = ", ".join(f"task {t} gpu {g}" for t, g in boards)
+    lines.append(
+        f"outlier GPUs (|robust z| > {Z_THRESHOLD} among identical parts): {len(boards)}"
+        + (f" ({named})" if named else "")
+    )
     lines += [
         f"[yellow]incomplete[/] task {s.task} ({s.job or 'never submitted'}): Slurm {s.slurm_state}, "
         f"run {s.run_status or 'not started'}, {s.points_done} points, exit {s.exit_code}"

@@ -22,7 +22,7 @@ def analysis_table(a) -> Table:
         t.add_column(col, justify="left" if col in ("phase", "cap") else "right")
     for c in a.curves:
         d = c.vs_default
-        cap = f"flat above {c.flat.above:.0f}" if c.flat.flat and c.flat.above is not None else "binds"
+        cap = c.flat.short
         t.add_row(c.phase, str(c.batch_size), f"{c.max_p.best:.0f}", f"{c.max_p.value:,.0f}",
                   f"{_rng(c.max_q.lo, c.max_q.hi)} ({c.max_q.best:.0f})", f"{c.max_q.value:.4g}",
                   "-" if d is None else f"{d.tokens_per_j_default:.4g}", _pct(d.throughput_kept if d else None),

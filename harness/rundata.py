@@ -9,7 +9,6 @@ point was cut short.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,18 +17,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from harness.errors import RunDirError
-from harness.results import POINT_COLUMNS, SCHEMA_VERSION
+from harness.results import POINT_COLUMNS, RunDir
 
-#: the points.csv columns a reader cannot do without
-REQUIRED_COLUMNS = ("gpu_index", "setting", "batch_size", "phase", "repeat", "tokens_per_s", "tokens_per_j",
-                    "power_mean_w")
 #: telemetry columns the report uses (others in the files are ignored)
 TELEMETRY_COLUMNS = ("t_s", "power_instant_w", "power_average_w", "sm_clock_mhz", "temperature_c", "clock_events")
 _NUMERIC = [c for c in POINT_COLUMNS if c not in ("gpu_uuid", "knob", "phase", "energy_source",
                                                   "clock_event_shares", "flags")]
 _POINT_FILE = re.compile(r"point-(\d+)")
+
+#: sample sources that are sampler readings (the rest: power history, counter ticks, ground truth)
+_POLL_SOURCES = pa.array(["poll", "edge"])
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,19 @@ class RunData:
 
     @property
     def comparison_key(self) -> dict[str, Any]:
-        """The workload fields that must match for two runs to be compared (``WorkloadSpec``)."""
-        w = self.workload
-        keys = ("kind", "model", "precision", "batch_size", "seq_len", "input_len", "output_len")
-        return {k: w.get(k) for k in keys}
+        """The workload fields that must match for two runs to be compared
+        (``WorkloadSpec.comparison_key``, the one definition of them)."""
+        from dataclasses import fields
+
+        from workloads.base import WorkloadSpec
+
+        known = {f.name for f in fields(WorkloadSpec)}
+        w = {k: v for k, v in self.workload.items() if k in known}
+        try:
+            return WorkloadSpec(**w).comparison_key()
+        except TypeError:  # a manifest without a complete workload: compare what it has
+            keys = WorkloadSpec("", "", "", "", "", 0).comparison_key().keys()
+            return {k: w.get(k) for k in keys}
 
     @cached_property
     def part(self) -> PartInfo:
@@ -136,24 +147,30 @@ class RunData:
 
 
 def _read_telemetry(point_index: int, files: list[Path], columns: tuple[str, ...]) -> Telemetry | None:
-    import pyarrow.parquet as pq
-
+    """One point's samples. A sweep writes one file whose ``source`` column tells sampler polls
+    ("poll", "edge") from the driver's power history ("history", ``power_w``); a file of history
+    alone (``t_s``, ``power_w``) is read as history too. Rows are split in Arrow, before pandas."""
     samples: list[pd.DataFrame] = []
     history: list[pd.DataFrame] = []
     for f in files:
         try:
-            schema = pq.read_schema(f)
-            names = set(schema.names)
-            if "power_w" in names and "power_instant_w" not in names:
-                history.append(pq.read_table(f, columns=[c for c in ("t_s", "power_w", "gpu_index")
-                                                         if c in names]).to_pandas())
-                continue
-            table = pq.read_table(f, columns=[c for c in dict.fromkeys((*columns, "gpu_index")) if c in names])
-            samples.append(table.to_pandas())
-            if "power_w" in names and "history" in f.name:
-                history.append(pq.read_table(f, columns=["t_s", "power_w"]).to_pandas())
+            names = set(pq.read_schema(f).names)
+            want = [c for c in dict.fromkeys((*columns, "gpu_index", "source", "power_w")) if c in names]
+            table = pq.read_table(f, columns=want)
         except Exception:  # a damaged file (killed writer) must not stop a report
             continue
+        poll_cols = [c for c in want if c not in ("source", "power_w")]
+        hist_cols = [c for c in ("t_s", "power_w", "gpu_index") if c in names]
+        if "source" in names:
+            src = table.column("source").cast("string")
+            history.append(table.filter(pc.equal(src, "history")).select(hist_cols).to_pandas())
+            samples.append(table.filter(pc.is_in(src, value_set=_POLL_SOURCES)).select(poll_cols).to_pandas())
+        elif "power_w" in names and "power_instant_w" not in names:
+            history.append(table.select(hist_cols).to_pandas())
+        else:
+            samples.append(table.select(poll_cols).to_pandas())
+    samples = [s for s in samples if len(s)]
+    history = [h for h in history if len(h)]
     if not samples and not history:
         return None
     s = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame({"t_s": []})
@@ -162,51 +179,25 @@ def _read_telemetry(point_index: int, files: list[Path], columns: tuple[str, ...
 
 
 def load_run(path: str | Path) -> RunData:
-    """Load a run directory for reading; every problem is one clear ``RunDirError`` line."""
+    """Load a run directory for reading; every problem that stops reading is one ``RunDirError``
+    line, and what can be read around (a truncated last row, a missing samples file) is listed in
+    ``problems``."""
     p = Path(path)
-    if not p.is_dir():
-        raise RunDirError(f"{p}: no such run directory")
-    mpath = p / "manifest.json"
-    if not mpath.is_file():
-        raise RunDirError(f"{p}: not a tokbench run directory (no manifest.json)")
+    rd = RunDir.open(p)  # checks the manifest, its tool and schema version, and the points header
     try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunDirError(f"{mpath}: damaged manifest ({e})") from None
-    if not isinstance(manifest, dict):
-        raise RunDirError(f"{mpath}: damaged manifest (not a JSON object)")
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise RunDirError(f"{p}: run schema version {version!r} is not supported "
-                          f"(this tokbench reads version {SCHEMA_VERSION})")
-    ppath = p / "points.csv"
-    if not ppath.is_file():
-        raise RunDirError(f"{p}: run has no points.csv (no point was measured)")
-    try:
-        points = pd.read_csv(ppath, dtype={"flags": str, "clock_event_shares": str, "gpu_uuid": str,
-                                           "phase": str, "knob": str, "energy_source": str},
-                             keep_default_na=True, on_bad_lines="skip")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise RunDirError(f"{ppath}: damaged points file ({str(e).splitlines()[0]})") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in points.columns]
-    if missing:
-        raise RunDirError(f"{ppath}: not a tokbench points file (missing columns: {', '.join(missing)})")
-    problems = []
+        points = rd.points()
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
+        raise RunDirError(f"{p / 'points.csv'}: damaged points file ({str(e).splitlines()[0]})") from None
+    problems = list(rd.damaged())
     for c in _NUMERIC:
         if c in points.columns:
             points[c] = pd.to_numeric(points[c], errors="coerce")
-    bad = points[list(REQUIRED_COLUMNS[:2]) + ["tokens_per_s", "tokens_per_j"]].isna().any(axis=1)
+    bad = points[["setting", "tokens_per_s", "tokens_per_j"]].isna().any(axis=1)
     if bad.any():
         problems.append(f"{int(bad.sum())} damaged row(s) in points.csv skipped")
         points = points[~bad].reset_index(drop=True)
     for c in ("flags", "clock_event_shares", "phase", "knob"):
-        if c not in points.columns:
-            points[c] = ""
-        points[c] = points[c].fillna("").astype(str)
-    points["batch_size"] = points["batch_size"].astype(int)
-    points["gpu_index"] = points["gpu_index"].astype(int)
-    if "point_index" not in points.columns:
-        points["point_index"] = np.arange(len(points))
+        points[c] = points[c].fillna("").astype(str).replace("nan", "")
     if not len(points):
-        raise RunDirError(f"{ppath}: no readable point in the run")
-    return RunData(p, manifest, points, tuple(problems))
+        raise RunDirError(f"{p}: no finished point in the run" + (f" ({problems[0]})" if problems else ""))
+    return RunData(p, rd.manifest, points, tuple(problems))

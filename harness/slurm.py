@@ -114,6 +114,7 @@ class BatchRequest:
     account: str | None
     time: str | None
     exclusive: bool
+    cpus_per_task: int | None
     workdir: Path
     log_dir: Path
     command: tuple[str, ...]  # the per-task command; "$SLURM_ARRAY_TASK_ID" is appended
@@ -130,6 +131,7 @@ def make_batch_request(
     time: str | None,
     exclusive: bool,
     workdir: Path,
+    cpus_per_task: int | None = None,
     log_dir: Path,
     command: Iterable[str],
 ) -> BatchRequest:
@@ -137,6 +139,8 @@ def make_batch_request(
         raise UsageError(f"job name {job_name!r} refused")
     if gpus_per_node < 1:
         raise UsageError("--gpus-per-node must be at least 1")
+    if cpus_per_task is not None and cpus_per_task < 1:
+        raise UsageError("--cpus-per-task must be at least 1")
     return BatchRequest(
         job_name=job_name,
         tasks=tuple(sorted(set(tasks))),
@@ -146,6 +150,7 @@ def make_batch_request(
         account=check_account(account) if account else None,
         time=check_time(time) if time else None,
         exclusive=exclusive,
+        cpus_per_task=cpus_per_task,
         workdir=check_path_for_slurm(workdir),
         log_dir=check_path_for_slurm(log_dir),
         command=tuple(command),
@@ -166,6 +171,8 @@ def render_script(req: BatchRequest) -> str:
         lines.append(f"#SBATCH --gres=gpu:{req.gpus_per_node}")
     if req.exclusive:
         lines.append("#SBATCH --exclusive")
+    if req.cpus_per_task:
+        lines.append(f"#SBATCH --cpus-per-task={int(req.cpus_per_task)}")
     if req.partition:
         lines.append(f"#SBATCH --partition={req.partition}")
     if req.account:

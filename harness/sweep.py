@@ -320,6 +320,7 @@ class SweepContext:
     on_point: Callable[[list[Point]], None] | None = None
     next_index: int = 0
     done_phases: set[tuple[float, int, int, str]] = field(default_factory=set)
+    own_pids: frozenset[int] = frozenset()
 
 
 def run_points(ctx: SweepContext) -> list[Outcome]:
@@ -371,11 +372,19 @@ def run_points(ctx: SweepContext) -> list[Outcome]:
 
 
 def _prepare(ctx: SweepContext, batch_size: int) -> list[Any]:
+    """Build and prepare one workload per GPU. GPU processes that appear while this run creates
+    its contexts are its own (in a container NVML reports them under host pids)."""
     ctx.status.state = f"preparing batch {batch_size}"
+    before = _gpu_pids(ctx.devices)
     ws = [ctx.make_workload(d, batch_size) for d in ctx.devices]
     for w, d in zip(ws, ctx.devices):
         w.prepare(d)
+    ctx.own_pids = ctx.own_pids | frozenset(_gpu_pids(ctx.devices) - before)
     return ws
+
+
+def _gpu_pids(devices: Sequence[Device]) -> set[int]:
+    return {pid for d in devices for pid in d.state_check().foreign_processes}
 
 
 def _apply(ctx: SweepContext, setting: float) -> dict[int, float]:
@@ -460,7 +469,7 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
 
     totals = [[0, 0, 0, 0, [], []] for _ in ws]  # steps, input, output, sequences, ttfts, tpots
     with window_cls(devices, ctx.sampler, sync, requested=requested, knob=plan.knob_field,
-                    min_seconds=min(1.0, plan.window_s)) as window:
+                    min_seconds=min(1.0, plan.window_s), own_pids=ctx.own_pids) as window:
         t0 = clock.now()
         while True:
             for tot, res in zip(totals, _step_all(ws, phase)):
@@ -675,8 +684,9 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         if plan.search:
             lo, hi, discrete = knob_range(devices[0], knob)
             snap = (lambda v: min(discrete, key=lambda c: abs(c - v))) if discrete else (lambda v: round(v, 1))
-            source = MaxQSearch(lo, hi, batch_sizes[0], resolution=(hi - lo) / 20, ci_pct=plan.search_ci_pct,
-                                snap=snap)
+            # resolve the location to a 21-point grid's step, and never finer than 25 W (Zeus's grid step)
+            resolution = max((hi - lo) / 20, 25.0) if knob == "power-limit" else (hi - lo) / 20
+            source = MaxQSearch(lo, hi, batch_sizes[0], resolution=resolution, ci_pct=plan.search_ci_pct, snap=snap)
         else:
             source = GridSource(plan)
         # the per-GPU locks come first, so a refused run leaves nothing behind

@@ -10,14 +10,13 @@ useful cap, so its curve is flat above its own draw. Repeats carry multiplicativ
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from harness.results import POINT_COLUMNS, SCHEMA_VERSION
+from harness.results import POINT_COLUMNS, Point, RunDir
 
 
 @dataclass(frozen=True)
@@ -115,36 +114,40 @@ def _manifest(run: SynthRun, run_id: str) -> dict:
                 "precision": run.precision, "batch_size": max(run.batches), "seq_len": 2048 if run.kind == "training"
                 else 0, "input_len": 0 if run.kind == "training" else 512,
                 "output_len": 0 if run.kind == "training" else 256, "params": 1_104_000_000, "extra": {}}
-    return {"schema_version": SCHEMA_VERSION, "tool_version": "0.1.0", "run_id": run_id, "status": "complete",
-            "host": "synthetic", "command": "synthetic", "started": "2026-01-01T00:00:00Z",
-            "ended": "2026-01-01T01:00:00Z", "backend": "sim", "knob": run.knob, "devices": devices,
-            "workload": workload, "profile": {"name": "synthetic"},
+    return {"run_id": run_id, "status": "running", "host": "synthetic", "command": "synthetic",
+            "started": "2026-01-01T00:00:00Z", "ended": "2026-01-01T01:00:00Z", "backend": "sim",
+            "knob": run.knob, "devices": devices, "workload": workload, "profile": {"name": "synthetic"},
             "idle_power_w": {str(i): p.idle_w for i in range(run.gpus)}}
 
 
 def fabricate_run(root: Path, run: SynthRun, run_id: str = "synth") -> Path:
-    """Write ``root/run_id`` as a sweep would: manifest, points.csv, samples/point-NNNN.parquet
-    and a power-history file per point. Returns the run directory."""
+    """Write ``root/run_id`` in a sweep's format: ``RunDir`` creates it (manifest, points header),
+    then the rows go to points.csv and, unless ``samples_per_point`` is 0, each point's polls and
+    50 Hz power history to ``RunDir.samples_path``. Written in bulk without a sweep's per-point
+    fsync: fabricated test data need no durability. Returns the run directory."""
     rng = np.random.default_rng(run.seed)
-    d = Path(root) / run_id
-    (d / "samples").mkdir(parents=True, exist_ok=True)
-    (d / "manifest.json").write_text(json.dumps(_manifest(run, run_id), indent=2))
-    rows = []
+    rd = RunDir.create(Path(root), run_id, _manifest(run, run_id))
     t0 = 0.0
     idx = 0
+    rows = []
     order = [(r, s, b) for r in range(run.repeats) for s in run.settings for b in run.batches]
-    for repeat, setting, batch in order:
-        for gpu in range(run.gpus):
-            for ph in run.phases:
-                row, tel, hist = _point(run, ph, setting, batch, repeat, gpu, idx, t0, rng)
-                rows.append(row)
-                if run.samples_per_point:  # 0: points only (fast, for analysis tests)
-                    tel.to_parquet(d / "samples" / f"point-{idx:04d}.parquet", index=False)
-                    hist.to_parquet(d / "samples" / f"point-{idx:04d}-history.parquet", index=False)
-                t0 = row["window_end_s"] + 1.0
-                idx += 1
-    pd.DataFrame(rows, columns=list(POINT_COLUMNS)).to_csv(d / "points.csv", index=False)
-    return d
+    try:
+        for repeat, setting, batch in order:
+            for gpu in range(run.gpus):
+                for ph in run.phases:
+                    row, tel, hist = _point(run, ph, setting, batch, repeat, gpu, idx, t0, rng)
+                    rows.append(Point(**row))
+                    if run.samples_per_point:
+                        pd.concat([tel.assign(source="poll"), hist.assign(source="history", gpu_index=gpu)],
+                                  ignore_index=True).to_parquet(rd.samples_path(idx), index=False)
+                    t0 = row["window_end_s"] + 1.0
+                    idx += 1
+        pd.DataFrame([[getattr(p, c) for c in POINT_COLUMNS] for p in rows]).to_csv(
+            rd.path / "points.csv", mode="a", header=False, index=False)
+        rd.update_manifest(status="complete")
+    finally:
+        rd.close()
+    return rd.path
 
 
 def _point(run: SynthRun, ph: SynthPhase, setting: float, batch: int, repeat: int, gpu: int, idx: int,
@@ -196,7 +199,3 @@ def true_max_q(ph: SynthPhase, lo_w: float, hi_w: float, batch: int = 1) -> floa
     grid = np.linspace(lo_w, hi_w, 5001)
     vals = np.array([ph.tokens_per_j_at(g, batch) for g in grid])
     return float(grid[int(np.argmax(vals))])
-
-
-def part_dict(part: SynthPart) -> dict:
-    return asdict(part)

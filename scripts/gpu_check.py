@@ -208,6 +208,9 @@ def section_read_cost(ctx: dict) -> dict:
     nv = _pynvml_guarded()
     ds = _open_nvml()
     budget_s = max(2.0, (ctx["timeout_s"] - 10) / max(1, len(ds.devices)) / 4)
+    scale = 0.05 if ctx.get("quick") else 1.0  # --quick: a smoke run (CI), not a measurement
+    if ctx.get("quick"):
+        budget_s = 0.5
     gpus = []
     try:
         for d in ds.devices:
@@ -219,7 +222,7 @@ def section_read_cost(ctx: dict) -> dict:
                                             ("power_samples", lambda d=d: d.power_samples(0), 200),
                                             ("state_check", d.state_check, 200)):
                 proxy.reset()
-                whole = _timed_loop(call, max_calls, budget_s)
+                whole = _timed_loop(call, max(5, int(max_calls * scale)), budget_s)
                 entry[method] = {"whole_call": _stats_us(whole),
                                  "nvml_calls": {k: _stats_us(v) for k, v in sorted(proxy.times_ns.items())}}
             d.nv = d.backend.nv = nv
@@ -266,11 +269,11 @@ def write_report(path: Path, report: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_section_in_child(name: str, timeout_s: float, report: dict) -> dict:
+def run_section_in_child(name: str, timeout_s: float, report: dict, quick: bool = False) -> dict:
     """Run one section in its own process group; kill the group at the timeout."""
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         ctx_path, result_path = Path(tmp) / "ctx.json", Path(tmp) / "result.json"
-        ctx_path.write_text(json.dumps({"report": report, "timeout_s": timeout_s}, default=str))
+        ctx_path.write_text(json.dumps({"report": report, "timeout_s": timeout_s, "quick": quick}, default=str))
         t0 = time.monotonic()
         child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--run-section", name,
                                   "--ctx", str(ctx_path), "--result", str(result_path)],
@@ -316,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated section names")
     ap.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="whole-run budget in seconds")
     ap.add_argument("--list", action="store_true", help="list the sections and exit")
+    ap.add_argument("--quick", action="store_true", help="few repetitions: a smoke run (CI), not a measurement")
     ap.add_argument("--run-section", help=argparse.SUPPRESS)
     ap.add_argument("--ctx", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -338,17 +342,17 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "script": "gpu_check", "version": REPORT_VERSION, "observe_only": True,
         "started_utc": datetime.now(UTC).isoformat(timespec="seconds"), "host": platform.node(),
-        "python": platform.python_version(), "argv": sys.argv[1:], "budget_s": args.budget_s,
+        "python": platform.python_version(), "argv": sys.argv[1:], "budget_s": args.budget_s, "quick": args.quick,
         "sections": {name: {"status": "pending", "timeout_s": t} for name, t, _f in sections},
         "complete": False,
     }
     write_report(path, report)
     for name, timeout_s, _fn in sections:
         left = args.budget_s - (time.monotonic() - t_start)
-        if left < 5:
+        if left < 3:
             report["sections"][name] = {"status": "skipped", "error": "whole-run budget spent"}
         else:
-            report["sections"][name] = run_section_in_child(name, min(timeout_s, left - 2), report)
+            report["sections"][name] = run_section_in_child(name, min(timeout_s, left - 1), report, args.quick)
         report["elapsed_s"] = round(time.monotonic() - t_start, 3)
         write_report(path, report)
         print(f"gpu_check: {name}: {report['sections'][name]['status']} "

@@ -98,7 +98,9 @@ EOF
 }
 
 start_munge() {
-    if pid_alive "$MUNGE_PID" && munge -n </dev/null | unmunge >/dev/null 2>&1; then
+    # A munged that answers already (ours, or the system's) is used as it is: a second one would
+    # take over its socket. Only a munged started here is recorded, so only it is ever stopped.
+    if munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
         return
     fi
     if [[ ! -s /etc/munge/munge.key ]]; then
@@ -125,7 +127,7 @@ start_munge() {
 }
 
 start_slurm() {
-    if ! pid_alive "$STATE_DIR/slurmctld.pid"; then
+    if ! pid_alive "$STATE_DIR/slurmctld.pid" && ! scontrol ping 2>/dev/null | grep -q UP; then
         # -c: a clean start; this test cluster keeps no jobs across restarts.
         slurmctld -c
     fi

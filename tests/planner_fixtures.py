@@ -59,9 +59,7 @@ def make_site(**over) -> Site:
 
 
 def make_grid(available_mw, step_h=1.0, **cols) -> GridSignal:
-    idx = pd.date_range(
-        "2026-01-01", periods=len(available_mw), freq=pd.Timedelta(hours=step_h), name="timestamp"
-    )
+    idx = pd.date_range("2026-01-01", periods=len(available_mw), freq=pd.Timedelta(hours=step_h), name="timestamp")
     data = {"available_mw": np.asarray(available_mw, dtype=float)}
     data.update({k: np.asarray(v, dtype=float) for k, v in cols.items()})
     return GridSignal(frame=pd.DataFrame(data, index=idx), step_h=step_h, source="test")

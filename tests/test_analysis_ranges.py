@@ -31,7 +31,7 @@ def test_max_q_keeps_99pct_of_the_true_peak_and_contains_the_true_max_q(tmp_path
         assert c.max_q.hi - c.max_q.lo <= widest  # a range, not the whole sweep
         widths.append(c.max_q.hi - c.max_q.lo)
         methods = {s.tokens_per_j.method for s in c.stats}
-        assert methods == {"pooled" if repeats == 1 else "bootstrap" if repeats >= 5 else "t"}
+        assert methods == {"bootstrap" if repeats >= 5 else "pooled"}
     print(repeats, widths)
 
 
@@ -75,12 +75,13 @@ def test_flagged_points_are_left_out_unless_asked(tmp_path):
     clean = analyse(fabricate_run(tmp_path, run, "clean")).curve("train")
     # point 8 is setting 400 W, repeat 0 (settings run low to high per repeat); spoiled by 40%
     bad_run = run.with_(flagged={8: "temp_drift;hw_slowdown"})
-    a = analyse(fabricate_run(tmp_path, bad_run, "bad"))
+    bad_dir = fabricate_run(tmp_path, bad_run, "bad")
+    a = analyse(bad_dir)
     s = a.curve("train").at(400.0)
     assert s.n == 2 and s.n_flagged == 1
     assert len(a.flagged) == 1 and a.flagged.iloc[0]["flags"] == "temp_drift;hw_slowdown"
     assert s.tokens_per_s.mean == pytest.approx(clean.at(400.0).tokens_per_s.mean, rel=0.03)
-    with_bad = analyse(fabricate_run(tmp_path, bad_run, "bad"), include_flagged=True).curve("train").at(400.0)
+    with_bad = analyse(bad_dir, include_flagged=True).curve("train").at(400.0)
     assert with_bad.n == 3 and with_bad.tokens_per_s.mean < 0.9 * s.tokens_per_s.mean
     assert set(with_bad.flags) == {"temp_drift", "hw_slowdown"}
 
@@ -110,3 +111,13 @@ def test_several_gpus_pool_and_one_can_be_picked(tmp_path):
 
     with pytest.raises(UsageError, match="no GPU 5"):
         analyse(path, gpu=5)
+
+
+def test_one_setting_is_no_curve(tmp_path):
+    run = SynthRun(settings=(700.0,), repeats=3, samples_per_point=0, knob="observe", seed=6)
+    a = analyse(fabricate_run(tmp_path, run))
+    c = a.curve("train")
+    assert c.flat.single and c.flat.short == "one setting" and c.knee is None
+    assert "observe-only run" in c.flat.sentence and "no curve to read" in c.flat.sentence
+    assert c.max_p.best == c.max_q.best == 700.0
+    assert c.vs_default.measured and c.vs_default.throughput_kept == 1.0

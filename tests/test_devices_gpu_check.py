@@ -40,12 +40,14 @@ def test_all_sections_report_and_no_setter_is_called(fake_nvml_proc, tmp_path):
     fake_nvml_proc.configure(two_h100s())
     env = {k: v for k, v in fake_nvml_proc.env.items() if k != "OUT"}
     out = tmp_path / "report.json"
-    p = run(env, "--out", str(out))
+    p = run(env, "--out", str(out), "--quick")
     assert p.returncode == 0, p.stderr
     report = json.loads(out.read_text())
     assert report["complete"] and report["observe_only"] and report["elapsed_s"] < 60
+    # every section, the later issues' ones included (they skip where no CUDA device is), ran and reported
+    assert list(report["sections"]) == [name for name, _t, _f in load_gpu_check().all_sections()]
     assert list(report["sections"])[:3] == BASE_SECTIONS
-    assert all(report["sections"][s]["status"] == "ok" for s in BASE_SECTIONS), report["sections"]
+    assert all(s["status"] == "ok" for s in report["sections"].values()), report["sections"]
     # devices: tokbench devices --backend nvml --json, parsed, compared with CALIBRATION.md's H100
     dev = report["sections"]["devices"]["result"]
     assert dev["returncode"] == 0 and [d["info"]["uuid"] for d in dev["json"]["devices"]] == ["GPU-h0", "GPU-h1"]
@@ -63,10 +65,10 @@ def test_all_sections_report_and_no_setter_is_called(fake_nvml_proc, tmp_path):
             "nvmlDeviceGetTemperature"} <= set(read_calls)
     assert "nvmlDeviceGetTotalEnergyConsumption" not in read_calls
     n_reads = cost["read"]["whole_call"]["calls"]
-    assert n_reads >= 100 and read_calls["nvmlDeviceGetPowerUsage"]["calls"] == n_reads
+    assert n_reads >= 100 * 0.05 and read_calls["nvmlDeviceGetPowerUsage"]["calls"] == n_reads
     assert read_calls["nvmlDeviceGetClockInfo"]["calls"] == 2 * n_reads  # SM and memory clocks
     energy = cost["read_energy_mj"]["nvml_calls"]["nvmlDeviceGetTotalEnergyConsumption"]
-    assert energy["calls"] >= 100 and energy["median_us"] > 0
+    assert energy["calls"] >= 10 and energy["median_us"] > 0
     assert cost["power_samples"]["nvml_calls"]["nvmlDeviceGetSamples"]["calls"] >= 1
     # and nothing was changed
     assert fake_nvml_proc.setter_calls() == []
@@ -77,14 +79,14 @@ def test_report_goes_to_out_dir_and_a_hung_section_costs_only_itself(fake_nvml_p
     fake_nvml_proc.configure(cfg)
     out_dir = tmp_path / "out"
     env = dict(fake_nvml_proc.env, OUT=str(out_dir))
-    p = run(env, "--only", "read_cost,state_check", "--budget-s", "7", timeout=60)
+    p = run(env, "--only", "read_cost,state_check", "--budget-s", "5", timeout=60)
     assert p.returncode == 1  # not every section ok
     report = json.loads((out_dir / "gpu_check.json").read_text())
     assert list(report["sections"]) == ["state_check", "read_cost"] and report["complete"]
     state = report["sections"]["state_check"]
-    assert state["status"] == "timeout" and state["seconds"] < 7
+    assert state["status"] == "timeout" and state["seconds"] < 5
     assert report["sections"]["read_cost"]["status"] == "skipped"  # the whole-run budget was spent
-    assert report["elapsed_s"] < 8
+    assert report["elapsed_s"] < 6
     assert fake_nvml_proc.setter_calls() == []
 
 

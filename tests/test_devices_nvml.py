@@ -313,3 +313,14 @@ def test_architecture_unsupported_on_an_older_binding_reads_unknown(fake_nvml, m
     fake_nvml.config.gpus = [FakeGpu(unsupported=["nvmlDeviceGetArchitecture"])]
     _nv, (d,) = _open(fake_nvml)
     assert d.info.architecture == "unknown"
+
+
+def test_an_empty_power_sample_history_still_counts_as_supported(fake_nvml):
+    """nvmlDeviceGetSamples answers NOT_FOUND when no sample is newer than asked, also at the first
+    probe: that is an empty history, not a missing feature."""
+    fake_nvml.config.gpus = [FakeGpu(power_samples=[]), FakeGpu(unsupported=["nvmlDeviceGetSamples"])]
+    _nv, (d0, d1) = _open(fake_nvml)
+    assert d0.info.capabilities.power_samples and d0.power_samples(0) == []
+    fake_nvml.config.gpus[0].power_samples = [[5_000, 700_000]]
+    assert [(s.ts_us, s.power_w) for s in d0.power_samples(0)] == [(5_000, 700.0)]
+    assert not d1.info.capabilities.power_samples and d1.power_samples(0) is None

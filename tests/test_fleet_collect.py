@@ -13,7 +13,7 @@ import pytest
 
 from harness import fleet, fleet_collect
 from harness.curves import load_curve
-from harness.results import POINT_COLUMNS, Point
+from harness.results import POINT_COLUMNS, SCHEMA_VERSION, Point
 
 LIMITS_W = [200.0, 300.0, 400.0, 500.0, 600.0, 700.0]
 
@@ -47,7 +47,7 @@ def _points(gpu: int, uuid: str, eff: float, speed: float, repeats: int = 2) -> 
                 true_joules=None,
                 energy_source="counter",
                 power_mean_w=power,
-                power_p99_w=None,
+                power_p99_w=power * 1.1,
                 power_max_1s_w=None,
                 sm_clock_mean_mhz=None,
                 mem_clock_mean_mhz=None,
@@ -95,7 +95,13 @@ def _campaign(tmp_path: Path, boards: dict[tuple[int, int], tuple[float, float]]
                 "architecture": "hopper",
                 "power_limits": {"min_w": 200.0, "max_w": 700.0, "default_w": 700.0},
             }
-            manifest = {"status": unfinished.get(t, "complete"), "devices": [device], "workload": workload}
+            manifest = {
+                "tool": "tokbench",
+                "schema_version": SCHEMA_VERSION,
+                "status": unfinished.get(t, "complete"),
+                "devices": [device],
+                "workload": workload,
+            }
             (out / "manifest.json").write_text(json.dumps(manifest))
     return c, cdir
 
@@ -149,6 +155,10 @@ def test_collect_flags_the_planted_board_only(tmp_path: Path) -> None:
     p700 = curve.points[-1]
     assert p700.tokens_per_s == pytest.approx(med[1] * 10000 * (1 - np.exp(-700 / 250)) * 1.0005, rel=1e-9)
     assert p700.tokens_per_j_ci > 0
+    healthy_p99 = [lim * 0.97 / b[0] * 1.1 for k, b in boards.items() if k != (1, 0) for lim in [700.0]]
+    assert p700.power_p99_w == pytest.approx(np.median(healthy_p99), rel=1e-9)
+    assert curve.fit_for("train", 8).power_p99_w[-1] == pytest.approx(p700.power_p99_w)
+    assert curve.fit_for("train", 8).power_max_1s_w is None  # the runs have no 1 s maxima
     assert curve.max_q[0].value == pytest.approx(max(p.tokens_per_j for p in curve.points))
     assert curve.max_q[0].lo <= curve.max_q[0].best <= curve.max_q[0].hi
     assert len(healthy) == 5

@@ -14,6 +14,7 @@ import pytest
 
 from harness import fleet, slurm
 from harness.errors import UsageError
+from harness.results import POINT_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = "x y \"q\" 'a' $(touch PWNED1); touch PWNED2 `touch PWNED3`"
@@ -37,15 +38,19 @@ out.mkdir(parents=True, exist_ok=True)
 gpus = opt.get("--gpus") or json.loads((out / "manifest.json").read_text())["gpus"]
 bad = gpus in os.environ.get("FAKE_FAIL_GPUS", "").split(",")
 status = "interrupted" if bad else "complete"
-(out / "manifest.json").write_text(json.dumps({{"status": status, "gpus": gpus}}))
-(out / "points.csv").write_text("point_index,tokens_per_s\n0,1\n1,2\n")
+(out / "manifest.json").write_text(json.dumps({{"tool": "tokbench", "schema_version": 1, "status": status,
+                                                "gpus": gpus}}))
+(out / "points.csv").write_text({points_csv!r})
 sys.exit(3 if bad else 0)
 """
 
 
 def _fake_tokbench(tmp: Path) -> Path:
     exe = tmp / "fake-tokbench"
-    exe.write_text(FAKE_TOKBENCH.format(python=sys.executable, repo=str(REPO)))
+    ints = {"point_index", "gpu_index", "batch_size", "repeat", "steps", "input_tokens", "output_tokens", "tokens"}
+    row = ",".join("0" if c in ints else "" for c in POINT_COLUMNS)
+    points_csv = ",".join(POINT_COLUMNS) + "\n" + row + "\n" + row + "\n"  # two points, as a sweep writes them
+    exe.write_text(FAKE_TOKBENCH.format(python=sys.executable, repo=str(REPO), points_csv=points_csv))
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     return exe
 
@@ -104,6 +109,7 @@ def test_request_validation(tmp_path: Path) -> None:
         dict(profile="smoke", sim_overrides=("0:0:leakage=1.4",)),  # overrides need sim
         dict(profile="smoke", values="200,300;id"),
         dict(profile="smoke", nodes=0),
+        dict(profile="smoke", cpus_per_task=0),
         dict(profile="smoke", backend="auto"),
     ]
     for kw in bad:
@@ -135,6 +141,7 @@ def test_script_directives_and_quoting(tmp_path: Path) -> None:
         account="proj",
         time="1:00:00",
         exclusive=True,
+        cpus_per_task=4,
         workdir=cdir,
         log_dir=cdir / "slurm",
         command=["/opt/tok bench/bin/python", "-m", "harness.cli", "fleet", "task", str(cdir)],
@@ -148,6 +155,7 @@ def test_script_directives_and_quoting(tmp_path: Path) -> None:
         "#SBATCH --ntasks=1",
         "#SBATCH --gres=gpu:2",
         "#SBATCH --exclusive",
+        "#SBATCH --cpus-per-task=4",
         "#SBATCH --partition=gpu,debug",
         "#SBATCH --account=proj",
         "#SBATCH --time=1:00:00",
@@ -237,7 +245,7 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     )
     assert r.job_id is None and r.tasks == (0, 1, 2)
     assert "#SBATCH --array=0-2" in r.script and "fleet task" in r.script
-    assert len(r.task_commands) == 3 and "--sim-seed 2" in r.task_commands[2]
+    assert [t for t, _ in r.task_commands] == [0, 1, 2] and "--sim-seed 2" in r.task_commands[2][1]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -379,9 +387,9 @@ def test_run_task_records_and_runs_sweep_with_exact_argv(tmp_path: Path, monkeyp
 
     # a later attempt keeps what finished; a run that failed is resumed from its manifest
     for r in rec.runs:
-        (cdir / r.out / "manifest.json").write_text(
-            json.dumps({"status": "complete" if r.gpus == ["0"] else "interrupted", "gpus": r.gpus[0]})
-        )
+        manifest = {"tool": "tokbench", "schema_version": 1, "gpus": r.gpus[0]}
+        manifest["status"] = "complete" if r.gpus == ["0"] else "interrupted"
+        (cdir / r.out / "manifest.json").write_text(json.dumps(manifest))
     env["FAKE_FAIL_GPUS"] = "1"
     assert fleet.run_task(cdir, 1, env) == 3
     rec = fleet.read_record(cdir, 1)
@@ -469,3 +477,60 @@ def test_campaign_file_is_validated(tmp_path: Path) -> None:
         fleet.load_campaign(tmp_path)
     with pytest.raises(UsageError, match="no fleet campaign"):
         fleet.resolve_campaign("nope", tmp_path)
+
+
+def test_run_status_words() -> None:
+    assert fleet.combine_status(["complete", "complete"]) == "complete"
+    assert fleet.combine_status(["complete", "interrupted", "running"]) == "interrupted"
+    assert fleet.combine_status(["complete", ""]) == "incomplete"
+    assert fleet.combine_status([]) == ""
+    # "running" in a manifest while Slurm no longer runs the task: the writer was killed
+    assert fleet._killed("running", "TIMEOUT") == "killed"
+    assert fleet._killed("running", "gone") == "killed"
+    assert fleet._killed("running", "RUNNING") == "running"
+    assert fleet._killed("complete", "FAILED") == "complete"
+
+
+def test_damaged_run_directory_reads_as_damaged(tmp_path: Path) -> None:
+    run = tmp_path / "gpu-0"
+    run.mkdir()
+    (run / "manifest.json").write_text('{"tool": "tokbench", "schema_version": 1, "status": "complete"}')
+    (run / "points.csv").write_text("not,the,columns\n")
+    assert fleet.run_progress(run) == ("damaged", 0)
+    assert fleet.run_progress(tmp_path / "absent") == ("", 0)
+
+
+def test_refused_submission_leaves_a_resumable_campaign(tmp_path: Path, monkeypatch) -> None:
+    def refuse(req, script):
+        raise slurm.SlurmError("sbatch refused the job: Invalid partition name specified")
+
+    monkeypatch.setattr(slurm, "require_slurm", lambda: None)
+    monkeypatch.setattr(slurm, "submit", refuse)
+    with pytest.raises(slurm.SlurmError, match=r"Invalid partition.*--resume \d{8}-\d{6}-[0-9a-f]{4}"):
+        fleet.submit_campaign(
+            fleet.FleetRequest(profile="smoke", nodes=2, sim_gpu="h100-sxm"), tmp_path, launcher=["tokbench"]
+        )
+    (cdir,) = list(tmp_path.iterdir())
+    assert fleet.load_campaign(cdir).submissions == []
+    st = fleet.campaign_status(cdir)
+    assert [(s.slurm_state, s.needs_resubmit) for s in st] == [("unsubmitted", True)] * 2
+    monkeypatch.setattr(slurm, "submit", lambda req, script: "99")
+    assert fleet.resume_campaign(cdir).tasks == (0, 1)
+
+
+def test_cli_dry_run_prints_script_and_every_sweep(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "fleet", "submit", "--profile", "train-llama-8b", "--nodes", "2",
+         "--gpus-per-node", "2", "--partition", "gpu", "--time", "4:00:00", "--results-root", str(tmp_path),
+         "--dry-run"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("sbatch --parsable --chdir=") and lines[1] == "#!/bin/bash"
+    assert "#SBATCH --array=0-1" in lines and "#SBATCH --gres=gpu:2" in lines and "#SBATCH --partition=gpu" in lines
+    sweeps = [line for line in lines if line.startswith("# task ")]
+    assert [line.split(" runs: ")[0] for line in sweeps] == ["# task 0", "# task 0", "# task 1", "# task 1"]
+    assert "--gpus GPU-slurm1" in sweeps[1] and "--run-id gpu-slurm1" in sweeps[1] and "--backend nvml" in sweeps[1]
+    assert list(tmp_path.iterdir()) == []  # a dry run writes nothing

@@ -84,12 +84,12 @@ def test_real_slurm_campaign_finds_the_planted_board(slurm_cluster, tmp_path: Pa
     # the jobs must import this checkout's harness, whatever is installed
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     # a profile path with spaces, quotes and shell syntax: it must arrive intact and run nothing
-    prof = tmp_path / "my \"odd\" prof's; touch PWNED.toml"
+    prof = tmp_path / 'my "odd" prof\'s; touch PWNED.toml'
     prof.write_text(PROFILE_TOML)
     root = tmp_path / "fleet root"
     sub = _cli(
         "fleet", "submit", "--profile", str(prof), "--nodes", "2", "--gpus-per-node", "2",
-        "--sim-gpu", "h100-sxm", "--sim-seed", "7", "--sim-override", "1:0:leakage=1.4",
+        "--sim-gpu", "h100-sxm", "--sim-seed", "7", "--sim-override", "1:0:leakage=2.0",
         "--results-root", str(root), cwd=tmp_path,
     )  # fmt: skip
     assert sub.returncode == 0, sub.stderr
@@ -101,19 +101,25 @@ def test_real_slurm_campaign_finds_the_planted_board(slurm_cluster, tmp_path: Pa
     logs = "\n".join(p.read_text() for p in sorted((cdir / "slurm").glob("*.out")))
     for s in statuses:
         assert (s.slurm_state, s.run_status, s.exit_code) == ("COMPLETED", "complete", 0), (s, logs)
-        assert s.points_done > 0
+        assert s.points_done == 8  # 4 power limits x 2 boards, one repeat
         rec = fleet.read_record(cdir, s.task)
-        # Slurm allocated 2 GPUs to each task; the simulated node sweeps its own 2 boards
-        assert rec is not None and len(rec.slurm_gpus) == 2 and rec.gpus == ["0", "1"]
-        assert rec.argv[rec.argv.index("--profile") + 1] == str(prof)
+        # Slurm allocated 2 GPUs to each task; each simulated board got its own sweep
+        assert rec is not None and len(rec.slurm_gpus) == 2
+        assert [r.gpus for r in rec.runs] == [["0"], ["1"]] and all(r.exit_code == 0 for r in rec.runs)
+        for r in rec.runs:
+            assert r.argv[r.argv.index("--profile") + 1] == str(prof)
     assert not list(tmp_path.rglob("PWNED*"))
 
     status = _cli("fleet", "status", cdir.name, "--results-root", str(root), cwd=tmp_path)
     assert status.returncode == 0 and status.stdout.count("COMPLETED") == 2, status.stdout + status.stderr
 
+    again = _cli("fleet", "submit", "--resume", cdir.name, "--results-root", str(root), cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to re-submit" in again.stdout, again.stdout + again.stderr
+    assert len(fleet.load_campaign(cdir).submissions) == 1
+
     out = _cli("fleet", "collect", str(cdir), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "outliers (|robust z| > 3.5 among identical parts): 1" in out.stdout, out.stdout
+    assert "outlier GPUs (|robust z| > 3.5 among identical parts): 1 (task 1 gpu 0)" in out.stdout, out.stdout
 
     from harness.curves import load_curve
     from harness.fleet_collect import collect

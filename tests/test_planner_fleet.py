@@ -143,3 +143,56 @@ def test_site_file_errors_are_one_line(tmp_path, body, message):
     with pytest.raises(ProfileError, match=message) as e:
         load_site(p)
     assert "\n" not in str(e.value)
+
+
+def test_latency_targets_add_steady_rows_provisioned_from_the_fit():
+    from harness.curves import LatencyPoint
+
+    decode = make_curve([200, 300, 400], [6_000, 12_000, 12_000], [196, 290, 290], p99=[205, 300, 300])
+    lp = LatencyPoint(
+        tpot_ms_target=50.0,
+        setting=250.0,
+        batch_size=8,
+        tokens_per_j=40.0,
+        tokens_per_s=9_000.0,
+        tpot_ms=48.0,
+    )
+    decode = decode.model_copy(update={"latency_points": [lp]})
+    site = make_site(gpus=1000, power_budget_mw=0.2, provision="p99", price_per_mwh=100.0)
+    rows = steady_table(site, build_fleet(site, [decode]))
+    (row,) = [r for r in rows if r.tags == ("tpot<=50 ms b8",)]
+    assert row.setting == 250 and row.gpu_w == pytest.approx(252.5)  # p99 of the fit at 250 W
+    assert row.sized_gpus == 792 and row.installed_running == 792  # 0.2 MW / 252.5 W
+    assert row.mtok_per_mwh == pytest.approx(9_000 * 3600 / 1e6 / 225e-6)  # at the mean draw, 9,000/40 W
+    # the latency row answers its own question: it is not a candidate for the best setting
+    assert best_settings(rows)["toy train b8"]["installed_setting"] == 300
+
+
+def test_a_fine_hull_is_thinned_to_a_dozen_links_from_below():
+    from harness.planner.fleet import thin_hull
+
+    w = np.array([100.0, 200, 300, 400])
+    t = np.array([100.0, 190, 279, 300])
+    # triangle areas (doubled) of the interior vertices: 1000, 100, 6800: the 200 W one goes first
+    assert thin_hull(w, t, np.array([0, 1, 2, 3]), 3).tolist() == [0, 2, 3]
+    assert thin_hull(w, t, np.array([0, 1, 2, 3]), 1).tolist() == [3]  # the top always stays
+    # a fit on a 5 W grid: 101 settings on a concave curve, 12 kept, within 0.5% of the full hull
+    fine = np.arange(200.0, 701.0, 5.0)
+    curve = make_curve(fine, 66_000 * (1 - np.exp(-(fine - 90) / 180)), fine)
+    wf = build_fleet(make_site(gpus=10, max_segments=12), [curve]).workloads[0]
+    assert len(concave_hull(wf.site_w, wf.tokens_per_s)) > 60 and len(wf.hull()) == 12
+    assert 0 < wf.hull_gap() < 0.005
+    assert len(wf.segments()[0]) == 12
+
+
+def test_the_printed_steady_table_shows_an_even_spread_and_every_tagged_row():
+    from harness.planner.tables import shown_rows
+
+    fine = np.arange(200.0, 701.0, 5.0)
+    curve = make_curve(fine, 66_000 * (1 - np.exp(-(fine - 90) / 180)), fine)
+    site = make_site(gpus=10)
+    rows = steady_table(site, build_fleet(site, [curve]))
+    shown = shown_rows(rows)
+    assert len(rows) == 101 and 12 <= len(shown) <= 14
+    assert {r.setting for r in rows if r.tags} <= {r.setting for r in shown}
+    assert shown[0].setting == 200 and shown[-1].setting == 700

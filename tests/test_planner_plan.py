@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.errors import ProfileError, UsageError
 from harness.planner import plan
 from harness.planner.network import PYPSA_OPTIONS
 
@@ -24,6 +26,7 @@ def _invoke(args: list[str]):
     return CliRunner().invoke(app, prefix + args, env={"COLUMNS": "160"})
 
 
+@pytest.mark.slow  # ~6 s: one solve of five policies, a plot and a NetCDF export
 def test_plan_command_runs_out_of_the_box_and_writes_its_outputs(tmp_path):
     out = tmp_path / "out"
     nc = tmp_path / "site.nc"
@@ -63,6 +66,7 @@ def test_plan_command_runs_out_of_the_box_and_writes_its_outputs(tmp_path):
     assert "plan|battery" in n.storage_units.index
 
 
+@pytest.mark.slow  # ~5 s: two solves (the default policy sets the target)
 def test_least_cost_plan_makes_the_default_tokens_for_less_and_exports_only_in_stress():
     r = plan(SITE, objective="cost")
     default = r.baselines["default"].totals
@@ -90,3 +94,25 @@ def test_without_a_grid_signal_only_the_steady_questions_are_answered(tmp_path):
     # GPUs may be added under the same power: 15,140 at 350 W make 35% more than 9,794 at 700 W
     assert (best["sized_setting"], best["sized_gpus"]) == (350.0, 15_140)
     assert best["sized_tokens_per_s"] / (9_794 * 66_000) == pytest.approx(1.213, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--objective", "speed"], "unknown objective 'speed'"),
+        (["--export-network", "site.csv"], "name the file \\*.nc"),
+        (["--grid", "/nonexistent/grid.csv"], "no such grid file"),
+    ],
+)
+def test_plan_command_errors_are_one_line(args, message):
+    res = _invoke([str(SITE), "--no-plots", *args])
+    assert isinstance(res.exception, UsageError | ProfileError)
+    assert re.search(message, str(res.exception)) and "\n" not in str(res.exception)
+
+
+def test_the_default_output_folder_is_a_safe_name():
+    from harness.planner.outputs import default_out_dir
+
+    assert default_out_dir("example-site") == Path("results/plan-example-site")
+    assert default_out_dir("My Site / A") == Path("results/plan-My-Site-A")
+    assert default_out_dir("../..") == Path("results/plan-site")

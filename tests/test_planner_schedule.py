@@ -15,7 +15,7 @@ from planner_fixtures import make_curve, make_grid, make_site, run
 from harness.curves import load_curve
 from harness.errors import UsageError
 from harness.planner.fleet import build_fleet, curtailment_options
-from harness.planner.network import Scenario
+from harness.planner.network import Scenario, build_horizon, solve
 
 ROOT = Path(__file__).resolve().parents[1]
 H100 = load_curve(ROOT / "profiles/curves/h100-train-llama-1b.json")
@@ -49,9 +49,7 @@ def test_concave_curve_without_a_binding_budget_picks_the_mix_on_the_hull():
     row = f.iloc[4]  # 50 W per GPU: below the most efficient setting, park half
     assert (row["setting_hi"], row["gpus_hi"], row["gpus_off"]) == (100, 5000, 5000)
     # read back from the link flows, the settings and counts make what the curve says
-    assert f["tokens_per_s_curve"].to_numpy() * GTOK_PER_H == pytest.approx(
-        f["tokens_gtok"].to_numpy(), rel=1e-6
-    )
+    assert f["tokens_per_s_curve"].to_numpy() * GTOK_PER_H == pytest.approx(f["tokens_gtok"].to_numpy(), rel=1e-6)
 
 
 def test_compute_bound_curtailment_keeps_more_tokens_by_lowering_settings_than_by_parking_gpus():
@@ -124,9 +122,7 @@ def test_schedule_equals_a_brute_force_dynamic_programme():
     # every interval's read-back settings are curve settings and make the tokens the links carried
     settings = set(fleet.workloads[0].settings.tolist())
     assert set(f["setting_hi"].dropna()) <= settings and set(f["setting_lo"].dropna()) <= settings
-    assert f["tokens_per_s_curve"].to_numpy() * GTOK_PER_H == pytest.approx(
-        f["tokens_gtok"].to_numpy(), rel=1e-6
-    )
+    assert f["tokens_per_s_curve"].to_numpy() * GTOK_PER_H == pytest.approx(f["tokens_gtok"].to_numpy(), rel=1e-6)
 
 
 def test_battery_covers_a_short_curtailment_and_keeps_its_limits_and_the_energy_balance():
@@ -161,3 +157,39 @@ def test_a_token_target_beyond_reach_is_a_clear_error():
         run(make_site(gpus=1000), curve, make_grid([0.2, 0.2]),
             [Scenario("plan", "cost", target_gtok=1e6)])  # fmt: skip
     assert "\n" not in str(e.value)
+
+
+def test_a_workload_mix_shares_the_power_by_efficiency():
+    # half the GPUs on a 100 tok/J workload, half on a 50 tok/J one; 5 MW for 8 MW of GPUs
+    fast = make_curve([100, 400], [10_000, 40_000], [100, 400], name="fast")
+    slow = make_curve([100, 400], [5_000, 20_000], [100, 400], name="slow")
+    site = make_site(gpus=20_000, workloads=[{"curve": "a.json", "share": 0.5}, {"curve": "b.json", "share": 0.5}])
+    fleet = build_fleet(site, [fast, slow])
+    h = build_horizon(site, fleet, make_grid([5.0, 10.0]))
+    _n, res = solve(site, fleet, h, [Scenario("plan")])
+    f = res["plan"].frame
+    assert f["w0_gpu_mw"].tolist() == pytest.approx([4.0, 4.0], abs=TOL)
+    assert f["w1_gpu_mw"].tolist() == pytest.approx([1.0, 4.0], abs=TOL)
+    assert f["tokens_gtok"].tolist() == pytest.approx([(400 + 50) * 3.6, (400 + 200) * 3.6], rel=1e-6)
+    assert (f["w1_gpus_hi"].iloc[0], f["w1_gpus_off"].iloc[0]) == (2_500, 7_500)
+
+
+def test_priced_tokens_run_only_where_they_earn_more_than_the_energy_costs():
+    # 100 tok/J is 360,000 Mtok per MWh: at 0.001 $/Mtok that is worth 360 $/MWh
+    curve = make_curve([100, 200, 300, 400], [10_000, 20_000, 30_000, 40_000], [100, 200, 300, 400])
+    site = make_site(gpus=10_000, token_value_per_mtok=0.001)
+    grid = make_grid([4.0, 4.0, 4.0], price_per_mwh=[10.0, 1000.0, 359.0])
+    _f, _h, res = run(site, curve, grid, [Scenario("plan", "cost")])
+    f = res["plan"].frame
+    assert f["gpu_mw"].tolist() == pytest.approx([4.0, 0.0, 4.0], abs=TOL)
+    assert res["plan"].totals["energy_cost_usd"] == pytest.approx(4.0 * (10 + 359), rel=1e-6)
+
+
+def test_a_missing_plan_extra_is_named(monkeypatch):
+    import sys
+
+    from harness.planner.network import _pypsa
+
+    monkeypatch.setitem(sys.modules, "highspy", None)  # import highspy → ImportError
+    with pytest.raises(UsageError, match=r"needs the 'plan' extra \(highspy is missing\)"):
+        _pypsa()

@@ -163,3 +163,25 @@ def test_a_live_writer_is_not_reported_as_killed(tmp_path):
     assert RunDir.open(run.path).damaged() == []
     run.close()
     assert any("killed" in p for p in RunDir.open(run.path).damaged())
+
+
+def test_window_samples_and_fields_round_trip(tmp_path):
+    import random
+
+    from harness.devices import open_devices
+    from harness.telemetry import Sampler, Window
+    from harness.telemetry.shapes import bursty
+
+    gpu = open_devices("sim", sim_seed=9).devices[0]
+    with Sampler([gpu]) as s, Window([gpu], s, sync=gpu.synchronize, knob="observe") as w:
+        bursty(gpu, 2.0, random.Random(9))
+    r = w.results[0]
+    fields_ = {k: v for k, v in make_point(0).__dict__.items() if k != "extra"}
+    fields_.update(r.point_fields())
+    run = RunDir.create(tmp_path, "win", {})
+    run.append_point(Point(**fields_), r.samples)
+    back = RunDir.open(run.path)
+    pd.testing.assert_frame_equal(back.samples(0), r.samples)
+    row = back.points().iloc[0]
+    assert row["joules"] == r.joules and row["true_joules"] == r.true_joules
+    assert parse_shares(row["clock_event_shares"]) == pytest.approx(r.clock_event_shares, rel=1e-3)

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from harness.devices import open_devices
-from harness.telemetry import Sampler, Window
+from harness.telemetry import Sampler, Window, measure_idle
 from harness.telemetry.shapes import bursty
 
 SEEDS = range(20)
@@ -59,3 +59,13 @@ def test_true_joules_recorded_and_integral_agrees():
     # the 50 Hz history sees the bursts' peaks: p99 above the mean, the 1 s peak in between
     assert r.power_p99_w > r.power_max_1s_w > r.power_mean_w
     assert set(r.samples["source"]) == {"poll", "edge", "history", "counter", "truth"}
+
+
+def test_idle_power_baseline():
+    ds = open_devices("sim", sim_count=2, sim_seed=1)
+    with Sampler(ds.devices) as sampler:
+        idle = measure_idle(ds.devices, sampler, seconds=3.0)
+    assert set(idle) == {0, 1}
+    for i, gpu in enumerate(ds.devices):
+        assert 64.0 <= idle[i] <= 79.0  # CALIBRATION.md: an H100 truly idle draws 64-79 W
+        assert idle[i] == pytest.approx(gpu.p_now_w, rel=0.005)

@@ -7,7 +7,13 @@ import pytest
 from harness.devices import open_devices
 from harness.devices.simulated import Load
 from harness.errors import PermissionDenied
-from harness.telemetry.checks import ObserveOnly, median_ci, paired_ratio, square_wave_check
+from harness.telemetry.checks import (
+    ObserveOnly,
+    format_square_wave,
+    median_ci,
+    paired_ratio,
+    square_wave_check,
+)
 
 
 def test_square_wave_check_on_a_simulated_h100(_sim_state_dir):
@@ -27,6 +33,8 @@ def test_square_wave_check_on_a_simulated_h100(_sim_state_dir):
     assert c.power_peak_w >= c.power_p99_w > c.power_max_1s_w > c.power_mean_w
     assert [r[0] for r in c.rows()][:4] == ["energy counter (window)", "integrated instant power",
                                             "integrated average power", "drained power history (50 Hz)"]
+    text = format_square_wave(c)
+    assert "| energy counter (window) |" in text and "+0.0%" in text and "p99" in text
     assert not _sim_state_dir.exists() or not any(_sim_state_dir.glob("*.json"))  # no setting was written
 
 

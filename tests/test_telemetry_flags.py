@@ -180,3 +180,11 @@ def test_multi_gpu_window_gives_one_result_each():
     for r in w.results.values():
         assert r.joules == pytest.approx(r.true_joules, rel=0.005)
     assert w.results[0].joules > w.results[1].joules
+
+
+def test_temperature_drift_from_a_cold_start():
+    gpu = _gpu()
+    with Sampler([gpu]) as s:
+        r = _measure(gpu, s, seconds=8.0)  # an idle (cold) GPU put under full load
+    assert r.temp_end_c - r.temp_start_c > 5
+    assert "temperature_drift" in r.flags

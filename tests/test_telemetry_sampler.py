@@ -89,3 +89,20 @@ def test_forget_before_bounds_memory():
         assert len(s.readings(0, 0, 1e12)) == pytest.approx(100, abs=2)
         gpu.clock.sleep(1.0)
     assert len(s.power_history(0, now - 1.0, now + 1.0)) == pytest.approx(100, abs=3)
+
+
+def test_history_offset_follows_a_drifting_driver_clock():
+    """On real clocks the driver's timestamps (host wall time) may drift against the monotonic
+    clock; the offset is the smallest lag over recent drains, so it follows the drift."""
+    from harness.devices.base import PowerSample
+    from harness.telemetry.sampler import _History
+
+    rolling, fixed = _History(recent=8), _History()
+    for k in range(200):
+        now = 100.0 + k * 0.5
+        driver_us = int((now * (1 - 1e-3) + 5.0 - 0.004) * 1e6)  # 1000 ppm slow, newest sample 4 ms old
+        for h in (rolling, fixed):
+            h.add(now, [PowerSample(driver_us, 300.0)])
+    true_offset = 199 * 0.5 * 1e-3 + 100.0 * 1e-3 - 5.0  # now - driver time, at the last drain, minus the lag
+    assert rolling.offset_s == pytest.approx(true_offset + 0.004, abs=0.005)
+    assert abs(fixed.offset_s - (true_offset + 0.004)) > 0.05  # a global minimum would be stale

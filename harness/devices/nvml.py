@@ -175,7 +175,7 @@ class NvmlDevice:
         self._power_fields = [nv.NVML_FI_DEV_POWER_INSTANT, (nv.NVML_FI_DEV_POWER_AVERAGE, nv.NVML_POWER_SCOPE_MEMORY)]
         fields = self._fields(self._power_fields)
         may_set, note = _may_change_settings()
-        self._samples_ok = b.optional(nv.nvmlDeviceGetSamples, h, nv.NVML_TOTAL_POWER_SAMPLES, 0) is not None
+        self._samples_ok = self._probe_samples()
         self._energy_ok = b.optional(nv.nvmlDeviceGetTotalEnergyConsumption, h) is not None
         self.info = DeviceInfo(
             index=index,
@@ -201,6 +201,18 @@ class NvmlDevice:
         )
 
     # --- helpers ------------------------------------------------------------------------------
+    def _probe_samples(self) -> bool:
+        """Does the driver keep a power-sample history? An empty history (NOT_FOUND: nothing newer
+        than the timestamp) still means yes; only NOT_SUPPORTED or another error means no."""
+        nv = self.nv
+        try:
+            nv.nvmlDeviceGetSamples(self.handle, nv.NVML_TOTAL_POWER_SAMPLES, 0)
+        except nv.NVMLError as e:
+            return getattr(e, "value", None) == getattr(nv, "NVML_ERROR_NOT_FOUND", -99)
+        except AttributeError:
+            return False
+        return True
+
     def _reasons_fn(self) -> Callable[..., int]:
         """Clock-event reasons (the newer name; the older 'throttle' one on old bindings)."""
         newer = getattr(self.nv, "nvmlDeviceGetCurrentClocksEventReasons", None)

@@ -49,6 +49,32 @@ def concave_hull(power_w: np.ndarray, tokens_per_s: np.ndarray) -> np.ndarray:
     return np.array(hull, dtype=int)
 
 
+def thin_hull(power_w: np.ndarray, tokens_per_s: np.ndarray, hull: np.ndarray, max_vertices: int) -> np.ndarray:
+    """Keep at most ``max_vertices`` hull vertices, dropping each time the one whose triangle with
+    its neighbours is smallest (Visvalingam). The chords left lie on or below the full hull, so the
+    thinned curve is still concave and every point on it is a real mix of settings: a fit on a fine
+    grid (an exported curve has one setting every few watts) plans with a dozen links per interval
+    instead of seventy, and never promises more than the curve gives. The top vertex stays."""
+    idx = [int(i) for i in hull]
+    while len(idx) > max(max_vertices, 1):
+        x = np.concatenate([[0.0], power_w[idx]])
+        y = np.concatenate([[0.0], tokens_per_s[idx]])
+        area = np.abs((x[1:-1] - x[:-2]) * (y[2:] - y[:-2]) - (x[2:] - x[:-2]) * (y[1:-1] - y[:-2]))
+        del idx[int(np.argmin(area))]  # interior point k + 1 of x is idx[k]
+    return np.array(idx, dtype=int)
+
+
+@dataclass(frozen=True)
+class LatencyOption:
+    """Max-Q under a latency target, from the curve file's latency points, as the site sees it."""
+
+    label: str  # e.g. "tpot<=50 ms b16"
+    setting: float
+    tokens_per_s: float
+    gpu_w: float  # provisioned: the fit of that batch at that setting, else the mean
+    gpu_mean_w: float
+
+
 @dataclass(frozen=True)
 class WorkloadFleet:
     """One workload's GPUs and its settings as the site sees them (arrays indexed by setting)."""
@@ -65,6 +91,9 @@ class WorkloadFleet:
     site_mean_w: np.ndarray
     default_index: int
     capex_per_gpu_h: float = 0.0
+    latency: tuple[LatencyOption, ...] = ()
+    #: most hull vertices (LP links per interval) kept; see ``thin_hull``
+    max_segments: int = 12
 
     @property
     def max_p_index(self) -> int:
@@ -83,7 +112,17 @@ class WorkloadFleet:
         """Hull vertex indices; ``only`` restricts the fleet to one setting (or parked)."""
         if only is not None:
             return np.array([only], dtype=int)
-        return concave_hull(self.site_w, self.tokens_per_s)
+        full = concave_hull(self.site_w, self.tokens_per_s)
+        return thin_hull(self.site_w, self.tokens_per_s, full, self.max_segments)
+
+    def hull_gap(self) -> float:
+        """Largest share of tokens the thinned hull gives up against the full one, at any setting."""
+        full = concave_hull(self.site_w, self.tokens_per_s)
+        thin = self.hull()
+        w = np.concatenate([[0.0], self.site_w[thin]])
+        t = np.concatenate([[0.0], self.tokens_per_s[thin]])
+        lost = 1.0 - np.interp(self.site_w[full], w, t) / self.tokens_per_s[full]
+        return float(max(lost.max(), 0.0))
 
     def segments(self, only: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per hull segment: fleet MW it spans, its efficiency in Gtok/MWh, and its top vertex."""
@@ -139,6 +178,22 @@ def _stat(curve: CurveFile, fit, provision: str, path: Path) -> np.ndarray:
     return np.asarray(arr, dtype=float)
 
 
+def _latency_options(curve: CurveFile, provision: str) -> tuple[LatencyOption, ...]:
+    out = []
+    for lp in curve.latency_points:
+        mean_w = lp.tokens_per_s / lp.tokens_per_j if lp.tokens_per_j > 0 else float("nan")
+        gpu_w = mean_w
+        fits = [f for f in curve.fits if f.batch_size == lp.batch_size]
+        if fits:
+            f = fits[0]
+            arr = {"mean": f.power_mean_w, "p99": f.power_p99_w, "max_1s": f.power_max_1s_w}[provision]
+            if arr is not None:
+                gpu_w = max(mean_w, float(np.interp(lp.setting, f.settings, arr)))
+        label = f"tpot<={lp.tpot_ms_target:g} ms b{lp.batch_size}"
+        out.append(LatencyOption(label, lp.setting, lp.tokens_per_s, gpu_w, mean_w))
+    return tuple(out)
+
+
 def _default_index(curve: CurveFile, settings: np.ndarray) -> int:
     if curve.knob == "power_limit_w":
         return int(np.argmin(np.abs(settings - curve.part.power_limit_default_w)))
@@ -152,6 +207,17 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
     parts = []
     for k, wl in enumerate(site.workloads):
         curve = curves[k] if curves is not None else load_curve(wl.curve)
+        matching = [
+            f
+            for f in curve.fits
+            if (wl.phase is None or f.phase == wl.phase) and (wl.batch_size is None or f.batch_size == wl.batch_size)
+        ]
+        if len(matching) > 1:
+            which = ", ".join(f"{f.phase} b{f.batch_size}" for f in matching)
+            raise ProfileError(
+                f"{wl.curve}: fits for more than one (phase, batch): {which}; name phase and batch_size in the "
+                "site's [[workloads]]"
+            )
         fit = curve.fit_for(wl.phase, wl.batch_size)
         settings = np.asarray(fit.settings, dtype=float)
         tps = np.asarray(fit.tokens_per_s, dtype=float)
@@ -193,9 +259,7 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
     for wl, curve, settings, tps, gpu_w, mean_w, label in parts:
         gpus = int(round(total * wl.share))
         if gpus < 1:
-            raise ProfileError(
-                f"site '{site.name}': workload {label} gets no GPU (share {wl.share:g} of {total})"
-            )
+            raise ProfileError(f"site '{site.name}': workload {label} gets no GPU (share {wl.share:g} of {total})")
         fleets.append(
             WorkloadFleet(
                 label=label,
@@ -210,6 +274,8 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
                 site_mean_w=site_w(mean_w),
                 default_index=_default_index(curve, settings),
                 capex_per_gpu_h=capex_h,
+                latency=_latency_options(curve, site.provision),
+                max_segments=site.max_segments,
             )
         )
     return Fleet(workloads=tuple(fleets), budget_mw=site.power_budget_mw)

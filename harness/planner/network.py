@@ -114,9 +114,7 @@ class ScenarioResult:
     totals: dict[str, float]
 
 
-def _weights(
-    site: Site, h: Horizon, objective: Objective
-) -> tuple[np.ndarray, np.ndarray, list[float], float]:
+def _weights(site: Site, h: Horizon, objective: Objective) -> tuple[np.ndarray, np.ndarray, list[float], float]:
     """Objective coefficients: grid import, export value, generation, token reward (per Gtok)."""
     if objective == "tokens":
         # money only breaks ties; a negative price is not let reward burning energy in the battery
@@ -152,9 +150,7 @@ def _add_scenario(n, site: Site, fleet: Fleet, h: Horizon, sc: Scenario) -> None
         )
     for (name, mw, _c, _k), cost in zip(h.generation, gen_c, strict=True):
         nom = max(float(mw.max()), 1e-9)
-        n.add(
-            "Generator", p + "gen:" + name, bus=p + "site", p_nom=nom, p_max_pu=mw / nom, marginal_cost=cost
-        )
+        n.add("Generator", p + "gen:" + name, bus=p + "site", p_nom=nom, p_max_pu=mw / nom, marginal_cost=cost)
     b = site.battery
     if b is not None:
         nom = max(b.charge_mw, b.discharge_mw)
@@ -184,9 +180,7 @@ def _add_scenario(n, site: Site, fleet: Fleet, h: Horizon, sc: Scenario) -> None
         names = [f"{p}gpu{k}:seg{j}" for j in range(len(nom))]
         n.add("Link", names, bus0=gpu_bus, bus1=p + "tokens", p_nom=nom, efficiency=eff)
         top += float((nom * eff).sum())
-    sink = dict(
-        bus=p + "tokens", p_nom=max(top, 1e-9) * 1.01, p_min_pu=-1.0, p_max_pu=0.0, marginal_cost=reward
-    )
+    sink = dict(bus=p + "tokens", p_nom=max(top, 1e-9) * 1.01, p_min_pu=-1.0, p_max_pu=0.0, marginal_cost=reward)
     if sc.target_gtok is not None:
         sink["e_sum_max"] = -sc.target_gtok
     n.add("Generator", p + "tokens", **sink)
@@ -209,9 +203,7 @@ def _readback_workload(wf: WorkloadFleet, only: int | None, x_mw: np.ndarray) ->
     gpus_hi = np.floor(n_hi + 1e-6)
     gpus_lo = np.where(lo > 0, wf.gpus - gpus_hi, 0.0)
     running = n_hi + n_lo
-    setting = np.where(
-        running > 0, (n_hi * s[hi] + n_lo * np.nan_to_num(s[lo])) / np.maximum(running, 1e-12), np.nan
-    )
+    setting = np.where(running > 0, (n_hi * s[hi] + n_lo * np.nan_to_num(s[lo])) / np.maximum(running, 1e-12), np.nan)
     return {
         "setting_hi": np.where(gpus_hi > 0, s[hi], np.nan),
         "gpus_hi": gpus_hi,
@@ -240,9 +232,7 @@ def _readback(n, site: Site, fleet: Fleet, h: Horizon, sc: Scenario) -> Scenario
         "import_available_mw": imp_cap,
         "grid_import_mw": _series(n, "generators", "p", p + "grid", T),
         "export_mw": -_series(n, "generators", "p", p + "export", T),
-        "generation_mw": sum(
-            (_series(n, "generators", "p", p + "gen:" + g[0], T) for g in h.generation), np.zeros(T)
-        ),
+        "generation_mw": sum((_series(n, "generators", "p", p + "gen:" + g[0], T) for g in h.generation), np.zeros(T)),
         "price_per_mwh": h.price,
         "carbon_kg_per_mwh": h.carbon,
         "stress": h.stress.astype(int),
@@ -251,9 +241,7 @@ def _readback(n, site: Site, fleet: Fleet, h: Horizon, sc: Scenario) -> Scenario
         b = site.battery
         cols["battery_dispatch_mw"] = _series(n, "storage_units", "p_dispatch", p + "battery", T)
         cols["battery_store_mw"] = _series(n, "storage_units", "p_store", p + "battery", T)
-        cols["soc_mwh"] = (
-            _series(n, "storage_units", "state_of_charge", p + "battery", T) + b.energy_mwh * b.soc_min
-        )
+        cols["soc_mwh"] = _series(n, "storage_units", "state_of_charge", p + "battery", T) + b.energy_mwh * b.soc_min
     links_p0 = n.links_t.p0
     tokens = np.zeros(T)
     gpu_mw = np.zeros(T)
@@ -312,12 +300,24 @@ PYPSA_OPTIONS = (
 )
 
 
+def _pypsa():
+    """PyPSA and HiGHS come with the `plan` extra; say so instead of a traceback when they are missing."""
+    try:
+        import highspy  # noqa: F401
+        import pypsa
+    except ImportError as e:
+        raise UsageError(
+            f"planning a schedule needs the 'plan' extra ({e.name} is missing): pip install 'tokbench[plan]'"
+        ) from None
+    return pypsa
+
+
 def build_network(site: Site, fleet: Fleet, h: Horizon, scenarios: list[Scenario]):
     """A PyPSA network holding every scenario as its own disconnected island."""
-    import pypsa
+    pypsa = _pypsa()
 
     for name in ("pypsa", "linopy"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)  # failures come back as one-line errors
     with pypsa.option_context(*PYPSA_OPTIONS):
         n = pypsa.Network(name=site.name)
         n.set_snapshots(h.index)
@@ -345,7 +345,7 @@ def _quiet_stdout():
 
 def optimize(n) -> tuple[str, str]:
     """Solve with HiGHS through its direct interface (no LP file), quietly."""
-    import pypsa
+    pypsa = _pypsa()
 
     with pypsa.option_context(*PYPSA_OPTIONS), _quiet_stdout():
         return n.optimize(
@@ -362,8 +362,6 @@ def solve(site: Site, fleet: Fleet, h: Horizon, scenarios: list[Scenario]):
     if status != "ok":
         targets = [f"{s.key}: {s.target_gtok:g} Gtok" for s in scenarios if s.target_gtok is not None]
         if "infeasible" in str(condition) and targets:
-            raise UsageError(
-                f"no schedule reaches the token target ({'; '.join(targets)}) within the power offered"
-            )
+            raise UsageError(f"no schedule reaches the token target ({'; '.join(targets)}) within the power offered")
         raise UsageError(f"the planner's LP did not solve ({status}: {condition})")
     return n, {sc.key: _readback(n, site, fleet, h, sc) for sc in scenarios}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from harness.planner.plan import PlanResult
 from harness.planner.steady import rows_as_dicts
@@ -46,6 +48,7 @@ def summary(result: PlanResult) -> dict:
                     "max_q_setting": w.settings[w.max_q_index],
                     "default_setting": w.settings[w.default_index],
                     "hull_settings": [w.settings[i] for i in w.hull()],
+                    "hull_gap": w.hull_gap(),
                 }
                 for w in fleet.workloads
             ],
@@ -66,6 +69,13 @@ def summary(result: PlanResult) -> dict:
     return _clean(out)
 
 
+def _step(ax, index, values, **kw) -> None:
+    """A post-step line that also spans the last interval."""
+    x = index.append(index[-1:] + (index[-1] - index[-2] if len(index) > 1 else pd.Timedelta(hours=1)))
+    y = np.append(np.asarray(values, dtype=float), np.asarray(values, dtype=float)[-1])
+    ax.step(x, y, **kw)
+
+
 def plot(result: PlanResult, path: Path) -> None:
     import matplotlib
 
@@ -77,19 +87,19 @@ def plot(result: PlanResult, path: Path) -> None:
     has_batt = "soc_mwh" in f
     fig, axes = plt.subplots(3 if has_batt else 2, 1, figsize=(11, 8.5), sharex=True)
     ax = axes[0]
-    ax.step(
+    _step(
+        ax,
         f.index,
         f["import_available_mw"] + h.generation_mw,
-        where="post",
         color="0.4",
         label="grid + generation offered",
     )
-    ax.step(f.index, f["gpu_mw"], where="post", color="C0", label="GPU power, plan")
+    _step(ax, f.index, f["gpu_mw"], color="C0", label="GPU power, plan")
     if "default" in result.baselines:
-        ax.step(
+        _step(
+            ax,
             f.index,
             result.baselines["default"].frame["gpu_mw"],
-            where="post",
             color="C1",
             ls="--",
             label="GPU power, default setting",
@@ -99,24 +109,30 @@ def plot(result: PlanResult, path: Path) -> None:
     ax.legend(loc="lower left", fontsize=8)
     ax2 = ax.twinx()
     setting_col = "setting_mean" if "setting_mean" in f else "w0_setting_mean"
-    ax2.step(f.index, f[setting_col], where="post", color="C2", alpha=0.7)
+    _step(ax2, f.index, f[setting_col], color="C2", alpha=0.7)
     ax2.set_ylabel(f"mean setting ({result.fleet.workloads[0].knob})", color="C2")
     ax.set_title(f"{result.site.name}: plan ({result.objective})")
     if has_batt:
         b = result.site.battery
-        axes[1].plot(f.index, f["soc_mwh"], color="C3")
+        ends = f.index + pd.Timedelta(hours=h.step_h)  # state of charge at the end of each interval
+        axes[1].plot(ends, f["soc_mwh"], color="C3")
         for lim in (b.soc_min, b.soc_max):
             axes[1].axhline(lim * b.energy_mwh, color="0.7", ls=":")
         axes[1].set_ylabel("battery MWh")
     ax = axes[-1]
-    ax.step(f.index, f["tokens_gtok"], where="post", color="C0", label="plan")
+    _step(ax, f.index, f["tokens_gtok"], color="C0", label="plan")
     for k, r in result.baselines.items():
-        ax.step(f.index, r.frame["tokens_gtok"], where="post", ls="--", lw=0.9, label=k)
+        _step(ax, f.index, r.frame["tokens_gtok"], ls="--", lw=0.9, label=k)
     ax.set_ylabel("Gtok per interval")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def default_out_dir(site_name: str) -> Path:
+    """results/plan-<site name>, the name made safe for a path."""
+    return Path("results") / ("plan-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", site_name).strip("-.") or "site"))
 
 
 def write_outputs(result: PlanResult, out_dir: Path, plots: bool = True) -> list[Path]:

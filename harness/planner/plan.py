@@ -76,28 +76,18 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
 
 
-def curtailments(
-    h: Horizon, fleet: Fleet, sched: ScenarioResult, default: ScenarioResult | None
-) -> list[Curtailment]:
+def curtailments(h: Horizon, fleet: Fleet, sched: ScenarioResult, default: ScenarioResult | None) -> list[Curtailment]:
     ref_mw = reference_draw_mw(fleet)
     ref_rate = sum(wf.gpus * wf.tokens_per_s[wf.default_index] for wf in fleet.workloads) * 3600 / 1e9
     # a fleet capped by its budget makes proportionally less at its default setting
     ref_rate *= ref_mw / fleet.draw_mw("default")
     f = sched.frame
-    supply = (
-        h.supply_mw
-        if "import_available_mw" not in f
-        else f["import_available_mw"].to_numpy() + h.generation_mw
-    )
+    supply = h.supply_mw if "import_available_mw" not in f else f["import_available_mw"].to_numpy() + h.generation_mw
     short = np.clip(ref_mw - supply, 0.0, None)
-    batt = (
-        (f["battery_dispatch_mw"] - f["battery_store_mw"]).clip(lower=0).to_numpy()
-        if "soc_mwh" in f
-        else 0 * short
-    )
+    batt = (f["battery_dispatch_mw"] - f["battery_store_mw"]).clip(lower=0).to_numpy() if "soc_mwh" in f else 0 * short
     settings = np.clip(ref_mw - f["gpu_mw"].to_numpy(), 0.0, None)
     tokens = f["tokens_gtok"].to_numpy()
-    base = default.frame["tokens_gtok"].to_numpy() if default is not None else tokens
+    base = default.frame["tokens_gtok"].to_numpy() if default is not None else np.full(len(tokens), np.nan)
     out = []
     for a, b in _runs(short > 1e-6 * max(ref_mw, 1e-9)):
         hrs = h.step_h
@@ -115,12 +105,15 @@ def curtailments(
     return out
 
 
-def _objective_value(r: ScenarioResult) -> float:
-    return {
-        "tokens": r.totals["tokens_gtok"],
-        "cost": r.totals["energy_cost_usd"],
-        "carbon": r.totals["carbon_kg"],
-    }[r.objective]
+def _gain(r: ScenarioResult, value_per_mtok: float | None, target: float | None) -> float:
+    """What a schedule is worth in its objective's unit, higher is better: tokens; minus cost (plus
+    the tokens' value when they are priced instead of targeted); minus carbon."""
+    if r.objective == "tokens":
+        return r.totals["tokens_gtok"]
+    if r.objective == "cost":
+        value = r.totals["tokens_gtok"] * 1e3 * value_per_mtok if value_per_mtok and target is None else 0.0
+        return value - r.totals["energy_cost_usd"]
+    return -r.totals["carbon_kg"]
 
 
 def plan(
@@ -167,14 +160,16 @@ def plan(
         hrs = h.step_h
         f = sched.frame
         charged = (f["battery_store_mw"].to_numpy() if "soc_mwh" in f else np.zeros(len(f)))[surplus_mask]
-        sign = 1.0 if objective == "tokens" else -1.0
         surplus = {
             "surplus_mwh": float((h.supply_mw - ref_mw).clip(min=0).sum() * hrs),
             "intervals": int(surplus_mask.sum()),
             "stored_mwh": float(charged.sum() * hrs),
             "extra_gpu_mwh": float((f["gpu_mw"].to_numpy()[surplus_mask] - ref_mw).clip(min=0).sum() * hrs),
             # what the plan gains from the surplus: more tokens, or less cost or carbon
-            "worth": float(sign * (_objective_value(sched) - _objective_value(results[NO_SURPLUS]))),
+            "worth": float(
+                _gain(sched, site.token_value_per_mtok, target)
+                - _gain(results[NO_SURPLUS], site.token_value_per_mtok, target)
+            ),
             "worth_unit": {"tokens": "Gtok", "cost": "USD", "carbon": "kg CO2"}[objective],
         }
     bases = {k: results[k] for k in BASELINES if k in results}

@@ -104,6 +104,8 @@ class Site(_Strict):
     provision: Provision = "p99"
     #: the setting that sizes the fleet when only a budget is given: max_p, max_q, default or watts
     design_setting: Literal["max_p", "max_q", "default"] | float = "max_p"
+    #: most segments of each workload's concave hull kept as LP links (a fine fit grid is thinned)
+    max_segments: int = Field(12, ge=1, le=200)
     price_per_mwh: float = 0.0
     carbon_kg_per_mwh: float = Field(0.0, ge=0)
     token_target_gtok: float | None = Field(None, gt=0)

@@ -32,33 +32,63 @@ class SteadyRow:
     tags: tuple[str, ...]
 
 
+def _row(site: Site, wf: WorkloadFleet, budget_mw: float | None, setting: float, tps: float, gpu_w: float,
+         site_w: float, site_mean_w: float, tags: tuple[str, ...], label: str) -> SteadyRow:  # fmt: skip
+    fits = int(budget_mw * 1e6 // site_w) if budget_mw is not None else None
+    running = wf.gpus if fits is None else min(wf.gpus, fits)
+    mtok_per_h = tps * 3600 / 1e6
+    energy_usd_h = site.price_per_mwh * site_mean_w * 1e-6  # per GPU-hour
+    per_mtok = energy_usd_h / mtok_per_h if mtok_per_h > 0 else float("inf")
+    capex = (energy_usd_h + wf.capex_per_gpu_h) / mtok_per_h if site.capex and mtok_per_h > 0 else None
+    return SteadyRow(
+        workload=label,
+        setting=float(setting),
+        gpu_w=float(gpu_w),
+        site_kw_per_gpu=float(site_w / 1e3),
+        tokens_per_s_per_gpu=float(tps),
+        mtok_per_mwh=mtok_per_h / (site_mean_w * 1e-6),
+        installed_running=running,
+        installed_tokens_per_s=running * float(tps),
+        sized_gpus=fits,
+        sized_tokens_per_s=None if fits is None else fits * float(tps),
+        usd_per_mtok_energy=per_mtok,
+        usd_per_mtok_with_capex=capex,
+        tags=tags,
+    )
+
+
 def _rows(site: Site, wf: WorkloadFleet, budget_mw: float | None) -> list[SteadyRow]:
-    rows = []
     named = (("max-p", wf.max_p_index), ("max-q", wf.max_q_index), ("default", wf.default_index))
-    for i, s in enumerate(wf.settings):
-        tps = float(wf.tokens_per_s[i])
-        fits = int(budget_mw * 1e6 // wf.site_w[i]) if budget_mw is not None else None
-        running = wf.gpus if fits is None else min(wf.gpus, fits)
-        mtok_per_h = tps * 3600 / 1e6
-        energy_usd_h = site.price_per_mwh * float(wf.site_mean_w[i]) * 1e-6  # per GPU-hour
-        per_mtok = energy_usd_h / mtok_per_h if mtok_per_h > 0 else float("inf")
-        capex = (energy_usd_h + wf.capex_per_gpu_h) / mtok_per_h if site.capex and mtok_per_h > 0 else None
+    rows = [
+        _row(
+            site,
+            wf,
+            budget_mw,
+            wf.settings[i],
+            wf.tokens_per_s[i],
+            wf.gpu_w[i],
+            float(wf.site_w[i]),
+            float(wf.site_mean_w[i]),
+            tuple(t for t, j in named if j == i),
+            wf.label,
+        )  # fmt: skip
+        for i in range(len(wf.settings))
+    ]
+    oh = site.it_overhead_w_per_gpu
+    for lo in wf.latency:  # Max-Q under each latency target the curve file holds
         rows.append(
-            SteadyRow(
-                workload=wf.label,
-                setting=float(s),
-                gpu_w=float(wf.gpu_w[i]),
-                site_kw_per_gpu=float(wf.site_w[i] / 1e3),
-                tokens_per_s_per_gpu=tps,
-                mtok_per_mwh=tps * 3600 / 1e6 / (float(wf.site_mean_w[i]) * 1e-6),
-                installed_running=running,
-                installed_tokens_per_s=running * tps,
-                sized_gpus=fits,
-                sized_tokens_per_s=None if fits is None else fits * tps,
-                usd_per_mtok_energy=per_mtok,
-                usd_per_mtok_with_capex=capex,
-                tags=tuple(t for t, j in named if j == i),
-            )
+            _row(
+                site,
+                wf,
+                budget_mw,
+                lo.setting,
+                lo.tokens_per_s,
+                lo.gpu_w,
+                site.pue * (lo.gpu_w + oh),
+                site.pue * (lo.gpu_mean_w + oh),
+                (lo.label,),
+                wf.label,
+            )  # fmt: skip
         )
     return rows
 
@@ -78,7 +108,8 @@ def best_settings(rows: list[SteadyRow]) -> dict[str, dict[str, float]]:
     to the power (which may add GPUs at a lower setting)."""
     out: dict[str, dict[str, float]] = {}
     for label in dict.fromkeys(r.workload for r in rows):
-        mine = [r for r in rows if r.workload == label]
+        # the curve's own settings; latency-target rows answer a different question
+        mine = [r for r in rows if r.workload == label and not any(t.startswith("tpot") for t in r.tags)]
         inst = max(mine, key=lambda r: (r.installed_tokens_per_s, -r.setting))
         entry = {"installed_setting": inst.setting, "installed_tokens_per_s": inst.installed_tokens_per_s}
         if mine[0].sized_gpus is not None:
@@ -97,11 +128,7 @@ def best_settings(rows: list[SteadyRow]) -> dict[str, dict[str, float]]:
 def rows_as_dicts(rows: list[SteadyRow]) -> list[dict]:
     return [
         {
-            k: (
-                list(v)
-                if isinstance(v, tuple)
-                else (None if isinstance(v, float) and not np.isfinite(v) else v)
-            )
+            k: (list(v) if isinstance(v, tuple) else (None if isinstance(v, float) and not np.isfinite(v) else v))
             for k, v in r.__dict__.items()
         }
         for r in rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from harness.planner.plan import PlanResult
+from harness.planner.steady import SteadyRow
 
 
 def _num(x: float | None, fmt: str = ",.0f") -> str:
@@ -16,6 +17,17 @@ def _table(title: str, columns: list[str], left: tuple[str, ...]) -> Table:
     for c in columns:
         t.add_column(c, justify="left" if c in left else "right")
     return t
+
+
+def shown_rows(rows: list[SteadyRow], most: int = 12) -> list[SteadyRow]:
+    """An exported fit has a setting every few watts: print an even spread of them per workload,
+    plus every tagged row (Max-P, Max-Q, default, latency targets)."""
+    out = []
+    for label in dict.fromkeys(r.workload for r in rows):
+        mine = [r for r in rows if r.workload == label]
+        step = max(1, -(-len(mine) // most))
+        out += [r for i, r in enumerate(mine) if r.tags or i % step == 0 or i == len(mine) - 1]
+    return out
 
 
 def steady(r: PlanResult) -> Table:
@@ -39,7 +51,12 @@ def steady(r: PlanResult) -> Table:
         cols,
         ("workload", ""),
     )
-    for row in r.steady:
+    shown = shown_rows(r.steady)
+    if len(shown) < len(r.steady):
+        t.caption = (
+            f"{len(shown)} of {len(r.steady)} rows shown (the tagged ones and an even spread); summary.json has all"
+        )
+    for row in shown:
         sized = None if row.sized_tokens_per_s is None else row.sized_tokens_per_s / 1e6
         t.add_row(
             *([row.workload] if multi else []),
@@ -59,9 +76,7 @@ def steady(r: PlanResult) -> Table:
 
 
 def policies(r: PlanResult) -> Table:
-    title = (
-        f"schedule over {len(r.schedule.frame)} intervals of {r.horizon.step_h:g} h, objective {r.objective}"
-    )
+    title = f"schedule over {len(r.schedule.frame)} intervals of {r.horizon.step_h:g} h, objective {r.objective}"
     if r.objective != "tokens":
         title += f", target {r.target_gtok:,.0f} Gtok"
     cols = [
@@ -94,9 +109,7 @@ def policies(r: PlanResult) -> Table:
 
 def curtailments(r: PlanResult) -> Table:
     cols = ["start", "hours", "short MWh", "battery MWh", "settings MWh", "Gtok lost", "Gtok lost, default"]
-    t = _table(
-        f"curtailments (offered power below the default draw, {r.reference_mw:.2f} MW)", cols, ("start",)
-    )
+    t = _table(f"curtailments (offered power below the default draw, {r.reference_mw:.2f} MW)", cols, ("start",))
     for e in r.curtailments:
         t.add_row(
             str(e.start),

@@ -173,3 +173,43 @@ def paired_ratio(baseline: Callable[[], float], variant: Callable[[], float], pa
         ratios.append(b / a)
     med, lo, hi = median_ci(ratios)
     return PairedRatio(med, lo, hi, tuple(ratios))
+
+
+def torch_matmul_busy(cuda_index: int, n: int = 8192) -> tuple[Callable[[float], None], Callable[[], None]]:
+    """``busy(seconds)`` and ``sync()`` for ``square_wave_check`` on a real GPU: bf16 n x n matmuls
+    (the load of the recorded H100 trace) until ``seconds`` have passed, then a synchronise."""
+    import time
+
+    import torch
+
+    dev = torch.device("cuda", cuda_index)
+    a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+
+    def sync() -> None:
+        torch.cuda.synchronize(dev)
+
+    def busy(seconds: float) -> None:
+        t_end = time.monotonic() + seconds  # the NVML backend's clock is the monotonic clock
+        while time.monotonic() < t_end:
+            for _ in range(4):
+                a @ b
+            sync()
+
+    busy(0.2)  # warm-up: cuBLAS handles and kernels, before any window
+    return busy, sync
+
+
+def format_square_wave(c: SquareWaveCheck) -> str:
+    """A markdown table of one square-wave check."""
+    lines = [f"GPU {c.gpu_index}: square wave over {c.seconds:.2f} s, {c.history_samples} history samples",
+             "", "| method | joules | vs counter |", "|---|---|---|"]
+    for name, joules, rel in c.rows():
+        j = "n/a" if joules is None else f"{joules:.1f}"
+        r = "n/a" if rel is None else f"{rel:+.1%}"
+        lines.append(f"| {name} | {j} | {r} |")
+    def w(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.0f} W"
+    lines += ["", f"mean {w(c.power_mean_w)}, p99 {w(c.power_p99_w)}, peak {w(c.power_peak_w)}, "
+                  f"highest 1 s mean {w(c.power_max_1s_w)}; flags: {', '.join(c.flags) or 'none'}"]
+    return "\n".join(lines)

@@ -8,7 +8,9 @@ energy counter is never polled here (one read costs ~4 ms on an H100): windows r
 from __future__ import annotations
 
 import bisect
+import math
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import fields
 
@@ -26,14 +28,19 @@ class _History:
 
     Driver timestamps (us, host wall time on NVML) are mapped onto the device clock with an
     offset estimated as the smallest observed (now - newest sample time): the newest sample is
-    never in the future, so the smallest lag is the best bound.
+    never in the future, so the smallest lag is the best bound. On a real clock the minimum is
+    taken over the last ``recent`` drains only, so the estimate follows the wall clock when NTP
+    slews it against the monotonic clock; a simulated clock never drifts (and its drains can be
+    phase-locked to the samples), so there the minimum is over all drains.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, recent: int | None = None) -> None:
         self.ts_us: list[int] = []
         self.power_w: list[float] = []
         self.offset_s: float | None = None
         self.drains = 0
+        self._lags: deque[float] = deque(maxlen=recent) if recent else deque(maxlen=1)
+        self._rolling = bool(recent)
 
     def add(self, now_s: float, samples: list) -> None:
         self.drains += 1
@@ -43,7 +50,11 @@ class _History:
             return
         fresh.sort(key=lambda s: s.ts_us)
         lag = now_s - fresh[-1].ts_us / 1e6
-        self.offset_s = lag if self.offset_s is None else min(self.offset_s, lag)
+        if self._rolling:
+            self._lags.append(lag)
+            self.offset_s = min(self._lags)
+        else:
+            self.offset_s = lag if self.offset_s is None else min(self.offset_s, lag)
         self.ts_us.extend(s.ts_us for s in fresh)
         self.power_w.extend(s.power_w for s in fresh)
 
@@ -73,7 +84,8 @@ class Sampler:
         self._lock = threading.Lock()
         self._t: dict[int, list[float]] = {d.info.index: [] for d in self.devices}
         self._rows: dict[int, list[Reading]] = {d.info.index: [] for d in self.devices}
-        self._hist: dict[int, _History] = {d.info.index: _History() for d in self.devices}
+        recent = None if simulated else 64
+        self._hist: dict[int, _History] = {d.info.index: _History(recent) for d in self.devices}
         self._cancel: list = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -188,6 +200,27 @@ class Sampler:
                 continue
             with self._lock:
                 hist.add(d.clock.now(), samples)
+
+    def drain_until(self, t: float, timeout_s: float = 0.1) -> None:
+        """Drain until every device's history reaches device time ``t`` (a window's end tick), so
+        the stretch after the window's last step is covered by samples taken after it. Waits at
+        most ``timeout_s`` (one history sample period is ~20 ms)."""
+        pending = [d for d in self.devices if self._hist[d.info.index].offset_s is not None]
+        if not pending:
+            self.drain()
+            return
+        clock = pending[0].clock
+        deadline = clock.now() + timeout_s
+        while True:
+            self.drain(pending)
+            pending = [d for d in pending if self._newest_t(d.info.index) < t]
+            if not pending or clock.now() >= deadline:
+                return
+            clock.sleep(0.005)
+
+    def _newest_t(self, gpu_index: int) -> float:
+        hist = self._hist[gpu_index]
+        return hist.newest_us / 1e6 + hist.offset_s if hist.offset_s is not None else -math.inf
 
     # --- queries ------------------------------------------------------------------------------
     def readings(self, gpu_index: int, t0: float, t1: float) -> pd.DataFrame:

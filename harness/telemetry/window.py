@@ -171,7 +171,8 @@ class Window:
 
     def __init__(self, devices: Sequence[Device], sampler: Sampler | None, sync: Callable[[], None],
                  requested: dict[int, float] | None = None, knob: str = "power_limit_w",
-                 min_seconds: float = 1.0, tolerances: Tolerances | None = None, align: bool = True) -> None:
+                 min_seconds: float = 1.0, tolerances: Tolerances | None = None, align: bool = True,
+                 own_pids: frozenset[int] = frozenset()) -> None:
         if knob not in ("power_limit_w", "sm_clock_mhz", "observe"):
             raise ValueError(f"unknown knob '{knob}'")
         self.devices = list(devices)
@@ -182,6 +183,9 @@ class Window:
         self.min_seconds = min_seconds
         self.tol = tolerances or Tolerances()
         self.align = align
+        #: GPU processes that are this run's own although the driver reports another pid (in a
+        #: container NVML reports host pids): never a foreign process
+        self.own_pids = own_pids
         self.results: dict[int, WindowResult] = {}
         self.clock = self.devices[0].clock
         self._start: dict[int, _Edge] = {}
@@ -217,7 +221,8 @@ class Window:
         end_edges = {d.info.index: read_edge(d, self.align, self.tol.counter_period_s) for d in self.devices}
         end_state = {d.info.index: _safe_state(d) for d in self.devices}
         if self.sampler is not None:
-            self.sampler.drain()
+            ticks = [e.t_tick for e in end_edges.values() if e.t_tick is not None]
+            self.sampler.drain_until(max(ticks, default=self.t_end) + 0.021)
         host_j = _host_rapl().delta_j(self._host_start, host_end)
         for d in self.devices:
             i = d.info.index
@@ -245,7 +250,8 @@ class Window:
         hi = max(x for x in (end.t_tick, end.t_read, t1) if x is not None)
 
         polls = self.sampler.readings(i, lo, hi) if self.sampler is not None else _empty_readings()
-        hist = self.sampler.power_history(i, lo, hi) if self.sampler is not None else _empty_history()
+        # history one sample beyond the end tick: the sample covering the tick lies after it
+        hist = self.sampler.power_history(i, lo, hi + 0.1) if self.sampler is not None else _empty_history()
         edges = _readings_frame([r for r in (self._start_reading[i], end_reading) if r is not None])
         both = pd.concat([polls, edges]).sort_values("t_s", kind="stable") if len(edges) else polls
         in_win = both[(both["t_s"] >= t0) & (both["t_s"] <= t1)]
@@ -402,7 +408,7 @@ class Window:
         for s in states:
             if s is None:
                 continue
-            pids.update(s.foreign_processes)
+            pids.update(set(s.foreign_processes) - self.own_pids)
             if s.mig_enabled:
                 flags.append("mig_enabled")
             locked = s.clocks_locked is not None or any("clock" in n.lower() for n in s.notes)
