@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from harness.errors import TokbenchError, UsageError
+from harness.guard import Terminated
 
 app = typer.Typer(
     name="tokbench",
@@ -462,6 +463,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted:[/] settings restored; finished points are kept", highlight=False)
         sys.exit(130)
+    except Terminated:
+        err_console.print(f"[bold red]error:[/] {Terminated.message}", highlight=False)
+        sys.exit(Terminated.exit_code)
 
 
 if __name__ == "__main__":

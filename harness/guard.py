@@ -23,13 +23,14 @@ from harness.devices.base import Device
 from harness.errors import DeviceError, TokbenchError, UsageError
 
 
-class Terminated(TokbenchError):
-    """SIGTERM arrived; raised in the main thread so that restores run."""
+class Terminated(BaseException):  # noqa: N818 (named for the signal, like KeyboardInterrupt)
+    """SIGTERM arrived; raised in the main thread so that restores run.
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so that no ``except Exception`` or
+    ``except TokbenchError`` on the way (a sensor read that tolerates errors) can swallow it."""
 
     exit_code = 143
-
-    def __init__(self) -> None:
-        super().__init__("terminated by SIGTERM; settings restored")
+    message = "terminated by SIGTERM; settings restored, finished points kept"
 
 
 def state_root() -> Path:

@@ -45,22 +45,13 @@ ROWS = {
     "hf-static bs1": ({**DECODE, "engine": "hf-static", "batch_size": 1}, 297, 224),
     "hf-static bs64": ({**DECODE, "engine": "hf-static", "batch_size": 64}, 12_260, 415),
 }
-POWER_SHORT = pytest.mark.xfail(
-    reason="simulator physics: memory-bound busy power too low (mem_power_w=110 W); "
-    "see docs/workloads.md, 'Calibration'", strict=False,
-)
-
-
 @pytest.mark.parametrize("row", list(ROWS))
 def test_twin_reproduces_h100_tokens_per_s(row):
     workload, tokens_per_s, _ = ROWS[row]
     assert _measure(**workload)[0] == pytest.approx(tokens_per_s, rel=0.15)
 
 
-@pytest.mark.parametrize(
-    "row",
-    [r if not r.startswith("hf-static") else pytest.param(r, marks=POWER_SHORT) for r in ROWS],
-)
+@pytest.mark.parametrize("row", list(ROWS))
 def test_twin_reproduces_h100_power(row):
     workload, _, watts = ROWS[row]
     assert _measure(**workload)[1] == pytest.approx(watts, rel=0.15)
