@@ -31,7 +31,7 @@ def sweeps(tmp_path_factory):
             "noisy": run_sweep(SweepOptions(profile="train-llama-1b", step=50, repeats=3, out=str(root), run_id="noisy",
                                             sim_seed=7, **FAST)).run_dir.path,
             "decode": run_sweep(SweepOptions(profile="decode-llama-1b", values=(200, 300, 400, 550, 700),
-                                             batch_sizes=(64,), repeats=2, out=str(root), run_id="decode",
+                                             batch_sizes=(1,), repeats=2, out=str(root), run_id="decode",
                                              **FAST)).run_dir.path,
         }
     finally:
@@ -52,7 +52,7 @@ def test_max_q_of_a_noisy_sweep_against_the_noise_free_truth(sweeps, tmp_path):
 
 
 def test_flat_decode_on_a_simulated_sweep(sweeps):
-    c = analyse(sweeps["decode"]).curve("decode", 64)
+    c = analyse(sweeps["decode"]).curve("decode", 1)
     draw = c.at(700.0).power_mean_w
     assert draw < 300.0
     assert c.flat.flat and not c.flat.binds
