@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness.errors import CurveFileError
+from harness.errors import CurveFileError, first_validation_error
 
 CURVE_SCHEMA = "tokbench.curve"
 CURVE_SCHEMA_VERSION = 1
@@ -205,6 +205,5 @@ def load_curve(path: Path) -> CurveFile:
     try:
         return CurveFile.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise CurveFileError(f"{path}: invalid curve file at '{where}': {first['msg']}") from None
+        where, what = first_validation_error(e)
+        raise CurveFileError(f"{path}: invalid curve file at '{where}': {what}") from None

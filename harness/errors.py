@@ -67,3 +67,10 @@ class RunDirError(TokbenchError):
 
 class CurveFileError(TokbenchError):
     """A curve file that is damaged, foreign, or of another schema version."""
+
+
+def first_validation_error(error: object) -> tuple[str, str]:
+    """``(where, what)`` of a pydantic ``ValidationError``'s first error: the dotted location of
+    the offending key and pydantic's message, for the one-line errors of every file loader."""
+    first = error.errors()[0]  # type: ignore[attr-defined]
+    return ".".join(str(p) for p in first["loc"]), first["msg"]

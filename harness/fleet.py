@@ -34,7 +34,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness import slurm
-from harness.errors import UsageError
+from harness.errors import UsageError, first_validation_error
 
 CAMPAIGN_SCHEMA = "tokbench.fleet"
 CAMPAIGN_SCHEMA_VERSION = 1
@@ -208,8 +208,8 @@ def new_campaign(req: FleetRequest, launcher: list[str] | None = None) -> Campai
             launcher=launcher or default_launcher(),
         )
     except ValidationError as e:
-        first = e.errors()[0]
-        raise UsageError(f"invalid fleet request: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        where, what = first_validation_error(e)
+        raise UsageError(f"invalid fleet request: {where}: {what}") from None
 
 
 # ---- campaign directory -----------------------------------------------------------------------
@@ -236,8 +236,8 @@ def load_campaign(cdir: Path) -> Campaign:
     try:
         return Campaign.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        raise UsageError(f"{path}: invalid at '{'.'.join(map(str, first['loc']))}': {first['msg']}") from None
+        where, what = first_validation_error(e)
+        raise UsageError(f"{path}: invalid at '{where}': {what}") from None
 
 
 def resolve_campaign(ref: str | Path, results_root: Path = DEFAULT_RESULTS_ROOT) -> Path:

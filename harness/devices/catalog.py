@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness.errors import ProfileError, UsageError
+from harness.errors import ProfileError, UsageError, first_validation_error
 
 GPU_PROFILE_DIR = Path(__file__).resolve().parents[2] / "profiles" / "gpus"
 
@@ -121,6 +121,5 @@ def load_part(part_id: str) -> PartSpec:
     try:
         return PartSpec.model_validate(flat)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(file)"
-        raise ProfileError(f"{path}: '{key}': {err['msg']}") from None
+        where, what = first_validation_error(e)
+        raise ProfileError(f"{path}: '{where or '(file)'}': {what}") from None

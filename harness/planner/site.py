@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness.errors import ProfileError
+from harness.errors import ProfileError, first_validation_error
 
 Provision = Literal["mean", "p99", "max_1s"]
 
@@ -162,9 +162,8 @@ def load_site(path: Path) -> Site:
     try:
         site = Site.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "site"
-        raise ProfileError(f"{path}: invalid site file at '{where}': {first['msg']}") from None
+        where, what = first_validation_error(e)
+        raise ProfileError(f"{path}: invalid site file at '{where or 'site'}': {what}") from None
     base = path.resolve().parent
     workloads = [w.model_copy(update={"curve": (base / w.curve).resolve()}) for w in site.workloads]
     grid = site.grid
