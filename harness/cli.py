@@ -182,8 +182,18 @@ def _run(opts) -> None:
     if result.status == "dry-run":
         console.print(plan_text(result.plan, result.estimate_s))
         return
-    console.print(summary_table(result.points))
+    console.print(summary_table(result.points, _analysis_or_none(result.run_dir.path)))
     console.print(f"run {result.status}: {result.run_dir.path}")
+
+
+def _analysis_or_none(run_path):
+    """The run's analysis for marking Max-Q/Max-P, or None where it has no curve (observe, one point)."""
+    from harness.analysis import analyse
+
+    try:
+        return analyse(str(run_path))
+    except TokbenchError:
+        return None
 
 
 @app.command()

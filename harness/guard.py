@@ -13,8 +13,7 @@ import fcntl
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -211,16 +210,6 @@ def _apply(device: Device, orig: OriginalSettings) -> str:
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
-
-
-@contextmanager
-def sigterm_as_exception() -> Iterator[None]:
-    """Turn SIGTERM into ``Terminated`` for the duration (also outside a Guard)."""
-    old = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _pid_alive(pid: int) -> bool:

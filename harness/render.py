@@ -47,8 +47,10 @@ def plan_text(plan, estimate_s: float) -> str:
             f"estimated device time: {estimate_s / 60:.1f} min (warm-ups and compiles included)")
 
 
-def summary_table(points) -> Table:
-    """Per setting, batch and phase: node totals averaged over repeats; Max-Q and Max-P marked."""
+def summary_table(points, analysis=None) -> Table:
+    """Per setting, batch and phase: node totals averaged over repeats. Max-Q and Max-P are
+    marked from ``analysis`` (harness.analysis): the settings that cannot be told from the best,
+    as `tokbench report` says, never the argmax of noisy means; without it nothing is marked."""
     import pandas as pd
 
     if not points:
@@ -56,7 +58,7 @@ def summary_table(points) -> Table:
     df = pd.DataFrame([p.__dict__ for p in points])
     node = df.groupby(["setting", "batch_size", "phase", "repeat"]).agg(
         enforced=("enforced", "mean"), power=("power_mean_w", "sum"), tps=("tokens_per_s", "sum"),
-        joules=("joules", "sum"), seconds=("seconds", "max"), tokens=("tokens", "sum"),
+        joules=("joules", "sum"), tokens=("tokens", "sum"),
         flags=("flags", lambda f: ";".join(sorted({x for v in f for x in str(v).split(";") if x}))),
     ).reset_index()
     node["tpj"] = node["tokens"] / node["joules"]
@@ -67,13 +69,20 @@ def summary_table(points) -> Table:
     table = Table(title="sweep summary (node totals, mean over repeats)", title_justify="left")
     for col in ("batch", "phase", "setting", "enforced", "W", "tokens/s", "tokens/J", "n", "", "flags"):
         table.add_column(col, justify="right" if col not in ("phase", "flags", "") else "left")
-    for (_batch, _phase), grp in g.groupby(["batch_size", "phase"]):
-        best_q = grp["tpj"].idxmax()
-        best_p = grp["tps"].idxmax()
-        for idx, r in grp.sort_values("setting", ascending=False).iterrows():
-            mark = " ".join(m for m, i in (("Max-Q", best_q), ("Max-P", best_p)) if i == idx)
+    curves = {(c.phase, c.batch_size): c for c in analysis.curves} if analysis is not None else {}
+    for (batch, phase), grp in g.groupby(["batch_size", "phase"]):
+        curve = curves.get((phase, batch)) if len(grp) > 1 else None  # one setting: nothing to choose
+        for _, r in grp.sort_values("setting", ascending=False).iterrows():
+            marks = []
+            if curve is not None and r.setting in curve.max_q.settings:
+                marks.append("Max-Q*" if r.setting == curve.max_q.best else "Max-Q")
+            if curve is not None and r.setting == curve.max_p.best:
+                marks.append("Max-P")
             table.add_row(str(r.batch_size), r.phase, f"{r.setting:g}", f"{r.enforced:g}", f"{r.power:.0f}",
-                          f"{r.tps:,.0f}", f"{r.tpj:.2f}", str(r.n), f"[bold]{mark}[/]", r["flags"] or "")
+                          f"{r.tps:,.0f}", f"{r.tpj:.2f}", str(r.n), f"[bold]{' '.join(marks)}[/]", r["flags"] or "")
+    if curves and g.groupby(["batch_size", "phase"]).size().max() > 1:
+        table.caption = "Max-Q: cannot be told from the best tokens/J (* recommended); Max-P: lowest setting " \
+                        "whose tokens/s cannot be told from the best"
     return table
 
 

@@ -484,9 +484,9 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
             if clock.now() - t0 >= plan.window_s:
                 break
     points = []
-    for d, w, tot in zip(devices, ws, totals):
+    for d, tot in zip(devices, totals):
         wr = window.results[d.info.index]
-        points.append(_point(ctx, d, w, tot, wr, phase, planned, enforced[d.info.index], warmup_s))
+        points.append(_point(ctx, d, tot, wr, phase, planned, enforced[d.info.index], warmup_s))
     for p, d in zip(points, devices):
         ctx.run_dir.append_point(p, window.results[d.info.index].samples)
     ctx.status.tokens_per_s = sum(p.tokens_per_s for p in points)
@@ -496,7 +496,7 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
     return points
 
 
-def _point(ctx: SweepContext, device: Device, workload: Any, tot: list, wr: Any, phase: str,
+def _point(ctx: SweepContext, device: Device, tot: list, wr: Any, phase: str,
            planned: PlannedPoint, enforced: float, warmup_s: float) -> Point:
     steps, inp, out, seqs, ttfts, tpots = tot
     seconds = wr.seconds
