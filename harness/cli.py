@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from harness.errors import TokbenchError, UsageError
-from harness.guard import Terminated
+from harness.sweep.guard import Terminated
 
 app = typer.Typer(
     name="tokbench",
@@ -69,7 +69,7 @@ def devices(
     if as_json:
         print(json.dumps({"backend": ds.backend, "devices": rows}, indent=2))
         return
-    from harness.render import devices_table
+    from harness.render.devices import devices_table
 
     console.print(devices_table(ds.backend, rows))
 
@@ -126,7 +126,7 @@ def sweep(
     sim_override: SimOverrideOpt = None,
 ) -> None:
     """Sweep the power limit (or locked SM clock) and measure tokens/s and tokens/J at each setting."""
-    from harness.sweep import SweepOptions
+    from harness.sweep.run import SweepOptions
 
     opts = SweepOptions(
         profile=profile, gpus=gpus, knob=knob, points=points, step=step, values=_floats(values, "--values"),
@@ -158,7 +158,7 @@ def run_point(
     sim_override: SimOverrideOpt = None,
 ) -> None:
     """Measure a single point: at --value, or at the current setting (observe)."""
-    from harness.sweep import SweepOptions
+    from harness.sweep.run import SweepOptions
 
     opts = SweepOptions(
         profile=profile, gpus=gpus, knob=knob, values=None if value is None else (value,),
@@ -171,8 +171,9 @@ def run_point(
 
 def _run(opts) -> None:
     """Run a sweep with a live display; print messages, the summary and where it was written."""
-    from harness.render import live_sweep, plan_text, summary_table
-    from harness.sweep import LiveStatus, run_sweep
+    from harness.render.sweep import live_sweep, plan_text, summary_table
+    from harness.sweep.loop import LiveStatus
+    from harness.sweep.run import run_sweep
 
     status = LiveStatus()
     with live_sweep(console, status):
@@ -188,7 +189,7 @@ def _run(opts) -> None:
 
 def _analysis_or_none(run_path):
     """The run's analysis for marking Max-Q/Max-P, or None where it has no curve (observe, one point)."""
-    from harness.analysis import analyse
+    from harness.readers.analysis import analyse
 
     try:
         return analyse(str(run_path))
@@ -199,7 +200,7 @@ def _analysis_or_none(run_path):
 @app.command()
 def restore() -> None:
     """Put back settings left behind by a run that was killed (from its journal)."""
-    from harness.guard import recover
+    from harness.sweep.guard import recover
 
     lines = recover()
     for line in lines:
@@ -228,9 +229,9 @@ def report(
     gpu: GpuOpt = None,
 ) -> None:
     """Analyse a run: Max-P/Max-Q ranges, curves, frontier, timelines; writes report.md and plots/."""
-    from harness.analysis import analyse
-    from harness.render_readers import analysis_table
-    from harness.report import write_report
+    from harness.readers.analysis import analyse
+    from harness.readers.report import write_report
+    from harness.render.readers import analysis_table
 
     a = analyse(run, include_flagged=include_flagged, gpu=gpu, tpot_ms=tpot_ms, ttft_ms=ttft_ms)
     rep = write_report(a, out)
@@ -257,8 +258,8 @@ def export(
     gpu: GpuOpt = None,
 ) -> None:
     """Write the run's calibrated curve (versioned schema, docs/curve-schema.md) for planners."""
-    from harness.analysis import analyse
-    from harness.export import export_run
+    from harness.readers.analysis import analyse
+    from harness.readers.export import export_run
 
     a = analyse(run, include_flagged=include_flagged, gpu=gpu, tpot_ms=tpot_ms, ttft_ms=ttft_ms)
     _, where = export_run(a, fmt, out, tpot_ms, ttft_ms)
@@ -278,8 +279,8 @@ def compare(
     include_flagged: FlaggedOpt = False,
 ) -> None:
     """Compare runs across parts or generations: table and overlay plots (absolute and normalised)."""
-    from harness.compare import compare_runs, write_comparison
-    from harness.render_readers import compare_table
+    from harness.readers.compare import compare_runs, write_comparison
+    from harness.render.readers import compare_table
 
     cmp = write_comparison(compare_runs(runs, allow_mismatch, include_flagged), out)
     console.print(compare_table(cmp))
@@ -292,7 +293,7 @@ def compare(
 def _root(ctx: typer.Context) -> None:
     """tokbench: tokens per second and per joule across power limits and clocks."""
     if ctx.invoked_subcommand not in (None, "restore"):
-        from harness.guard import recover
+        from harness.sweep.guard import recover
 
         for line in recover():
             err_console.print(f"[yellow]restored[/] {line}", highlight=False)
@@ -337,7 +338,7 @@ def plan(
         console.print(f"wrote {export_network}")
 
 
-# ---- tokbench fleet: Slurm campaigns (harness/fleet.py, harness/fleet_collect.py) -------------
+# ---- tokbench fleet: Slurm campaigns (harness/fleet/) -------------
 
 fleet_app = typer.Typer(
     help="Sweep many GPU nodes through Slurm, then collect and find the outliers.", no_args_is_help=True
@@ -384,7 +385,7 @@ def fleet_submit(
     ] = False,
 ) -> None:
     """Create a campaign and submit one `tokbench sweep` per node as a Slurm job array."""
-    from harness import fleet
+    from harness.fleet import campaign as fleet
 
     if resume:
         result = fleet.resume_campaign(fleet.resolve_campaign(resume, results_root), dry_run=dry_run)
@@ -433,8 +434,8 @@ def fleet_submit(
 @fleet_app.command("status")
 def fleet_status(campaign: CampaignArg, results_root: ResultsRootOpt = Path("results/fleet")) -> None:
     """Per task: Slurm state, the run's own status, points done."""
-    from harness import fleet
-    from harness.render_fleet import fleet_status_table
+    from harness.fleet import campaign as fleet
+    from harness.render.fleet import fleet_status_table
 
     cdir = fleet.resolve_campaign(campaign, results_root)
     console.print(fleet_status_table(cdir.name, fleet.campaign_status(cdir)))
@@ -443,8 +444,9 @@ def fleet_status(campaign: CampaignArg, results_root: ResultsRootOpt = Path("res
 @fleet_app.command("collect")
 def fleet_collect(campaign: CampaignArg, results_root: ResultsRootOpt = Path("results/fleet")) -> None:
     """Merge the runs: per-GPU Max-Q/Max-P, spread, outliers, fleet curve (into <campaign>/collect/)."""
-    from harness import fleet, fleet_collect
-    from harness.render_fleet import fleet_collect_lines, fleet_gpu_table
+    from harness.fleet import campaign as fleet
+    from harness.fleet import collect as fleet_collect
+    from harness.render.fleet import fleet_collect_lines, fleet_gpu_table
 
     r = fleet_collect.collect(fleet.resolve_campaign(campaign, results_root))
     console.print(fleet_gpu_table(r))
@@ -455,7 +457,7 @@ def fleet_collect(campaign: CampaignArg, results_root: ResultsRootOpt = Path("re
 @fleet_app.command("task", hidden=True)
 def fleet_task(campaign_dir: Path, task: int) -> None:
     """One array task (the batch script runs it; not for hand use)."""
-    from harness import fleet
+    from harness.fleet import campaign as fleet
 
     raise typer.Exit(fleet.run_task(campaign_dir, task))
 

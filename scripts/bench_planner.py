@@ -20,8 +20,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.curves import load_curve  # noqa: E402
-from harness.planner.fleet import build_fleet  # noqa: E402
+from harness.planner.capacity import build_fleet  # noqa: E402
 from harness.planner.grid import GridSignal  # noqa: E402
 from harness.planner.network import (  # noqa: E402
     Scenario,
@@ -31,6 +30,7 @@ from harness.planner.network import (  # noqa: E402
     optimize,
 )
 from harness.planner.site import Site  # noqa: E402
+from harness.records.curves import load_curve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

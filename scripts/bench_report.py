@@ -1,7 +1,7 @@
 """Benchmark: analyse and report a run of 40 points and 1 million telemetry samples.
 
 Target (issue 6): under 3 s on the 2-core development machine. The run is fabricated by
-``harness.synthetic`` (20 settings x 2 repeats, 25,000 samples per point plus a 50 Hz power
+``harness.testing.synthetic`` (20 settings x 2 repeats, 25,000 samples per point plus a 50 Hz power
 history); timings are the median of ``--repeats`` in-process runs of ``analyse`` + ``write_report``
 (matplotlib already imported), and one cold ``tokbench report`` subprocess (imports included).
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from harness.synthetic import SynthRun, fabricate_run  # noqa: E402
+from harness.testing.synthetic import SynthRun, fabricate_run  # noqa: E402
 
 
 def main() -> None:
@@ -36,8 +36,8 @@ def main() -> None:
         t = time.perf_counter()
         path = fabricate_run(Path(tmp), run, "bench")
         setup = time.perf_counter() - t
-        from harness.analysis import analyse
-        from harness.report import write_report
+        from harness.readers.analysis import analyse
+        from harness.readers.report import write_report
 
         n_points = len(analyse(path).run.points)
         n_samples = sum(len(x.samples) for x in analyse(path).run.all_telemetry())

@@ -23,7 +23,7 @@ import torch
 from harness.devices import open_devices
 from harness.devices.simulated import Load
 from harness.telemetry import Sampler
-from harness.telemetry.checks import WallClockView, paired_ratio
+from harness.testing.checks import WallClockView, paired_ratio
 
 
 def _devices(backend: str):

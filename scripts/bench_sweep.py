@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.devices.catalog import GPU_PROFILE_DIR
-from harness.sweep import SweepOptions, run_sweep
+from harness.sweep.run import SweepOptions, run_sweep
 
 WINDOW = dict(window_s=10.0, warmup_min_s=3.0, warmup_max_s=30.0, backend="sim")
 

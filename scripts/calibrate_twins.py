@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from scipy.optimize import least_squares
 
-from harness.profiles import WorkloadConfig
+from workloads.config import WorkloadConfig
 from workloads.simulated import FACTORS, EngineFactors, SimWorkload, measure_twin
 
 DECODE = {"name": "inference", "model": "llama-1b", "phases": ["decode"], "input_len": 128, "output_len": 256}

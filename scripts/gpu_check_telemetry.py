@@ -29,7 +29,7 @@ def _cuda() -> bool:
 
 def section_telemetry_square_wave(ctx: dict) -> dict:
     """Square wave on GPU 0: counter vs integrated instant / average power vs drained history; p99, peak."""
-    from harness.telemetry.checks import format_square_wave, square_wave_check, torch_matmul_busy
+    from harness.testing.checks import format_square_wave, square_wave_check, torch_matmul_busy
 
     _pynvml_guarded()
     ds = _open_nvml()
@@ -54,7 +54,7 @@ def section_telemetry_sampler_overhead(ctx: dict) -> dict:
         return {"skipped": "torch sees no CUDA device"}
     from harness.profiles import load_profile
     from harness.telemetry import Sampler
-    from harness.telemetry.checks import paired_ratio
+    from harness.testing.checks import paired_ratio
     from workloads.registry import get
 
     _pynvml_guarded()

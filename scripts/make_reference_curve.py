@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.curves import (
+from harness.records.curves import (
     CurveFile,
     CurveFit,
     CurvePoint,

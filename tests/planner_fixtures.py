@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.curves import CurveFile, CurveFit, CurvePoint, PartIdentity, Provenance, WorkloadIdentity
-from harness.planner.fleet import build_fleet
+from harness.planner.capacity import build_fleet
 from harness.planner.grid import GridSignal
 from harness.planner.network import Scenario, build_horizon, solve
 from harness.planner.site import Site
+from harness.records.curves import CurveFile, CurveFit, CurvePoint, PartIdentity, Provenance, WorkloadIdentity
 
 
 def make_curve(settings, tokens, mean, p99=None, max_1s=None, default=None, name="toy") -> CurveFile:

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from harness.analysis import analyse
 from harness.devices.catalog import GPU_PROFILE_DIR
-from harness.export import export_run
-from harness.sweep import SweepOptions, run_sweep
+from harness.readers.analysis import analyse
+from harness.readers.export import export_run
+from harness.sweep.run import SweepOptions, run_sweep
 
 FAST = dict(window_s=4.0, warmup_min_s=2.0, warmup_max_s=20.0, backend="sim")
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.analysis import analyse
-from harness.fit import fit_grid, monotone_fit
-from harness.synthetic import DECODE, TRAIN, SynthRun, fabricate_run
+from harness.readers.analysis import analyse
+from harness.readers.fit import fit_grid, monotone_fit
+from harness.testing.synthetic import DECODE, TRAIN, SynthRun, fabricate_run
 
 
 @pytest.mark.parametrize("phase", [TRAIN, DECODE])

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis import analyse
 from harness.errors import UsageError
-from harness.synthetic import DECODE, PREFILL, SynthRun, fabricate_run
+from harness.readers.analysis import analyse
+from harness.testing.synthetic import DECODE, PREFILL, SynthRun, fabricate_run
 
 RUN = SynthRun(phases=(PREFILL, DECODE), batches=(1, 4, 16, 64), kind="inference",
                settings=(200.0, 300.0, 400.0, 500.0, 600.0, 700.0), repeats=3, samples_per_point=0, seed=21)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.analysis import analyse
-from harness.synthetic import DECODE, TRAIN, SynthRun, fabricate_run, true_max_q
+from harness.readers.analysis import analyse
+from harness.testing.synthetic import DECODE, TRAIN, SynthRun, fabricate_run, true_max_q
 
 STEP = 25.0
 SETTINGS = tuple(np.arange(200.0, 701.0, STEP))

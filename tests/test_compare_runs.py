@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.compare import MISMATCH_MARK, compare_runs, write_comparison
 from harness.errors import UsageError
-from harness.sweep import SweepOptions, run_sweep
-from harness.synthetic import A100, H100, SynthPhase, SynthRun, fabricate_run
+from harness.readers.compare import MISMATCH_MARK, compare_runs, write_comparison
+from harness.sweep.run import SweepOptions, run_sweep
+from harness.testing.synthetic import A100, H100, SynthPhase, SynthRun, fabricate_run
 
 SWEEP = dict(profile="train-llama-1b", percent=(40, 60, 80, 100), repeats=2, window_s=4.0, warmup_min_s=2.0,
              warmup_max_s=20.0, backend="sim")

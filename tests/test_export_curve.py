@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from harness.analysis import analyse
 from harness.cli import app
-from harness.curves import CURVE_SCHEMA_VERSION, CurveFile, load_curve
 from harness.errors import CurveFileError
-from harness.export import build_curve, export_run
-from harness.synthetic import DECODE, PREFILL, SynthRun, fabricate_run
+from harness.readers.analysis import analyse
+from harness.readers.export import build_curve, export_run
+from harness.records.curves import CURVE_SCHEMA_VERSION, CurveFile, load_curve
+from harness.testing.synthetic import DECODE, PREFILL, SynthRun, fabricate_run
 
 TRAIN_RUN = SynthRun(settings=tuple(np.arange(200.0, 701.0, 50.0)), repeats=3, samples_per_point=0, seed=31,
                      flagged={4: "temp_drift"})

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import fleet, fleet_collect
-from harness.curves import load_curve
-from harness.results import POINT_COLUMNS, SCHEMA_VERSION, Point
+from harness.fleet import campaign as fleet
+from harness.fleet import collect as fleet_collect
+from harness.records.curves import load_curve
+from harness.records.rundir import POINT_COLUMNS, SCHEMA_VERSION, Point
 
 LIMITS_W = [200.0, 300.0, 400.0, 500.0, 600.0, 700.0]
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import fleet, slurm
 from harness.errors import UsageError
-from harness.results import POINT_COLUMNS
+from harness.fleet import campaign as fleet
+from harness.fleet import slurm
+from harness.records.rundir import POINT_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = "x y \"q\" 'a' $(touch PWNED1); touch PWNED2 `touch PWNED3`"

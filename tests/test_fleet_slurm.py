@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import fleet, slurm
+from harness.fleet import campaign as fleet
+from harness.fleet import slurm
 
 pytestmark = pytest.mark.slurm
 
@@ -121,8 +122,8 @@ def test_real_slurm_campaign_finds_the_planted_board(slurm_cluster, tmp_path: Pa
     assert out.returncode == 0, out.stderr
     assert "outlier GPUs (|robust z| > 3.5 among identical parts): 1 (task 1 gpu 0)" in out.stdout, out.stdout
 
-    from harness.curves import load_curve
-    from harness.fleet_collect import collect
+    from harness.fleet.collect import collect
+    from harness.records.curves import load_curve
 
     r = collect(cdir)
     assert len(r.gpus) == 4 and r.gpus["gpu_uuid"].nunique() == 4  # distinct seeded boards

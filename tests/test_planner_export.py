@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness.analysis import analyse
-from harness.curves import save_curve
 from harness.errors import ProfileError
-from harness.export import build_curve
 from harness.planner import plan
-from harness.synthetic import DECODE, TRAIN, SynthRun, fabricate_run
+from harness.readers.analysis import analyse
+from harness.readers.export import build_curve
+from harness.records.curves import save_curve
+from harness.testing.synthetic import DECODE, TRAIN, SynthRun, fabricate_run
 
 
 def _site(tmp_path, curve_name: str, extra: str = "", workload: str = "") -> str:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from planner_fixtures import make_curve, make_site
 
-from harness.curves import save_curve
 from harness.errors import CurveFileError, ProfileError
-from harness.planner.fleet import build_fleet, concave_hull
+from harness.planner.capacity import build_fleet, concave_hull
 from harness.planner.steady import best_settings, steady_table
+from harness.records.curves import save_curve
 
 # compute-bound: tokens/J falls as power rises (slopes from the origin 300, 250, 200, 160 tok/s/W)
 CONCAVE = make_curve([100, 200, 300, 400], [30_000, 50_000, 60_000, 64_000], [100, 200, 300, 400])
@@ -146,7 +146,7 @@ def test_site_file_errors_are_one_line(tmp_path, body, message):
 
 
 def test_latency_targets_add_steady_rows_provisioned_from_the_fit():
-    from harness.curves import LatencyPoint
+    from harness.records.curves import LatencyPoint
 
     decode = make_curve([200, 300, 400], [6_000, 12_000, 12_000], [196, 290, 290], p99=[205, 300, 300])
     lp = LatencyPoint(
@@ -169,7 +169,7 @@ def test_latency_targets_add_steady_rows_provisioned_from_the_fit():
 
 
 def test_a_fine_hull_is_thinned_to_a_dozen_links_from_below():
-    from harness.planner.fleet import thin_hull
+    from harness.planner.capacity import thin_hull
 
     w = np.array([100.0, 200, 300, 400])
     t = np.array([100.0, 190, 279, 300])

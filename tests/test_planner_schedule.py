@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from planner_fixtures import make_curve, make_grid, make_site, run
 
-from harness.curves import load_curve
 from harness.errors import UsageError
-from harness.planner.fleet import build_fleet, curtailment_options
+from harness.planner.capacity import build_fleet, curtailment_options
 from harness.planner.network import Scenario, build_horizon, solve
+from harness.records.curves import load_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 H100 = load_curve(ROOT / "profiles/curves/h100-train-llama-1b.json")

@@ -12,12 +12,12 @@ import pytest
 from matplotlib import image as mpimg
 from typer.testing import CliRunner
 
-from harness.analysis import analyse
 from harness.cli import app
 from harness.errors import RunDirError
-from harness.report import write_report
-from harness.rundata import load_run
-from harness.synthetic import DECODE, PREFILL, SynthRun, fabricate_run
+from harness.readers.analysis import analyse
+from harness.readers.report import write_report
+from harness.records.runview import load_run
+from harness.testing.synthetic import DECODE, PREFILL, SynthRun, fabricate_run
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,15 @@ import pandas as pd
 import pytest
 
 from harness.errors import RunDirError
-from harness.results import (
+from harness.records.rundir import (
     POINT_COLUMNS,
     SCHEMA_VERSION,
     Point,
     RunDir,
-    format_shares,
     incomparable,
     new_run_id,
-    parse_shares,
 )
+from harness.telemetry.energy import format_shares, parse_shares
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,7 +125,7 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {repo!r})
     sys.path.insert(0, {tests!r})
-    from harness.results import RunDir
+    from harness.records.rundir import RunDir
     from test_results_rundir import make_point, samples_frame
     run = RunDir.create(Path({root!r}), "killed", {{}})
     for i in range(3):
@@ -170,7 +169,7 @@ def test_window_samples_and_fields_round_trip(tmp_path):
 
     from harness.devices import open_devices
     from harness.telemetry import Sampler, Window
-    from harness.telemetry.shapes import bursty
+    from harness.testing.shapes import bursty
 
     gpu = open_devices("sim", sim_seed=9).devices[0]
     with Sampler([gpu]) as s, Window([gpu], s, sync=gpu.synchronize, knob="observe") as w:

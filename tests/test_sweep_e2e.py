@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from harness.devices.catalog import GPU_PROFILE_DIR
-from harness.sweep import SweepOptions, run_sweep
+from harness.sweep.run import SweepOptions, run_sweep
 
 FAST = dict(repeats=1, window_s=4.0, warmup_min_s=2.0, warmup_max_s=20.0, backend="sim")
 

@@ -4,7 +4,8 @@ while the sweep creates its contexts is its own, not a foreign process."""
 from __future__ import annotations
 
 from harness.devices.base import StateCheck
-from harness.sweep import LiveStatus, SweepContext, SweepPlan, _prepare
+from harness.sweep.loop import LiveStatus, SweepContext, _prepare
+from harness.sweep.plan import SweepPlan
 
 
 class _Device:

@@ -8,7 +8,8 @@ import pytest
 
 from harness.devices import open_devices
 from harness.errors import UsageError
-from harness.sweep import MaxQSearch, Outcome, PlannedPoint, SweepPlan, ordered, resolve_settings
+from harness.sweep.plan import PlannedPoint, SweepPlan, ordered, resolve_settings
+from harness.sweep.sources import MaxQSearch, Outcome
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from harness.devices import open_devices
 from harness.telemetry import Sampler, Window, measure_idle
-from harness.telemetry.shapes import bursty
+from harness.testing.shapes import bursty
 
 SEEDS = range(20)
 

@@ -7,7 +7,7 @@ import pytest
 from harness.devices import open_devices
 from harness.devices.simulated import Load
 from harness.errors import PermissionDenied
-from harness.telemetry.checks import (
+from harness.testing.checks import (
     ObserveOnly,
     format_square_wave,
     median_ci,

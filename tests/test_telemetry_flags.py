@@ -11,7 +11,7 @@ from harness.devices import open_devices
 from harness.devices.catalog import load_part
 from harness.devices.simulated import BoardOverrides, Load, SimNode
 from harness.telemetry import FLAG_NAMES, Sampler, Tolerances, Window
-from harness.telemetry.shapes import steady
+from harness.testing.shapes import steady
 
 
 def _gpu(seed: int = 0, **overrides):

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.devices.replay import ReplayDevice, load_power_samples, load_square_wave
 from harness.telemetry import Sampler, Tolerances, Window
-from harness.telemetry.replay import ReplayDevice, load_power_samples, load_square_wave
 
 TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 SQUARE = TRACES / "h100-square-wave.csv"

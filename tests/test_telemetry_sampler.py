@@ -9,8 +9,8 @@ import pytest
 
 from harness.devices import open_devices
 from harness.telemetry import READING_COLUMNS, Sampler
-from harness.telemetry.checks import WallClockView
-from harness.telemetry.shapes import bursty
+from harness.testing.checks import WallClockView
+from harness.testing.shapes import bursty
 
 
 def test_simulated_sampling_is_exact_and_deterministic():

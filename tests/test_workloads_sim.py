@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from harness.devices import open_devices
-from harness.profiles import WorkloadConfig, load_profile
+from harness.profiles import load_profile
 from workloads import registry
+from workloads.config import WorkloadConfig
 from workloads.simulated import SimWorkload, measure_twin
 
 DECODE = {"name": "inference", "model": "llama-1b", "phases": ["decode"], "input_len": 128, "output_len": 256}

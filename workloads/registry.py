@@ -18,7 +18,7 @@ from harness.errors import UsageError
 from workloads.base import Workload
 
 if TYPE_CHECKING:
-    from harness.profiles import WorkloadConfig
+    from workloads.config import WorkloadConfig
 
 Factory = Callable[["WorkloadConfig", "Device | None"], Workload]
 

@@ -22,7 +22,7 @@ from workloads import models
 from workloads.base import StepResult, WorkloadSpec
 
 if TYPE_CHECKING:
-    from harness.profiles import WorkloadConfig
+    from workloads.config import WorkloadConfig
 
 
 @dataclass(frozen=True)

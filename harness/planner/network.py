@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UsageError
-from harness.planner.fleet import Fleet, WorkloadFleet
+from harness.planner.capacity import Fleet, WorkloadFleet
 from harness.planner.grid import GridSignal
 from harness.planner.site import Site
 

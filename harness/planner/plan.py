@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UsageError
-from harness.planner.fleet import Fleet, build_fleet
+from harness.planner.capacity import Fleet, build_fleet
 from harness.planner.grid import load_grid
 from harness.planner.network import (
     OBJECTIVES,

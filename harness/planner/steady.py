@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.planner.fleet import Fleet, WorkloadFleet
+from harness.planner.capacity import Fleet, WorkloadFleet
 from harness.planner.site import Site
 
 

@@ -154,3 +154,18 @@ def max_gap(t_s: Sequence[float], t0: float, t1: float) -> float:
     t = t[(t >= t0) & (t <= t1)]
     edges = np.concatenate(([t0], t, [t1]))
     return float(np.max(np.diff(edges)))
+
+
+def format_shares(shares: dict[str, float]) -> str:
+    """``{"sw_power_cap": 0.5, "idle": 0.0}`` -> ``"sw_power_cap=0.5"`` (the points.csv cell; reasons
+    never active are left out)."""
+    return ";".join(f"{k}={v:.4g}" for k, v in sorted(shares.items()) if v > 0)
+
+
+def parse_shares(cell: str) -> dict[str, float]:
+    """The points.csv cell back into ``{reason: share}``."""
+    out: dict[str, float] = {}
+    for item in filter(None, (cell or "").split(";")):
+        key, _, value = item.partition("=")
+        out[key] = float(value)
+    return out

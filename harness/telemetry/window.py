@@ -88,8 +88,6 @@ class WindowResult:
 
     def point_fields(self) -> dict:
         """The ``Point`` fields this window determines (tokens and settings come from the sweep)."""
-        from harness.results import format_shares
-
         return {
             "gpu_index": self.gpu_index, "window_start_s": self.t_start, "window_end_s": self.t_end,
             "seconds": self.seconds, "joules": self.joules, "joules_integrated": self.joules_integrated,
@@ -98,7 +96,7 @@ class WindowResult:
             "power_max_1s_w": self.power_max_1s_w, "sm_clock_mean_mhz": self.sm_clock_mean_mhz,
             "mem_clock_mean_mhz": self.mem_clock_mean_mhz, "temp_start_c": self.temp_start_c,
             "temp_end_c": self.temp_end_c, "host_joules": self.host_joules,
-            "clock_event_shares": format_shares(self.clock_event_shares), "flags": ";".join(self.flags),
+            "clock_event_shares": en.format_shares(self.clock_event_shares), "flags": ";".join(self.flags),
         }
 
 

@@ -86,23 +86,6 @@ POINT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Point) if f.name !
 
 
 # --------------------------------------------------------------------------------------------
-# clock-event shares as one CSV cell
-
-
-def format_shares(shares: dict[str, float]) -> str:
-    """``{"sw_power_cap": 0.5}`` -> ``"sw_power_cap=0.5"`` (the points.csv cell)."""
-    return ";".join(f"{k}={v:.4g}" for k, v in sorted(shares.items()))
-
-
-def parse_shares(cell: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in filter(None, (cell or "").split(";")):
-        key, _, value = item.partition("=")
-        out[key] = float(value)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # run directory
 
 TOOL = "tokbench"

@@ -4,7 +4,7 @@ savings against the default setting, and monotone fits.
 A curve is one (phase, batch) of a run: per setting, the repeats (and GPUs, unless one is chosen)
 give a mean and an interval of tokens/s and tokens/J. Max-P is the lowest setting whose tokens/s
 cannot be told from the best; Max-Q the settings whose tokens/J cannot be told from the best (both
-walk outwards from the best setting while the test of ``harness.stats`` says "same"). Flagged
+walk outwards from the best setting while the test of ``harness.readers.stats`` says "same"). Flagged
 points are kept for display and left out of every statistic unless ``include_flagged``.
 """
 
@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UsageError
-from harness.fit import MonotoneCurve, monotone_fit
-from harness.rundata import PartInfo, RunData, load_run
-from harness.stats import Interval, cannot_tell_apart, mean_interval, pooled_noise
+from harness.readers.fit import MonotoneCurve, monotone_fit
+from harness.readers.stats import Interval, cannot_tell_apart, mean_interval, pooled_noise
+from harness.records.runview import PartInfo, RunData, load_run
 
 UNITS = {"power_limit_w": "W", "sm_clock_mhz": "MHz", "observe": "W"}
 #: drawn power below this share of the cap means the cap is not what limits the work
@@ -140,7 +140,7 @@ class RunAnalysis:
     flagged: pd.DataFrame  # rows of points.csv with flags (shown, left out unless included)
     include_flagged: bool
     gpu: int | None
-    tokenomics: object | None = None  # harness.tokenomics.Tokenomics
+    tokenomics: object | None = None  # harness.readers.tokenomics.Tokenomics
     problems: tuple[str, ...] = ()
 
     def curve(self, phase: str | None = None, batch_size: int | None = None) -> Curve:
@@ -424,7 +424,7 @@ def analyse(run: RunData | str, include_flagged: bool = False, gpu: int | None =
     """Analyse a run directory (or a loaded run). ``gpu`` restricts to one GPU; otherwise the GPUs
     of a node are pooled as further repeats of the same part. ``tpot_ms``/``ttft_ms`` set the
     latency target of the tokenomics Max-Q."""
-    from harness.tokenomics import tokenomics
+    from harness.readers.tokenomics import tokenomics
 
     if not isinstance(run, RunData):
         run = load_run(run)

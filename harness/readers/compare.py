@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.analysis import Curve, RunAnalysis, analyse
 from harness.errors import UsageError
-from harness.rundata import load_run
+from harness.readers.analysis import Curve, RunAnalysis, analyse
+from harness.records.runview import load_run
 
 MISMATCH_MARK = "MISMATCHED COMPARISON (--allow-mismatch): runs differ in workload metadata"
 
@@ -124,7 +124,7 @@ def compare_runs(paths: list[str | Path], allow_mismatch: bool = False, include_
 
 
 def overlay_figure(cmp: Comparison, phase: str, batch: int, outdir: Path) -> Path:
-    from harness import plots
+    from harness.readers import plots
 
     plt = plots.plt
     fig, axs = plt.subplots(2, 2, figsize=(12, 8.2))

@@ -12,7 +12,7 @@ A campaign is a directory on the shared filesystem, ``<results-root>/<id>/``:
 
 Each array task runs the hidden ``tokbench fleet task CAMPAIGN N``, which finds its GPUs (by UUID
 on real nodes, simulated ones otherwise), records itself, and runs `tokbench sweep` as an argv list.
-Slurm specifics live in ``harness.slurm``; reading the runs back lives in ``harness.fleet_collect``.
+Slurm specifics live in ``harness.fleet.slurm``; reading the runs back lives in ``harness.fleet.collect``.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness import slurm
 from harness.errors import UsageError, first_validation_error
+from harness.fleet import slurm
 
 CAMPAIGN_SCHEMA = "tokbench.fleet"
 CAMPAIGN_SCHEMA_VERSION = 1
@@ -532,7 +532,7 @@ def combine_status(statuses: list[str]) -> str:
 def run_progress(run_dir: Path | None) -> tuple[str, int]:
     """(manifest status, points recorded) of a run directory; ("damaged", 0) when it cannot be read."""
     from harness.errors import RunDirError
-    from harness.results import RunDir
+    from harness.records.rundir import RunDir
 
     if run_dir is None or not (run_dir / "manifest.json").is_file():
         return "", 0

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.curves import CurveFile, load_curve
 from harness.errors import CurveFileError, ProfileError
 from harness.planner.site import Site
+from harness.records.curves import CurveFile, load_curve
 
 #: tokens/s per W of site power → Gtok per MWh
 GTOK_PER_MWH_PER_TOKENS_PER_J = 3.6

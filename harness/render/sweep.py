@@ -1,39 +1,8 @@
-"""rich renderables shared by CLI commands (tables, not logic)."""
+"""The sweep on the terminal: the dry-run plan, the live line and the summary table."""
 
 from __future__ import annotations
 
 from rich.table import Table
-
-
-def _w(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0f}"
-
-
-def devices_table(backend: str, rows: list[dict]) -> Table:
-    table = Table(title=f"GPUs ({backend} backend)", title_justify="left")
-    for col in ("#", "name", "limit W min/def/max", "limit W (enforced)", "SM MHz now/max", "SM lock",
-                "temp C", "W inst/avg", "energy counter", "may set", "state"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        info, lim, rd, caps = r["info"], r["power_limits"] or {}, r["reading"], r["info"]["capabilities"]
-        lock = r["sm_clock_lock"]
-        problems = r["state"]["problems"]
-        may = "yes" if caps["can_set_power_limit"] else f"no ({caps['permission_note']})"
-        table.add_row(
-            str(info["index"]),
-            info["name"].replace("NVIDIA ", ""),
-            f"{_w(lim.get('min_w'))}/{_w(lim.get('default_w'))}/{_w(lim.get('max_w'))}" if "error" not in lim
-            else lim["error"],
-            f"{_w(lim.get('current_w'))} ({_w(lim.get('enforced_w'))})",
-            f"{_w(rd['sm_clock_mhz'])}/{info['max_sm_clock_mhz']}",
-            "-" if lock is None else f"{lock['lo_mhz']}-{lock['hi_mhz']}",
-            _w(rd["temperature_c"]),
-            f"{_w(rd['power_instant_w'])}/{_w(rd['power_average_w'])}",
-            "yes" if caps["energy_counter"] else "no",
-            may,
-            "; ".join(problems) if problems else "[green]ok[/]",
-        )
-    return table
 
 
 def plan_text(plan, estimate_s: float) -> str:
@@ -49,7 +18,7 @@ def plan_text(plan, estimate_s: float) -> str:
 
 def summary_table(points, analysis=None) -> Table:
     """Per setting, batch and phase: node totals averaged over repeats. Max-Q and Max-P are
-    marked from ``analysis`` (harness.analysis): the settings that cannot be told from the best,
+    marked from ``analysis`` (harness.readers.analysis): the settings that cannot be told from the best,
     as `tokbench report` says, never the argmax of noisy means; without it nothing is marked."""
     import pandas as pd
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.analysis import Curve, RunAnalysis
-from harness.stats import BOOTSTRAP_MIN
+from harness.readers.analysis import Curve, RunAnalysis
+from harness.readers.stats import BOOTSTRAP_MIN
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def _identity(a: RunAnalysis) -> str:
 def write_report(a: RunAnalysis, outdir: str | Path | None = None, formats: tuple[str, ...] | None = None) -> Report:
     """Write ``report.md`` and ``plots/`` (PNG and SVG unless ``formats`` says otherwise) for an
     analysed run; returns what was written."""
-    from harness import plots
+    from harness.readers import plots
 
     fm = formats or plots.FORMATS
     out = Path(outdir) if outdir else a.run.path

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.results import POINT_COLUMNS, Point, RunDir
+from harness.records.rundir import POINT_COLUMNS, Point, RunDir
 
 
 @dataclass(frozen=True)

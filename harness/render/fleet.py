@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from harness.fleet import TaskStatus
-from harness.fleet_collect import METRICS, Z_THRESHOLD, Collected
+from harness.fleet.campaign import TaskStatus
+from harness.fleet.collect import METRICS, Z_THRESHOLD, Collected
 
 
 def fleet_status_table(campaign_id: str, statuses: list[TaskStatus]) -> Table:

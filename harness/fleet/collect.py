@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import fleet
-from harness.curves import (
+from harness.errors import RunDirError, TokbenchError
+from harness.fleet import campaign as fleet
+from harness.records.curves import (
     CurveFile,
     CurveFit,
     CurvePoint,
@@ -27,8 +28,7 @@ from harness.curves import (
     WorkloadIdentity,
     save_curve,
 )
-from harness.errors import RunDirError, TokbenchError
-from harness.results import RunDir
+from harness.records.rundir import RunDir
 
 Z_THRESHOLD = 3.5
 MAD_FLOOR_REL = 0.005

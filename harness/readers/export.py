@@ -1,6 +1,6 @@
 """The calibrated-curve file of a run (``tokbench export``): what planners consume.
 
-Built from a ``RunAnalysis`` into ``harness.curves.CurveFile`` (validated by pydantic on the way
+Built from a ``RunAnalysis`` into ``harness.records.curves.CurveFile`` (validated by pydantic on the way
 out, as it is on the way in), written as JSON, or as CSV of the per-setting points for
 spreadsheets. Documented in docs/curve-schema.md.
 """
@@ -14,8 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis import Curve, RunAnalysis, SettingStats
-from harness.curves import (
+from harness.errors import UsageError
+from harness.readers.analysis import Curve, RunAnalysis, SettingStats
+from harness.readers.fit import METHOD, fit_grid
+from harness.readers.stats import Interval
+from harness.readers.tokenomics import choose
+from harness.records.curves import (
     CurveFile,
     CurveFit,
     CurvePoint,
@@ -26,10 +30,6 @@ from harness.curves import (
     WorkloadIdentity,
     save_curve,
 )
-from harness.errors import UsageError
-from harness.fit import METHOD, fit_grid
-from harness.stats import Interval
-from harness.tokenomics import choose
 
 #: TPOT targets exported for a run with latencies when the user names none (ms)
 DEFAULT_TPOT_TARGETS_MS = (10.0, 20.0, 50.0, 100.0, 200.0)
@@ -99,7 +99,7 @@ def _flagged_points(a: RunAnalysis) -> list[CurvePoint]:
     """Groups measured only by flagged rows: exported as invalid points so a planner can see them."""
     if a.include_flagged or not len(a.flagged):
         return []
-    from harness.analysis import setting_stats
+    from harness.readers.analysis import setting_stats
 
     have = {(s.phase, s.batch_size, s.setting) for c in a.curves for s in c.stats}
     return [_point(s, valid=False) for s in setting_stats(a.flagged, include_flagged=True)

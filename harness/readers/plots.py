@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness.analysis import Curve, RunAnalysis  # noqa: E402
+from harness.readers.analysis import Curve, RunAnalysis  # noqa: E402
 
 TIMELINE_BINS = 1500
 _KNOB_LABEL = {"power_limit_w": "power limit (W)", "sm_clock_mhz": "locked SM clock (MHz)", "observe": "setting (W)"}

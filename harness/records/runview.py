@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harness.errors import RunDirError
-from harness.results import POINT_COLUMNS, RunDir
+from harness.records.rundir import POINT_COLUMNS, RunDir
 
 #: telemetry columns the report uses (others in the files are ignored)
 TELEMETRY_COLUMNS = ("t_s", "power_instant_w", "power_average_w", "sm_clock_mhz", "temperature_c", "clock_events")

@@ -1,0 +1,1 @@
+"""Many nodes through Slurm: campaigns, the batch script, and collecting their runs."""

@@ -1,0 +1,1 @@
+"""rich renderables for the terminal (tables and live lines, no logic)."""

@@ -1,0 +1,276 @@
+"""The point loop of a sweep: set a knob, warm up to steady state, measure a window per phase,
+write the point, move on; the guard puts every setting back.
+
+States of one point (a small explicit machine, so a reader can follow the run):
+
+    apply   -> set the knob on every GPU of the node, read back what is enforced
+    warm-up -> run the phase until power and SM clock hold steady (or the warm-up times out)
+    measure -> a ``Window`` around the phase's steps for ``window_s`` of device time
+    record  -> one ``Point`` per GPU, appended and flushed with its samples
+    (next phase: warm-up again; next point: apply)
+
+Which points are measured comes from a ``PointSource``: a fixed grid (``GridSource``) or the
+adaptive Max-Q search (``MaxQSearch``), which chooses each next setting from the points so far.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.devices.base import Device
+from harness.records.rundir import Point
+from harness.sweep.plan import PlannedPoint, SweepPlan
+from harness.sweep.sources import Outcome, PointSource
+
+
+@dataclass
+class LiveStatus:
+    """What the live display shows; updated by the loop, read by the display."""
+
+    point: int = 0
+    total: int | None = None
+    setting: float | None = None
+    batch_size: int | None = None
+    phase: str = ""
+    state: str = "starting"
+    power_w: float | None = None
+    sm_clock_mhz: float | None = None
+    temperature_c: float | None = None
+    tokens_per_s: float | None = None
+
+
+@dataclass
+class SweepContext:
+    """Everything the loop needs, built by ``harness.run.start_sweep``."""
+
+    devices: list[Device]
+    plan: SweepPlan
+    source: PointSource
+    make_workload: Callable[[Device, int], Any]  # (device, batch size) -> Workload
+    run_dir: Any  # harness.records.rundir.RunDir
+    sampler: Any  # harness.telemetry.Sampler
+    guard: Any | None  # harness.sweep.guard.Guard, None when observing
+    status: LiveStatus = field(default_factory=LiveStatus)
+    on_point: Callable[[list[Point]], None] | None = None
+    next_index: int = 0
+    done_phases: set[tuple[float, int, int, str]] = field(default_factory=set)
+    own_pids: frozenset[int] = frozenset()
+
+
+def run_points(ctx: SweepContext) -> list[Outcome]:
+    """Measure points until the source runs dry or ``max_time_s`` of device time has passed."""
+    from harness.telemetry import SteadyState, Window
+
+    plan, devices = ctx.plan, ctx.devices
+    clock = devices[0].clock
+    t_begin = clock.now()
+    outcomes: list[Outcome] = []
+    workloads: dict[int, list[Any]] = {}
+    try:
+        while True:
+            planned = ctx.source.next_point(outcomes)
+            if planned is None:
+                break
+            if plan.max_time_s is not None and clock.now() - t_begin >= plan.max_time_s:
+                ctx.status.state = "max-time reached"
+                break
+            if planned.batch_size not in workloads:
+                for ws in workloads.values():
+                    for w in ws:
+                        w.close()
+                workloads = {planned.batch_size: _prepare(ctx, planned.batch_size)}
+            ws = workloads[planned.batch_size]
+            enforced = _apply(ctx, planned.setting)
+            ctx.status.point += 1
+            ctx.status.setting, ctx.status.batch_size = planned.setting, planned.batch_size
+            first_phase_points: list[Point] = []
+            for phase in ws[0].phases:
+                key = (planned.setting, planned.batch_size, planned.repeat, phase)
+                if key in ctx.done_phases:
+                    continue
+                ctx.status.phase = phase
+                warmup_s = _warm_up(ctx, ws, phase, SteadyState)
+                points = _measure(ctx, ws, phase, planned, enforced, warmup_s, Window)
+                if not first_phase_points:
+                    first_phase_points = points
+            if first_phase_points:
+                tps = sum(p.tokens_per_s for p in first_phase_points)
+                joules_per_s = sum(p.joules / p.seconds for p in first_phase_points if p.seconds > 0)
+                outcomes.append(Outcome(planned, tps, tps / joules_per_s if joules_per_s else 0.0,
+                                        all(p.valid for p in first_phase_points)))
+    finally:
+        for ws in workloads.values():
+            for w in ws:
+                w.close()
+    return outcomes
+
+
+def _prepare(ctx: SweepContext, batch_size: int) -> list[Any]:
+    """Build and prepare one workload per GPU. GPU processes that appear while this run creates
+    its contexts are its own (in a container NVML reports them under host pids)."""
+    ctx.status.state = f"preparing batch {batch_size}"
+    before = _gpu_pids(ctx.devices)
+    ws = [ctx.make_workload(d, batch_size) for d in ctx.devices]
+    for w, d in zip(ws, ctx.devices):
+        w.prepare(d)
+    ctx.own_pids = ctx.own_pids | frozenset(_gpu_pids(ctx.devices) - before)
+    return ws
+
+
+def _gpu_pids(devices: Sequence[Device]) -> set[int]:
+    return {pid for d in devices for pid in d.state_check().foreign_processes}
+
+
+def _apply(ctx: SweepContext, setting: float) -> dict[int, float]:
+    """Set the knob on every GPU; returns what each enforces."""
+    ctx.status.state = "apply"
+    out = {}
+    for d in ctx.devices:
+        if ctx.guard is None:  # observing: the current setting is the point's setting
+            out[d.info.index] = d.power_limits().enforced_w
+        elif ctx.plan.knob == "power-limit":
+            out[d.info.index] = ctx.guard.set_power_limit(d, setting)
+        else:
+            out[d.info.index] = ctx.guard.lock_sm_clock(d, int(setting))
+    return out
+
+
+def _step_all(ws: Sequence[Any], phase: str) -> list[Any]:
+    results = [w.step(phase) for w in ws]
+    for w in ws:
+        w.synchronize()
+    return results
+
+
+def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) -> float:
+    """Run ``phase`` until every GPU's power and SM clock hold steady; returns seconds spent."""
+    ctx.status.state = "warm-up"
+    plan, clock = ctx.plan, ctx.devices[0].clock
+    detectors = {d.info.index: steady_cls(timeout_s=plan.warmup_max_s) for d in ctx.devices}
+    temps: dict[int, list[tuple[float, float]]] = {d.info.index: [] for d in ctx.devices}
+    t0 = clock.now()
+    while True:
+        _step_all(ws, phase)
+        now = clock.now()
+        settled = True
+        for d in ctx.devices:
+            r = ctx.sampler.latest(d.info.index)
+            if r is None:
+                settled = False
+                continue
+            _show(ctx, r)
+            power = r.power_instant_w if r.power_instant_w is not None else r.power_average_w
+            ok = detectors[d.info.index].update(now, power or 0.0, r.sm_clock_mhz or 0.0)
+            settled = settled and ok and _temperature_settled(temps[d.info.index], now, r.temperature_c, plan)
+        if now - t0 >= plan.warmup_max_s or (settled and now - t0 >= plan.warmup_min_s):
+            return now - t0
+
+
+def _temperature_settled(history: list[tuple[float, float]], now: float, temp_c: float | None,
+                         plan: SweepPlan, span_s: float = 5.0, budget_c: float = 2.5) -> bool:
+    """True when the temperature trend of the last ``span_s`` would move it less than
+    ``budget_c`` over a window (half the drift that flags a point): leakage follows
+    temperature, so a window on a still-warming GPU would measure a moving target."""
+    if temp_c is None:
+        return True
+    history.append((now, temp_c))
+    while len(history) > 2 and history[1][0] <= now - span_s:
+        history.pop(0)
+    t_old, temp_old = history[0]
+    if now - t_old < span_s * 0.8:
+        return False
+    rate = (temp_c - temp_old) / (now - t_old)
+    return abs(rate) * plan.window_s < budget_c
+
+
+def _show(ctx: SweepContext, reading: Any) -> None:
+    st = ctx.status
+    st.power_w = reading.power_instant_w if reading.power_instant_w is not None else reading.power_average_w
+    st.sm_clock_mhz, st.temperature_c = reading.sm_clock_mhz, reading.temperature_c
+
+
+def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedPoint,
+             enforced: dict[int, float], warmup_s: float, window_cls: Any) -> list[Point]:
+    """One window of ``phase`` on every GPU; writes and returns one Point per GPU."""
+    ctx.status.state = "measure"
+    plan, devices = ctx.plan, ctx.devices
+    clock = devices[0].clock
+    requested = None if ctx.guard is None else {d.info.index: planned.setting for d in devices}
+
+    def sync() -> None:
+        for w in ws:
+            w.synchronize()
+
+    totals = [[0, 0, 0, 0, [], []] for _ in ws]  # steps, input, output, sequences, ttfts, tpots
+    with window_cls(devices, ctx.sampler, sync, requested=requested, knob=plan.knob_field,
+                    min_seconds=min(1.0, plan.window_s), own_pids=ctx.own_pids) as window:
+        t0 = clock.now()
+        while True:
+            for tot, res in zip(totals, _step_all(ws, phase)):
+                tot[0] += 1
+                tot[1] += res.input_tokens
+                tot[2] += res.output_tokens
+                tot[3] = res.sequences
+                if getattr(res, "ttft_s", None) is not None:
+                    tot[4].append(res.ttft_s)
+                if getattr(res, "tpot_s", None) is not None:
+                    tot[5].append(res.tpot_s)
+            if clock.now() - t0 >= plan.window_s:
+                break
+    points = []
+    for d, tot in zip(devices, totals):
+        wr = window.results[d.info.index]
+        points.append(_point(ctx, d, tot, wr, phase, planned, enforced[d.info.index], warmup_s))
+    for p, d in zip(points, devices):
+        ctx.run_dir.append_point(p, window.results[d.info.index].samples)
+    ctx.status.tokens_per_s = sum(p.tokens_per_s for p in points)
+    ctx.status.state = "recorded"
+    if ctx.on_point:
+        ctx.on_point(points)
+    return points
+
+
+def _point(ctx: SweepContext, device: Device, tot: list, wr: Any, phase: str,
+           planned: PlannedPoint, enforced: float, warmup_s: float) -> Point:
+    steps, inp, out, seqs, ttfts, tpots = tot
+    seconds = wr.seconds
+    tokens = inp + out
+    ttft_ms = tpot_ms = per_user = None
+    if ttfts:
+        ttft_ms = 1000 * statistics.fmean(ttfts)
+    elif phase == "prefill" and steps:
+        ttft_ms = 1000 * seconds / steps  # every step prefills the whole batch: first tokens at its end
+    if tpots:
+        tpot_ms = 1000 * statistics.fmean(tpots)
+    elif phase == "decode" and steps and seqs and out:
+        tpot_ms = 1000 * seconds / (out / seqs)  # each sequence gets out/seqs tokens over the window
+    if phase in ("decode", "serve") and seqs and out and seconds > 0:
+        per_user = out / seqs / seconds
+    index = ctx.next_index
+    ctx.next_index += 1
+    joules = wr.joules
+    return Point(
+        **wr.point_fields(),
+        point_index=index,
+        gpu_uuid=device.info.uuid,
+        knob=ctx.plan.knob_field if ctx.guard is not None else "observe",
+        setting=planned.setting,
+        enforced=enforced,
+        batch_size=planned.batch_size,
+        phase=phase,
+        repeat=planned.repeat,
+        steps=steps,
+        input_tokens=inp,
+        output_tokens=out,
+        tokens=tokens,
+        warmup_s=warmup_s,
+        tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
+        tokens_per_j=tokens / joules if joules > 0 else 0.0,
+        j_per_token=joules / tokens if tokens else 0.0,
+        ttft_ms=ttft_ms,
+        tpot_ms=tpot_ms,
+        tokens_per_s_per_user=per_user,
+    )
