@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from harness.errors import TokbenchError, UsageError
+from harness.errors import EXIT_DEVICE, EXIT_USAGE, TokbenchError, UsageError
 from harness.sweep.guard import Terminated
 
 app = typer.Typer(
@@ -184,7 +184,11 @@ def _run(opts) -> None:
         console.print(plan_text(result.plan, result.estimate_s))
         return
     console.print(summary_table(result.points, _analysis_or_none(result.run_dir.path)))
-    console.print(f"run {result.status}: {result.run_dir.path}")
+    if result.status == "stopped":
+        console.print(f"run stopped by --max-time: {result.remaining} planned measurement(s) remain; continue with "
+                      f"tokbench sweep --resume {result.run_dir.path}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"run {result.status}: {result.run_dir.path}", highlight=False, soft_wrap=True)
 
 
 def _analysis_or_none(run_path):
@@ -202,11 +206,15 @@ def restore() -> None:
     """Put back settings left behind by a run that was killed (from its journal)."""
     from harness.sweep.guard import recover
 
-    lines = recover()
-    for line in lines:
-        console.print(f"restored {line}")
-    if not lines:
+    r = recover()
+    for line in r.restored:
+        console.print(f"restored {line}", highlight=False)
+    for line in r.problems:
+        err_console.print(f"[yellow]not restored:[/] {line}", highlight=False)
+    if not r.restored and not r.problems:
         console.print("nothing to restore")
+    if r.problems:
+        raise typer.Exit(EXIT_DEVICE)
 
 
 RunArg = Annotated[str, typer.Argument(help="run directory (results/<run-id>)")]
@@ -289,14 +297,19 @@ def compare(
     console.print(f"wrote {cmp.markdown} and {len(cmp.plots)} plots")
 
 
+#: commands that change GPU settings: they restore what a killed run left first (in the library)
+_CHANGING = ("sweep", "run", "restore", "govern")
+
+
 @app.callback()
 def _root(ctx: typer.Context) -> None:
     """tokbench: tokens per second and per joule across power limits and clocks."""
-    if ctx.invoked_subcommand not in (None, "restore"):
-        from harness.sweep.guard import recover
+    if ctx.invoked_subcommand not in _CHANGING:
+        from harness.sweep.guard import pending_note
 
-        for line in recover():
-            err_console.print(f"[yellow]restored[/] {line}", highlight=False)
+        note = pending_note()
+        if note:
+            err_console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 @app.command()
@@ -463,21 +476,33 @@ def fleet_task(campaign_dir: Path, task: int) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: every TokbenchError becomes one line and a non-zero exit.
+    """Console-script entry point: every TokbenchError becomes one line and its exit code; an
+    interrupted run says where it is and how to resume it (see README.md, exit codes)."""
+    from harness.sweep.run import RunInterrupted
 
-    Typer/click handle their own usage errors (unknown option, bad type) in standalone mode.
-    """
     try:
-        app()
+        rc = app(standalone_mode=False)
     except TokbenchError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted:[/] settings restored; finished points are kept", highlight=False)
+    except typer.Abort:  # Ctrl-C outside a run: click turns KeyboardInterrupt into Abort
+        err_console.print("[bold red]interrupted:[/] nothing was being recorded", highlight=False)
         sys.exit(130)
-    except Terminated:
-        err_console.print(f"[bold red]error:[/] {Terminated.message}", highlight=False)
-        sys.exit(Terminated.exit_code)
+    except typer.TyperException as e:  # usage errors: unknown option, bad type (typer's own click)
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(getattr(e, "exit_code", EXIT_USAGE))
+    except RunInterrupted as e:
+        err_console.print(f"[bold red]interrupted by {e.signal_name}:[/] settings restored; {e.points} finished "
+                          f"point(s) kept in {e.run_dir}\n  resume with: tokbench sweep --resume {e.run_dir}",
+                          highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted:[/] settings restored; nothing was being recorded", highlight=False)
+        sys.exit(130)
+    except Terminated as e:
+        err_console.print(f"[bold red]interrupted by {e.signal_name}:[/] settings restored", highlight=False)
+        sys.exit(e.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

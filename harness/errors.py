@@ -2,16 +2,25 @@
 
 Every error a user can cause or meet (bad input, missing driver, no permission) is a
 ``TokbenchError``: the CLI prints its message as one line and exits non-zero, never a traceback.
-Backends translate their library's errors into these classes in one place each.
+Backends translate their library's errors into these classes in one place each, chaining the
+library's own exception (``raise ... from e``) so logs keep the cause.
+
+Exit codes (README.md lists them): 2 bad input (options, profiles, run directories, curve files),
+3 a setting change refused for lack of permission, 4 a device or backend that failed or is missing,
+130/143/129 a run interrupted by SIGINT/SIGTERM/SIGHUP (settings restored, finished points kept).
 """
 
 from __future__ import annotations
+
+EXIT_USAGE = 2
+EXIT_PERMISSION = 3
+EXIT_DEVICE = 4
 
 
 class TokbenchError(Exception):
     """An error whose message is fit to show a user as one line."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class UsageError(TokbenchError):
@@ -24,6 +33,8 @@ class ProfileError(TokbenchError):
 
 class BackendUnavailable(TokbenchError):
     """The requested device backend cannot run here."""
+
+    exit_code = EXIT_DEVICE
 
 
 class NvmlNotInstalled(BackendUnavailable):
@@ -41,6 +52,8 @@ class NoGpuFound(BackendUnavailable):
 class DeviceError(TokbenchError):
     """A device refused or failed an operation."""
 
+    exit_code = EXIT_DEVICE
+
 
 class NotSupported(DeviceError):
     """The part does not offer this query or setting."""
@@ -48,6 +61,8 @@ class NotSupported(DeviceError):
 
 class PermissionDenied(DeviceError):
     """Changing a setting needs privileges this process lacks."""
+
+    exit_code = EXIT_PERMISSION
 
     def __init__(self, what: str) -> None:
         super().__init__(

@@ -53,8 +53,11 @@ def test_latency_max_q_equals_brute_force_and_meets_the_target(run_dir, tpot_ms,
     assert rows[rows.phase == "decode"].tpot_ms.max() <= tpot_ms
     if ttft_ms is not None:
         assert rows[rows.phase == "prefill"].ttft_ms.max() <= ttft_ms
-    # Max-P within the same target: at least as fast, never more efficient
-    assert lat.max_p.tokens_per_s >= q.tokens_per_s and lat.max_p.tokens_per_j <= q.tokens_per_j
+    # Max-P within the same target: at least as fast (or Max-Q's speed cannot be told from the best: Max-Q lies in
+    # the Max-P range of its batch, the lowest setting of which is Max-P), never more efficient
+    same_speed = lat.max_p.batch_size == q.batch_size and q.setting in lat.max_p_range.settings
+    assert lat.max_p.tokens_per_s >= q.tokens_per_s or same_speed
+    assert lat.max_p.tokens_per_j <= q.tokens_per_j
     assert lat.throughput_given_up == pytest.approx(1 - q.tokens_per_s / lat.max_p.tokens_per_s)
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import EXIT_DEVICE
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,7 +49,7 @@ def test_devices_lists_simulated_parts_here_and_says_why():
 @needs_no_gpu
 def test_devices_backend_nvml_fails_with_one_line_and_no_traceback():
     p = tokbench("devices", "--backend", "nvml")
-    assert p.returncode == 2
+    assert p.returncode == EXIT_DEVICE
     assert p.stdout == ""
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1, p.stderr
@@ -61,7 +63,7 @@ def test_devices_nvml_not_installed_is_its_own_line(tmp_path):
     (shadow / "pynvml.py").write_text("raise ImportError('simulated: nvidia-ml-py not installed')\n")
     env = dict(os.environ, PYTHONPATH=str(shadow))
     p = tokbench("devices", "--backend", "nvml", env=env)
-    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+    assert p.returncode == EXIT_DEVICE and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
     assert "pip install nvidia-ml-py" in p.stderr
 
 

@@ -101,7 +101,7 @@ def test_without_a_driver_each_section_says_so(tmp_path):
     if all(s["status"] == "ok" for s in report["sections"].values()):
         pytest.skip("a GPU answers NVML here")
     assert p.returncode == 1
-    assert report["sections"]["devices"]["error"].startswith("tokbench devices exited 2: error: NVML is not available")
+    assert report["sections"]["devices"]["error"].startswith("tokbench devices exited 4: error: NVML is not available")
     assert report["sections"]["state_check"]["error"].startswith("DriverNotLoaded: NVML is not available")
 
 

@@ -14,6 +14,7 @@ from harness.devices import open_devices
 from harness.devices.base import ClockLock, Device
 from harness.devices.nvml import NvmlBackend
 from harness.errors import (
+    EXIT_PERMISSION,
     BackendUnavailable,
     DeviceError,
     DriverNotLoaded,
@@ -289,7 +290,7 @@ def test_cli_permission_error_is_one_line(fake_nvml_proc):
             "main()\n")
     p = subprocess.run([sys.executable, "-c", code, "try-set"], env=fake_nvml_proc.env, capture_output=True,
                        text=True, timeout=60)
-    assert p.returncode == 2
+    assert p.returncode == EXIT_PERMISSION
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert "root" in p.stderr and "CAP_SYS_ADMIN" in p.stderr
     assert [(c["name"], c["ok"]) for c in fake_nvml_proc.setter_calls()] == [("nvmlDeviceSetPowerManagementLimit",

@@ -14,17 +14,16 @@ import pandas as pd
 import pytest
 
 from harness.errors import RunDirError
-from harness.records.rundir import (
-    POINT_COLUMNS,
-    SCHEMA_VERSION,
-    Point,
-    RunDir,
-    incomparable,
-    new_run_id,
-)
+from harness.records.manifest import SCHEMA_VERSION, build_manifest, incomparable
+from harness.records.rundir import POINT_COLUMNS, Point, RunDir, new_run_id
 from harness.telemetry.energy import format_shares, parse_shares
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def manifest(comparison: dict | None = None) -> dict:
+    return build_manifest(run_id="r", backend="sim", knob="power_limit_w", devices=[], workload={},
+                          comparison=comparison or {})
 
 
 def make_point(i: int, **kw) -> Point:
@@ -47,7 +46,7 @@ def samples_frame(i: int) -> pd.DataFrame:
 
 
 def test_write_and_read_back(tmp_path):
-    run = RunDir.create(tmp_path, "r1", {"comparison": {"gpu_model": "H100"}})
+    run = RunDir.create(tmp_path, "r1", manifest(comparison={"gpu_model": "H100"}))
     for i in range(3):
         run.append_point(make_point(i, flags="temperature_drift" if i == 1 else ""), samples_frame(i))
     run.update_manifest(status="complete")
@@ -72,9 +71,9 @@ def test_write_and_read_back(tmp_path):
 
 
 def test_never_overwrites_a_run(tmp_path):
-    RunDir.create(tmp_path, "same", {}).close()
+    RunDir.create(tmp_path, "same", manifest()).close()
     with pytest.raises(RunDirError, match="already exists"):
-        RunDir.create(tmp_path, "same", {})
+        RunDir.create(tmp_path, "same", manifest())
 
 
 def test_run_ids_are_unique_and_sortable():
@@ -85,7 +84,7 @@ def test_run_ids_are_unique_and_sortable():
 def test_open_says_what_is_wrong(tmp_path):
     with pytest.raises(RunDirError, match="no such run directory"):
         RunDir.open(tmp_path / "nope")
-    run = RunDir.create(tmp_path, "r", {})
+    run = RunDir.create(tmp_path, "r", manifest())
     run.close()
     mpath = tmp_path / "r" / "manifest.json"
     m = json.loads(mpath.read_text())
@@ -103,7 +102,7 @@ def test_open_says_what_is_wrong(tmp_path):
 
 
 def test_truncated_last_line_is_reported_and_skipped(tmp_path):
-    run = RunDir.create(tmp_path, "r", {})
+    run = RunDir.create(tmp_path, "r", manifest())
     for i in range(2):
         run.append_point(make_point(i), samples_frame(i))
     with open(run.path / "points.csv", "a") as f:
@@ -125,9 +124,11 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {repo!r})
     sys.path.insert(0, {tests!r})
+    from harness.records.manifest import build_manifest
     from harness.records.rundir import RunDir
     from test_results_rundir import make_point, samples_frame
-    run = RunDir.create(Path({root!r}), "killed", {{}})
+    run = RunDir.create(Path({root!r}), "killed", build_manifest(
+        run_id="killed", backend="sim", knob="power_limit_w", devices=[], workload={{}}, comparison={{}}))
     for i in range(3):
         run.append_point(make_point(i), samples_frame(i))
     if {stage!r} == "samples_written":
@@ -158,7 +159,7 @@ def test_sigkill_mid_point_keeps_finished_points(tmp_path, stage):
 
 
 def test_a_live_writer_is_not_reported_as_killed(tmp_path):
-    run = RunDir.create(tmp_path, "live", {})
+    run = RunDir.create(tmp_path, "live", manifest())
     assert RunDir.open(run.path).damaged() == []
     run.close()
     assert any("killed" in p for p in RunDir.open(run.path).damaged())
@@ -177,7 +178,7 @@ def test_window_samples_and_fields_round_trip(tmp_path):
     r = w.results[0]
     fields_ = {k: v for k, v in make_point(0).__dict__.items() if k != "extra"}
     fields_.update(r.point_fields())
-    run = RunDir.create(tmp_path, "win", {})
+    run = RunDir.create(tmp_path, "win", manifest())
     run.append_point(Point(**fields_), r.samples)
     back = RunDir.open(run.path)
     pd.testing.assert_frame_equal(back.samples(0), r.samples)

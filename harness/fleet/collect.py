@@ -10,7 +10,7 @@ At least ``MIN_SIBLINGS`` boards are needed to judge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ import pandas as pd
 
 from harness.errors import RunDirError, TokbenchError
 from harness.fleet import campaign as fleet
+from harness.readers.analysis import ranges_of
+from harness.readers.export import setting_range
 from harness.records.curves import (
     CurveFile,
     CurveFit,
@@ -93,11 +95,13 @@ def _median_or_none(s: pd.DataFrame, col: str) -> float | None:
     return float(v.median()) if len(v) else None
 
 
-def gpu_table(statuses: list[fleet.TaskStatus]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict]]:
-    """(per-GPU Max-Q/Max-P rows, per-setting rows of every GPU, uuid -> device record), from every
-    finished run (the finished runs of an unfinished task count too; the task is still listed)."""
+def gpu_table(statuses: list[fleet.TaskStatus]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, dict], pd.DataFrame]:
+    """(per-GPU Max-Q/Max-P rows, per-setting rows of every GPU, uuid -> device record, every point
+    row), from every finished run (the finished runs of an unfinished task count too; the task is
+    still listed). Max-Q and Max-P are the analysis's ranges (``readers.analysis.ranges_of``)."""
     rows: list[dict] = []
     settings: list[pd.DataFrame] = []
+    raw: list[pd.DataFrame] = []
     devices: dict[str, dict] = {}
     finished = [(st, d) for st in statuses for d in st.run_dirs if fleet.run_progress(d)[0] in fleet.DONE_STATUSES]
     for st, run_dir in finished:
@@ -118,30 +122,21 @@ def gpu_table(statuses: list[fleet.TaskStatus]) -> tuple[pd.DataFrame, pd.DataFr
             str(devs.get(u, {}).get("name") or devs.get(u, {}).get("part") or "unknown") for u in per["gpu_uuid"]
         ]
         settings.append(per)
-        for key, g in per.groupby(["gpu_index", "gpu_uuid", "part", "knob", "phase", "batch_size"]):
-            q = g.loc[g["tokens_per_j"].idxmax()]
-            p = g.loc[g["tokens_per_s"].idxmax()]
-            rows.append(
-                dict(
-                    task=st.task,
-                    host=st.host,
-                    gpu_index=int(key[0]),
-                    gpu_uuid=key[1],
-                    part=key[2],
-                    knob=key[3],
-                    phase=key[4],
-                    batch_size=int(key[5]),
-                    max_q_tokens_per_j=float(q["tokens_per_j"]),
-                    max_q_setting=float(q["setting"]),
-                    max_p_tokens_per_s=float(p["tokens_per_s"]),
-                    max_p_setting=float(p["setting"]),
-                    settings=len(g),
-                )
-            )
+        raw.append(points.assign(task=st.task, host=st.host,
+                                 part=[str(devs.get(u, {}).get("name") or devs.get(u, {}).get("part") or "unknown")
+                                       for u in points["gpu_uuid"]]))
+        for (gpu_index, uuid, part, knob), g in per.groupby(["gpu_index", "gpu_uuid", "part", "knob"]):
+            for (phase, batch), (q, p) in ranges_of(points[points["gpu_uuid"] == uuid]).items():
+                rows.append(dict(task=st.task, host=st.host, gpu_index=int(gpu_index), gpu_uuid=uuid, part=part,
+                                 knob=knob, phase=phase, batch_size=batch,
+                                 max_q_tokens_per_j=q.value, max_q_setting=q.best, max_q_lo=q.lo, max_q_hi=q.hi,
+                                 max_p_tokens_per_s=p.value, max_p_setting=p.best,
+                                 settings=int(((g["phase"] == phase) & (g["batch_size"] == batch)).sum())))
     return (
         pd.DataFrame(rows),
         (pd.concat(settings, ignore_index=True) if settings else pd.DataFrame()),
         devices,
+        (pd.concat(raw, ignore_index=True) if raw else pd.DataFrame()),
     )
 
 
@@ -203,22 +198,13 @@ def _band(values: np.ndarray) -> tuple[float, float, float]:
     return float(np.median(values)), float(lo), float(hi)
 
 
-def _best_range(settings: list[float], med: list[float], half_band: list[float]) -> SettingRange | None:
-    """The best setting of the median curve, and the settings whose median lies within the fleet
-    band of the best (indistinguishable across the fleet)."""
-    if not settings:
-        return None
-    i = int(np.argmax(med))
-    near = [s for s, v in zip(settings, med, strict=True) if v >= med[i] - half_band[i]]
-    return SettingRange(phase="", batch_size=0, lo=min(near), hi=max(near), best=settings[i], value=med[i])
-
-
 def fleet_curves(
     per_setting: pd.DataFrame,
     gpus: pd.DataFrame,
     devices: dict[str, dict],
     campaign: fleet.Campaign,
     exclude: set[str],
+    raw: pd.DataFrame,
 ) -> list[CurveFile]:
     """One CurveFile per (part, knob): median across healthy GPUs at each setting; the ``*_ci``
     fields hold the half-width of the fleet band (5th–95th percentile across GPUs)."""
@@ -234,7 +220,7 @@ def fleet_curves(
         max_q: list[SettingRange] = []
         max_p: list[SettingRange] = []
         for (phase, batch), g in pg.groupby(["phase", "batch_size"]):
-            ss, tps, tpj, pw, tps_hb, tpj_hb = [], [], [], [], [], []
+            ss, tps, tpj, pw = [], [], [], []
             p99: list[float | None] = []
             max1: list[float | None] = []
             for setting, s in g.groupby("setting"):
@@ -260,8 +246,6 @@ def fleet_curves(
                 tps.append(t_med)
                 tpj.append(j_med)
                 pw.append(p_med)
-                tps_hb.append((t_hi - t_lo) / 2)
-                tpj_hb.append((j_hi - j_lo) / 2)
                 p99.append(opt["power_p99_w"])
                 max1.append(opt["power_max_1s_w"])
             fits.append(
@@ -276,10 +260,13 @@ def fleet_curves(
                     power_max_1s_w=None if None in max1 else max1,
                 )
             )
-            for target, vals, hb in ((max_q, tpj, tpj_hb), (max_p, tps, tps_hb)):
-                r = _best_range(ss, vals, hb)
-                if r is not None:
-                    target.append(r.model_copy(update={"phase": str(phase), "batch_size": int(batch)}))
+            healthy_pts = raw[(raw["part"] == part) & (raw["knob"] == knob) & ~raw["gpu_uuid"].isin(exclude)]
+            pooled = ranges_of(healthy_pts[(healthy_pts["phase"] == phase) & (healthy_pts["batch_size"] == batch)])
+            if (str(phase), int(batch)) in pooled:  # every GPU's repeats pooled: the analysis's own ranges
+                q, p = pooled[(str(phase), int(batch))]
+                median = dict(zip(ss, zip(tps, tpj, strict=True), strict=True))  # the curve's own values at the picks
+                max_q.append(setting_range(str(phase), int(batch), replace(q, value=median[q.best][1])))
+                max_p.append(setting_range(str(phase), int(batch), replace(p, value=median[p.best][0])))
         uuids = sorted(pg["gpu_uuid"].unique())
         dev = next((devices[u] for u in uuids if u in devices), {})
         first_phase = pg.iloc[0]
@@ -352,7 +339,7 @@ def collect(cdir: Path) -> Collected:
     report.md) into the campaign directory and return the tables."""
     c = fleet.load_campaign(cdir)
     statuses = fleet.campaign_status(cdir, c)
-    gpus, per_setting, devices = gpu_table(statuses)
+    gpus, per_setting, devices, raw = gpu_table(statuses)
     incomplete = [s for s in statuses if not s.done]
     if gpus.empty:
         raise FleetCollectError(
@@ -360,7 +347,7 @@ def collect(cdir: Path) -> Collected:
         )
     gpus, spread, outliers = spread_and_outliers(gpus)
     exclude = set(outliers["gpu_uuid"]) if not outliers.empty else set()
-    curves = fleet_curves(per_setting, gpus, devices, c, exclude)
+    curves = fleet_curves(per_setting, gpus, devices, c, exclude, raw)
     out = cdir / "collect"
     out.mkdir(exist_ok=True)
     gpus.to_csv(out / "gpus.csv", index=False)

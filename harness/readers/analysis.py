@@ -17,7 +17,8 @@ import pandas as pd
 
 from harness.errors import UsageError
 from harness.readers.fit import MonotoneCurve, monotone_fit
-from harness.readers.stats import Interval, cannot_tell_apart, mean_interval, pooled_noise
+from harness.readers.ranges import Range, best_range, max_p_range
+from harness.readers.stats import Interval, mean_interval, pooled_noise
 from harness.records.runview import PartInfo, RunData, load_run
 
 UNITS = {"power_limit_w": "W", "sm_clock_mhz": "MHz", "observe": "W"}
@@ -49,19 +50,6 @@ class SettingStats:
     tokens_per_s_per_user: float | None = None
     flags: tuple[str, ...] = ()
     clock_events: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Range:
-    """Settings that cannot be told from the best: ``best`` is the recommended setting (Max-Q: most
-    tokens/J; Max-P: the lowest setting of the range), ``value`` its mean, ``top`` the argmax."""
-
-    lo: float
-    hi: float
-    best: float
-    value: float
-    top: float
-    settings: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -232,66 +220,6 @@ def setting_stats(points: pd.DataFrame, include_flagged: bool = False) -> list[S
     return out
 
 
-def best_range(stats: list[SettingStats], samples: dict[float, np.ndarray], metric: str = "tokens_per_j") -> Range:
-    """The contiguous run of settings around the best mean of ``metric`` that cannot be told from
-    it (Max-Q). The recommended setting is the measured one nearest the local peak (``_peak``)."""
-    means = np.array([getattr(s, metric).mean for s in stats])
-    settings = [s.setting for s in stats]
-    ib = int(np.argmax(means))
-    groups = [samples[s] for s in settings]
-    sigma, df = pooled_noise(groups, means)
-    k = max(len(stats) - 1, 1)
-    same = [cannot_tell_apart(groups[ib], groups[i], sigma, df, k) for i in range(len(stats))]
-    lo = ib
-    while lo > 0 and same[lo - 1]:
-        lo -= 1
-    hi = ib
-    while hi < len(stats) - 1 and same[hi + 1]:
-        hi += 1
-    rec = _peak(np.array(settings, dtype=float), means, np.array([max(st.n, 1) for st in stats], dtype=float),
-                lo, hi, ib)
-    return Range(lo=settings[lo], hi=settings[hi], best=settings[rec], value=float(means[rec]),
-                 top=settings[ib], settings=tuple(settings[lo:hi + 1]))
-
-
-def max_p_range(stats: list[SettingStats], samples: dict[float, np.ndarray]) -> Range:
-    """Max-P: tokens/s does not fall when a GPU gets more power or clock, so the best is the top
-    block of the isotonic fit (a flat top pools all its settings, which keeps the best from being
-    the luckiest of many equal settings); Max-P is the lowest setting from which every setting up
-    to the top cannot be told from that block."""
-    settings = [s.setting for s in stats]
-    means = np.array([s.tokens_per_s.mean for s in stats])
-    fit = monotone_fit(settings, means, [max(s.n, 1) for s in stats])
-    top_val = fit.values[-1]
-    block = [i for i in range(len(stats)) if np.isclose(fit.values[i], top_val, rtol=1e-12, atol=0)]
-    best = np.concatenate([samples[settings[i]] for i in block])
-    groups = [samples[x] for x in settings]
-    sigma, df = pooled_noise(groups, means)
-    k = max(len(stats) - 1, 1)
-    lo = len(stats) - 1
-    while lo > 0 and cannot_tell_apart(best, groups[lo - 1], sigma, df, k):
-        lo -= 1
-    if not cannot_tell_apart(best, groups[-1], sigma, df, k):  # the top itself is worse than the block
-        lo = block[0]
-    top = settings[int(np.argmax(means))]
-    return Range(lo=settings[lo], hi=settings[-1], best=settings[lo], value=float(means[lo]), top=top,
-                 settings=tuple(settings[lo:]))
-
-
-def _peak(x: np.ndarray, y: np.ndarray, w: np.ndarray, lo: int, hi: int, ib: int) -> int:
-    """The measured setting nearest the vertex of a weighted quadratic through the best mean and
-    two neighbours each side: a steadier pick inside a flat, noisy peak than the argmax of means
-    (which chases noise). Falls back to the argmax when the points do not bend downwards."""
-    a, b = max(ib - 2, 0), min(ib + 2, len(x) - 1)
-    if b - a < 3:
-        return ib
-    c2, c1, _ = np.polyfit(x[a:b + 1], y[a:b + 1], 2, w=np.sqrt(w[a:b + 1]))
-    if c2 >= 0:
-        return ib
-    vertex = float(np.clip(-c1 / (2 * c2), max(x[a], x[lo]), min(x[b], x[hi])))
-    return int(lo + np.argmin(np.abs(x[lo:hi + 1] - vertex)))
-
-
 def _cap_free_above(stats: list[SettingStats]) -> float | None:
     """The lowest power limit from which every higher limit draws clearly less than itself: the
     physical sign that the cap is not what limits the work there (None when the top one binds)."""
@@ -402,11 +330,17 @@ def _fit(stats: list[SettingStats], attr: str) -> MonotoneCurve | None:
     return monotone_fit([s.setting for s in stats], vals, _weights(stats, attr))
 
 
+def _repeats(rows: pd.DataFrame) -> tuple[dict[float, np.ndarray], dict[float, np.ndarray]]:
+    """tokens/s and tokens/J of every included repeat, by setting (what the ranges test)."""
+    by_s = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_s"]}
+    by_j = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_j"]}
+    return by_s, by_j
+
+
 def _curve(phase: str, batch: int, stats: list[SettingStats], rows: pd.DataFrame, knob: str, unit: str,
            part: PartInfo) -> Curve:
     stats = sorted(stats, key=lambda s: s.setting)
-    by_s = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_s"]}
-    by_j = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_j"]}
+    by_s, by_j = _repeats(rows)
     max_p = max_p_range(stats, by_s)
     max_q = best_range(stats, by_j, "tokens_per_j")
     fit_s = _fit(stats, "tokens_per_s")
@@ -417,6 +351,20 @@ def _curve(phase: str, batch: int, stats: list[SettingStats], rows: pd.DataFrame
                  vs_default=_vs_default(stats, max_q, knob, part), fit_tokens_per_s=fit_s,
                  fit_power_w=_fit(stats, "power_mean_w"), fit_power_p99_w=_fit(stats, "power_p99_w"),
                  fit_power_max_1s_w=_fit(stats, "power_max_1s_w"))
+
+
+def ranges_of(points: pd.DataFrame, include_flagged: bool = False) -> dict[tuple[str, int], tuple[Range, Range]]:
+    """(Max-Q, Max-P) of every (phase, batch) in a table of points.csv rows: one run's, or several
+    GPUs' pooled as repeats (``fleet collect``): the same definition every output uses."""
+    use = points if include_flagged else points[points["flags"].astype(str).str.len() == 0]
+    stats = setting_stats(points, include_flagged)
+    out = {}
+    for (phase, batch), rows in use.groupby(["phase", "batch_size"], sort=True):
+        st = sorted((s for s in stats if s.phase == phase and s.batch_size == batch), key=lambda s: s.setting)
+        if st:
+            by_s, by_j = _repeats(rows)
+            out[(str(phase), int(batch))] = (best_range(st, by_j), max_p_range(st, by_s))
+    return out
 
 
 def analyse(run: RunData | str, include_flagged: bool = False, gpu: int | None = None,
@@ -440,8 +388,10 @@ def analyse(run: RunData | str, include_flagged: bool = False, gpu: int | None =
     all_stats = setting_stats(pts, include_flagged)
     curves = []
     problems = list(run.problems)
+    repeats: dict[tuple[str, int], tuple[dict, dict]] = {}
     for (phase, batch), rows in use.groupby(["phase", "batch_size"], sort=True):
         stats = [s for s in all_stats if s.phase == phase and s.batch_size == batch]
+        repeats[(str(phase), int(batch))] = _repeats(rows)
         if stats:
             curves.append(_curve(str(phase), int(batch), stats, rows, knob, unit, run.part))
     if not curves:
@@ -449,6 +399,6 @@ def analyse(run: RunData | str, include_flagged: bool = False, gpu: int | None =
                          "use --include-flagged to analyse them anyway)")
     if len(flagged) and not include_flagged:
         problems.append(f"{len(flagged)} flagged point(s) shown but left out of the statistics")
-    tk = tokenomics(all_stats, tpot_ms=tpot_ms, ttft_ms=ttft_ms, unit=unit)
+    tk = tokenomics(all_stats, tpot_ms=tpot_ms, ttft_ms=ttft_ms, unit=unit, repeats=repeats)
     return RunAnalysis(run=run, knob=knob, unit=unit, part=run.part, curves=tuple(curves), flagged=flagged,
                        include_flagged=include_flagged, gpu=gpu, tokenomics=tk, problems=tuple(problems))

@@ -17,8 +17,8 @@ import pandas as pd
 from harness.errors import UsageError
 from harness.readers.analysis import Curve, RunAnalysis, SettingStats
 from harness.readers.fit import METHOD, fit_grid
+from harness.readers.ranges import Range
 from harness.readers.stats import Interval
-from harness.readers.tokenomics import choose
 from harness.records.curves import (
     CurveFile,
     CurveFit,
@@ -30,6 +30,7 @@ from harness.records.curves import (
     WorkloadIdentity,
     save_curve,
 )
+from harness.records.manifest import command_text, hostname
 
 #: TPOT targets exported for a run with latencies when the user names none (ms)
 DEFAULT_TPOT_TARGETS_MS = (10.0, 20.0, 50.0, 100.0, 200.0)
@@ -70,12 +71,13 @@ def _fit(c: Curve, unit: str) -> CurveFit:
     )
 
 
+def setting_range(phase: str, batch_size: int, r: Range) -> SettingRange:
+    """An analysis range as the curve file writes it (also for fleet curves)."""
+    return SettingRange(phase=phase, batch_size=batch_size, lo=r.lo, hi=r.hi, best=r.best, value=r.value)
+
+
 def _ranges(c: Curve) -> tuple[SettingRange, SettingRange]:
-    q = SettingRange(phase=c.phase, batch_size=c.batch_size, lo=c.max_q.lo, hi=c.max_q.hi, best=c.max_q.best,
-                     value=c.max_q.value)
-    p = SettingRange(phase=c.phase, batch_size=c.batch_size, lo=c.max_p.lo, hi=c.max_p.hi, best=c.max_p.best,
-                     value=c.max_p.value)
-    return q, p
+    return setting_range(c.phase, c.batch_size, c.max_q), setting_range(c.phase, c.batch_size, c.max_p)
 
 
 def _latency_points(a: RunAnalysis, tpot_ms: float | None, ttft_ms: float | None) -> list[LatencyPoint]:
@@ -85,7 +87,7 @@ def _latency_points(a: RunAnalysis, tpot_ms: float | None, ttft_ms: float | None
     targets = [(tpot_ms, ttft_ms)] if tpot_ms is not None else [(t, None) for t in DEFAULT_TPOT_TARGETS_MS]
     out = []
     for tpot, ttft in targets:
-        ch = choose(tk.points, tpot, ttft, a.unit)
+        ch = tk.choose(tpot, ttft)
         q = ch.max_q
         if q is None:
             continue
@@ -134,7 +136,7 @@ def build_curve(a: RunAnalysis, tpot_ms: float | None = None, ttft_ms: float | N
         latency_points=_latency_points(a, tpot_ms, ttft_ms),
         provenance=Provenance(tool_version=__version__, run_ids=[run.run_id],
                               created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                              host=str(run.manifest.get("host", "")), command=str(run.manifest.get("command", ""))),
+                              host=hostname(run.manifest), command=command_text(run.manifest)),
     )
 
 

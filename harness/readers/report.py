@@ -43,6 +43,9 @@ def headline(c: Curve, unit: str, a: RunAnalysis | None = None) -> list[str]:
     out = [f"**Max-P**: {c.max_p.best:.0f} {unit}, {c.max_p.value:,.0f} tokens/s (the lowest setting whose "
            f"tokens/s cannot be told from the best; range {_rng(c.max_p.lo, c.max_p.hi, unit)})"]
     q = f"**Max-Q**: {_rng(c.max_q.lo, c.max_q.hi, unit)}, best {c.max_q.best:.0f} {unit}: {c.max_q.value:.4g} tokens/J"
+    if c.max_q.wide:
+        q = (f"**Max-Q**: {_rng(c.max_q.lo, c.max_q.hi, unit)} (too few repeats to single out one setting; the best "
+             f"mean measured is {c.max_q.value:.4g} tokens/J at {c.max_q.best:.0f} {unit}: more repeats narrow it)")
     whole = c.max_q.lo == c.stats[0].setting and c.max_q.hi == c.stats[-1].setting and len(c.stats) > 1
     if whole:
         q += " (tokens/J cannot be told apart anywhere in the range: the setting does not change efficiency)"

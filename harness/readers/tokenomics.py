@@ -1,10 +1,11 @@
 """The tokenomics frontier of an inference run swept over setting x batch.
 
 For each setting, tokens/s per GPU against tokens/s per user (interactivity), with tokens/J: how
-much speed per user can be sold at each power level. Max-Q under a latency target is the
-(setting, batch) with the most tokens/J whose every repeat kept time per output token (and time to
-first token, when asked) within the target; Max-P under the same target is the one with the most
-tokens/s, so the report can say what the efficient choice gives up.
+much speed per user can be sold at each power level. Under a latency target only the (setting,
+batch) pairs whose every repeat kept time per output token (and time to first token, when asked)
+within the target count; among them Max-Q and Max-P are found per batch with the same ranges as
+every other output (``harness.readers.ranges``), and the batch with the best of each is chosen. With
+a target every setting meets, the answer is the run's own Max-Q and Max-P.
 
 The decode phase (or a serving mix, ``serve``, when the run has one) gives throughput, tokens/J and
 time per output token; time to first token comes from whichever phase recorded it (prefill).
@@ -12,9 +13,12 @@ time per output token; time to first token comes from whichever phase recorded i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from harness.errors import UsageError
+from harness.readers.ranges import Range, best_range, max_p_range
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class LatencyChoice:
     n_meeting: int
     throughput_given_up: float | None  # 1 - tokens/s(Max-Q) / tokens/s(Max-P), both within target
     sentence: str
+    max_q_range: Range | None = None  # of the batch chosen for Max-Q, over the settings meeting the target
+    max_p_range: Range | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,13 @@ class Tokenomics:
     phase: str
     points: tuple[OperatingPoint, ...]
     latency: LatencyChoice | None
+    #: batch -> the serving phase's stats and repeats, for choices under other targets
+    curves: dict = field(default_factory=dict, repr=False)
+    unit: str = "W"
+
+    def choose(self, tpot_ms: float, ttft_ms: float | None = None) -> LatencyChoice:
+        """Max-Q and Max-P under another latency target, with the same ranges."""
+        return choose(self.points, tpot_ms, ttft_ms, self.unit, self.curves)
 
     def by_setting(self) -> dict[float, list[OperatingPoint]]:
         out: dict[float, list[OperatingPoint]] = {}
@@ -71,8 +84,10 @@ def meets(p: OperatingPoint, tpot_ms: float, ttft_ms: float | None) -> bool:
     return ttft_ms is None or (p.ttft_ms_max is not None and p.ttft_ms_max <= ttft_ms)
 
 
-def choose(points: list[OperatingPoint] | tuple[OperatingPoint, ...], tpot_ms: float,
-           ttft_ms: float | None, unit: str = "W") -> LatencyChoice:
+def choose(points: list[OperatingPoint] | tuple[OperatingPoint, ...], tpot_ms: float, ttft_ms: float | None,
+           unit: str, curves: dict[int, Curve]) -> LatencyChoice:
+    """Max-Q and Max-P among the operating points meeting the target; ``curves`` (batch -> the
+    serving phase's per-setting stats and repeats) gives the ranges."""
     ok = [p for p in points if meets(p, tpot_ms, ttft_ms)]
     target = f"TPOT <= {tpot_ms:g} ms" + (f" and TTFT <= {ttft_ms:g} ms" if ttft_ms is not None else "")
     if not ok:
@@ -80,18 +95,51 @@ def choose(points: list[OperatingPoint] | tuple[OperatingPoint, ...], tpot_ms: f
         return LatencyChoice(tpot_ms, ttft_ms, None, None, 0, None,
                              f"no (setting, batch) meets {target}; the lowest TPOT measured is "
                              f"{fastest.tpot_ms_max:.1f} ms ({fastest.setting:.0f} {unit}, batch {fastest.batch_size})")
-    q = max(ok, key=lambda p: (p.tokens_per_j, p.tokens_per_s))
-    mp = max(ok, key=lambda p: (p.tokens_per_s, p.tokens_per_j))
+    allowed = {(p.batch_size, p.setting) for p in ok}
+    by_point = {(p.batch_size, p.setting): p for p in ok}
+    best_q: tuple[int, Range] | None = None
+    best_p: tuple[int, Range] | None = None
+    for batch, curve in sorted(curves.items()):
+        sub = [s for s in curve.stats if (batch, s.setting) in allowed]
+        if not sub:
+            continue
+        rq, rp = best_range(sub, curve.tokens_per_j), max_p_range(sub, curve.tokens_per_s)
+        if best_q is None or rq.value > best_q[1].value:
+            best_q = (batch, rq)
+        if best_p is None or rp.value > best_p[1].value:
+            best_p = (batch, rp)
+    assert best_q is not None and best_p is not None  # every meeting point belongs to a curve
+    q, mp = by_point[(best_q[0], best_q[1].best)], by_point[(best_p[0], best_p[1].best)]
     given = 1.0 - q.tokens_per_s / mp.tokens_per_s if mp.tokens_per_s > 0 else 0.0
-    s = (f"Max-Q under {target}: {q.setting:.0f} {unit}, batch {q.batch_size}: {q.tokens_per_j:.3g} tokens/J, "
+    rq, rp = best_q[1], best_p[1]
+    cost = (f"it gives up {100 * given:.1f}% of throughput" if given > 0
+            else "it gives up no throughput that can be measured")
+    s = (f"Max-Q under {target}: {_span(rq, unit)}, batch {q.batch_size}: {q.tokens_per_j:.3g} tokens/J, "
          f"{q.tokens_per_s:,.0f} tokens/s per GPU, {q.tokens_per_s_per_user:,.1f} tokens/s per user; "
-         f"against Max-P at the same target ({mp.setting:.0f} {unit}, batch {mp.batch_size}) it gives up "
-         f"{100 * given:.1f}% of throughput")
-    return LatencyChoice(tpot_ms, ttft_ms, q, mp, len(ok), given, s)
+         f"against Max-P at the same target ({rp.best:.0f} {unit}, batch {mp.batch_size}) {cost}")
+    return LatencyChoice(tpot_ms, ttft_ms, q, mp, len(ok), given, s, rq, rp)
+
+
+def _span(r: Range, unit: str) -> str:
+    """A Max-Q range in words: its recommended setting, or only the range when it is too wide."""
+    if r.lo == r.hi:
+        return f"{r.best:.0f} {unit}"
+    if r.wide:
+        return f"{r.lo:.0f}-{r.hi:.0f} {unit} (too few repeats to single out one setting)"
+    return f"{r.best:.0f} {unit} (range {r.lo:.0f}-{r.hi:.0f} {unit})"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """What ``choose`` needs of one batch of the serving phase: per-setting stats and the repeats."""
+
+    stats: list
+    tokens_per_s: dict[float, np.ndarray]
+    tokens_per_j: dict[float, np.ndarray]
 
 
 def tokenomics(stats, tpot_ms: float | None = None, ttft_ms: float | None = None,
-               unit: str = "W") -> Tokenomics | None:
+               unit: str = "W", repeats: dict[tuple[str, int], tuple[dict, dict]] | None = None) -> Tokenomics | None:
     """Operating points of the run's serving phase; None for a run without per-user speed or TPOT."""
     phases = {s.phase for s in stats if s.tpot_ms is not None or s.tokens_per_s_per_user is not None}
     if not phases:
@@ -124,5 +172,8 @@ def tokenomics(stats, tpot_ms: float | None = None, ttft_ms: float | None = None
         raise UsageError("this run has no time to first token: --ttft-ms needs a run with a prefill phase")
     if tpot_ms is None and ttft_ms is not None:
         raise UsageError("--ttft-ms needs --tpot-ms too (the target is on time per output token first)")
-    latency = choose(pts, tpot_ms, ttft_ms, unit) if tpot_ms is not None else None
-    return Tokenomics(phase, tuple(pts), latency)
+    curves = {b: Curve(sorted([s for s in stats if s.phase == phase and s.batch_size == b], key=lambda s: s.setting),
+                       *(repeats or {}).get((phase, b), ({}, {})))
+              for b in {p.batch_size for p in pts}}
+    latency = choose(pts, tpot_ms, ttft_ms, unit, curves) if tpot_ms is not None else None
+    return Tokenomics(phase, tuple(pts), latency, curves, unit)

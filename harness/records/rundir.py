@@ -13,21 +13,24 @@ import io
 import json
 import math
 import os
-import platform
 import secrets
-import socket
-import sys
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import IO
 
 import pandas as pd
 
 from harness.errors import RunDirError
-
-SCHEMA_VERSION = 1
+from harness.records.manifest import (
+    ENDED_STATUSES,
+    READABLE_VERSIONS,
+    RUN_STATUSES,
+    SCHEMA_VERSION,
+    TOOL,
+    upgrade,
+    utc_now,
+)
 
 
 @dataclass(frozen=True)
@@ -88,16 +91,12 @@ POINT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Point) if f.name !
 # --------------------------------------------------------------------------------------------
 # run directory
 
-TOOL = "tokbench"
 MANIFEST = "manifest.json"
 POINTS = "points.csv"
 SAMPLES_DIR = "samples"
+#: samples of points whose row was never written (a kill between the two), kept for forensics
+ORPHANS_DIR = "orphans"
 LOCK = ".lock"
-RUN_STATUSES = ("running", "complete", "interrupted", "failed")
-#: manifest keys under "comparison" that must match for two runs to be compared
-COMPARISON_KEYS: tuple[str, ...] = ("gpu_model", "driver", "workload", "model_shape", "precision", "batch_sizes")
-#: packages whose versions every manifest records (read from installed metadata, never imported)
-SOFTWARE = ("tokbench", "torch", "transformers", "vllm", "nvidia-ml-py", "numpy", "pandas", "pyarrow")
 
 _STR_FIELDS = tuple(f.name for f in fields(Point) if f.type in ("str", str))
 _INT_FIELDS = tuple(f.name for f in fields(Point) if f.type in ("int", int))
@@ -108,46 +107,6 @@ def new_run_id(prefix: str) -> str:
     collide on one machine."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{prefix}-{stamp}-{secrets.token_hex(2)}"
-
-
-def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def software_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in SOFTWARE:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def host_info() -> dict[str, object]:
-    return {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
-            "cpus": os.cpu_count()}
-
-
-def base_manifest(comparison: dict | None = None) -> dict:
-    """What every run records about itself; the caller adds devices, profile and ``comparison``
-    (keys ``COMPARISON_KEYS``: the metadata that decides whether two runs may be compared)."""
-    try:
-        tool_version = metadata.version("tokbench")
-    except metadata.PackageNotFoundError:
-        tool_version = "unknown"
-    return {
-        "tool": TOOL, "tool_version": tool_version, "schema_version": SCHEMA_VERSION,
-        "host": host_info(), "software": software_versions(), "command_line": list(sys.argv),
-        "pid": os.getpid(), "start_utc": _utc_now(), "end_utc": None, "status": "running",
-        "comparison": dict(comparison or {}),
-    }
-
-
-def incomparable(a: dict, b: dict) -> list[str]:
-    """Why two manifests' runs may not be compared (empty when they may)."""
-    ca, cb = a.get("comparison", {}), b.get("comparison", {})
-    return [f"{k}: {ca.get(k)!r} vs {cb.get(k)!r}" for k in COMPARISON_KEYS if ca.get(k) != cb.get(k)]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -176,12 +135,18 @@ def _csv_cell(value: object) -> object:
     return value
 
 
+def point_key(gpu_uuid: str, setting: float, batch_size: int, repeat: int, phase: str) -> tuple:
+    """What identifies a planned measurement of one GPU: resume skips exactly these."""
+    return (str(gpu_uuid), float(setting), int(batch_size), int(repeat), str(phase))
+
+
 class RunDir:
     """``results/<run-id>/``: ``manifest.json``, ``points.csv`` (one row per finished point,
     appended and fsynced), ``samples/point-NNNN.parquet`` (written before its row, atomically).
 
-    The writer holds an advisory lock on ``.lock`` for its lifetime, so a reader can tell a live
-    run from one whose writer died (``damaged``)."""
+    This class owns every write to a run directory. The writer holds an advisory lock on ``.lock``
+    for its lifetime, so a second writer is refused and a reader can tell a live run from one whose
+    writer died (``damaged``). Readers get the manifest upgraded to the current schema."""
 
     def __init__(self, path: Path, manifest: dict) -> None:
         self.path = path
@@ -191,7 +156,8 @@ class RunDir:
     # --- create / open --------------------------------------------------------------------------
     @classmethod
     def create(cls, root: Path, run_id: str | None, manifest: dict) -> RunDir:
-        """Start a new run directory; never overwrites an existing one."""
+        """Start a new run directory with ``manifest`` (from ``records.manifest.build_manifest``);
+        never overwrites an existing one."""
         root = Path(root)
         run_id = run_id or new_run_id("run")
         if not run_id or "/" in run_id or run_id.startswith("."):
@@ -204,13 +170,11 @@ class RunDir:
             raise RunDirError(f"{path} already exists: tokbench never overwrites a run; choose another --run-id "
                               "or resume that run") from None
         except OSError as e:
-            raise RunDirError(f"cannot create run directory {path}: {e.strerror}") from None
+            raise RunDirError(f"cannot create run directory {path}: {e.strerror}") from e
         (path / SAMPLES_DIR).mkdir()
-        full = {**base_manifest(), **manifest, "run_id": run_id, "schema_version": SCHEMA_VERSION}
-        full.setdefault("status", "running")
-        run = cls(path, full)
+        run = cls(path, {**manifest, "run_id": run_id})
         run._take_lock()
-        _write_atomic(path / MANIFEST, (json.dumps(full, indent=2, default=str) + "\n").encode())
+        run._write_manifest()
         with open(path / POINTS, "w", newline="") as f:
             csv.writer(f).writerow(POINT_COLUMNS)
             f.flush()
@@ -230,14 +194,15 @@ class RunDir:
         try:
             manifest = json.loads(mpath.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RunDirError(f"{mpath}: damaged manifest (not valid JSON: {e})") from None
+            raise RunDirError(f"{mpath}: damaged manifest (not valid JSON: {e})") from e
         if not isinstance(manifest, dict) or manifest.get("tool") != TOOL:
             raise RunDirError(f"{mpath}: not a tokbench manifest (tool is {manifest.get('tool')!r})"
                               if isinstance(manifest, dict) else f"{mpath}: not a tokbench manifest")
         version = manifest.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             newer = isinstance(version, int) and version > SCHEMA_VERSION
-            raise RunDirError(f"{path}: schema version {version!r}, this tokbench reads version {SCHEMA_VERSION}"
+            readable = ", ".join(map(str, READABLE_VERSIONS))
+            raise RunDirError(f"{path}: schema version {version!r}, this tokbench reads versions {readable}"
                               + ("; upgrade tokbench to read it" if newer else ""))
         ppath = path / POINTS
         if not ppath.is_file():
@@ -251,12 +216,81 @@ class RunDir:
                               + (f"; missing {', '.join(missing)}" if missing else "")
                               + (f"; unexpected {', '.join(extra)}" if extra else "")
                               + ("; same columns in another order" if not missing and not extra else ""))
-        return cls(path, manifest)
+        return cls(path, upgrade(manifest))
+
+    @classmethod
+    def resume(cls, path: Path) -> tuple[RunDir, list[str]]:
+        """Open an unfinished run for writing again: take its lock (refused while another process
+        writes it), cut a row torn by a kill, and move aside samples whose row was never written,
+        so the point they belong to is measured again. Returns the run and what was repaired."""
+        run = cls.open(path)
+        if run.manifest.get("status") == "complete":
+            raise RunDirError(f"{run.path}: the run is complete; nothing to resume")
+        try:
+            run._take_lock()
+        except BlockingIOError:
+            raise RunDirError(f"{run.path}: another process is writing this run (pid {run._lock_holder()}); "
+                              "two writers would interleave its rows") from None
+        repaired = run._repair()
+        return run, repaired
 
     # --- writing ------------------------------------------------------------------------------
     def _take_lock(self) -> None:
-        self._lockf = open(self.path / LOCK, "a+")  # noqa: SIM115 (held for the writer's lifetime)
-        fcntl.flock(self._lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f = open(self.path / LOCK, "a+")  # noqa: SIM115 (held for the writer's lifetime)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lockf = f
+
+    def _lock_holder(self) -> str:
+        try:
+            return (self.path / LOCK).read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def _repair(self) -> list[str]:
+        """Make a killed run's files consistent again (called with the lock held)."""
+        done: list[str] = []
+        text, partial = self._complete_text()
+        if partial:
+            with open(self.path / POINTS, "r+", newline="") as f:
+                f.truncate(len(text.encode()))
+                f.flush()
+                os.fsync(f.fileno())
+            done.append(f"dropped a row cut short by the kill ({partial[:40]!r}...); that point is measured again")
+        indices = set(self.points()["point_index"].tolist())
+        sdir = self.path / SAMPLES_DIR
+        for tmp in sdir.glob(".*.tmp"):
+            tmp.unlink()
+        for f in sorted(sdir.glob("point-*.parquet")):
+            idx = _sample_index(f)
+            if idx is not None and idx not in indices:
+                (sdir / ORPHANS_DIR).mkdir(exist_ok=True)
+                os.replace(f, sdir / ORPHANS_DIR / f.name)
+                done.append(f"samples of point {idx} had no row (killed while recording it): moved to "
+                            f"{SAMPLES_DIR}/{ORPHANS_DIR}/, the point is measured again")
+        return done
+
+    def next_point_index(self) -> int:
+        """The first point index never used in this directory (rows, samples and orphans)."""
+        used = set(self.points()["point_index"].tolist())
+        sdir = self.path / SAMPLES_DIR
+        for f in list(sdir.glob("point-*.parquet")) + list((sdir / ORPHANS_DIR).glob("point-*.parquet")):
+            idx = _sample_index(f)
+            if idx is not None:
+                used.add(idx)
+        return max(used) + 1 if used else 0
+
+    def done_keys(self) -> set[tuple]:
+        """``point_key`` of every recorded row (per GPU: a kill between two GPUs' rows leaves the
+        other GPU's point to measure)."""
+        return {point_key(r.gpu_uuid, r.setting, r.batch_size, r.repeat, r.phase) for r in self.points().itertuples()}
 
     def samples_path(self, point_index: int) -> Path:
         return self.path / SAMPLES_DIR / f"point-{point_index:04d}.parquet"
@@ -283,15 +317,21 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
+    def _write_manifest(self) -> None:
+        _write_atomic(self.path / MANIFEST, (json.dumps(self.manifest, indent=2, default=str) + "\n").encode())
+
     def update_manifest(self, **fields_: object) -> None:
-        """Rewrite the manifest atomically with ``fields_`` changed (e.g. status, end_utc)."""
+        """Rewrite the manifest atomically with ``fields_`` changed (e.g. status); an ended status
+        stamps ``end_utc``."""
         status = fields_.get("status")
         if status is not None and status not in RUN_STATUSES:
             raise ValueError(f"unknown run status '{status}'")
-        if status in ("complete", "interrupted", "failed") and "end_utc" not in fields_:
-            fields_["end_utc"] = _utc_now()
+        if status in ENDED_STATUSES and "end_utc" not in fields_:
+            fields_["end_utc"] = utc_now()
+        elif status == "running":
+            fields_.setdefault("end_utc", None)
         self.manifest = {**self.manifest, **fields_}
-        _write_atomic(self.path / MANIFEST, (json.dumps(self.manifest, indent=2, default=str) + "\n").encode())
+        self._write_manifest()
 
     def close(self) -> None:
         if self._lockf is not None:
@@ -301,22 +341,39 @@ class RunDir:
     # --- reading ------------------------------------------------------------------------------
     def _complete_text(self) -> tuple[str, str]:
         """points.csv split into its complete lines and a trailing partial line (a killed write)."""
-        text = (self.path / POINTS).read_text()
+        text = (self.path / POINTS).read_text(errors="replace")
         if text.endswith("\n") or not text:
             return text, ""
         cut = text.rfind("\n") + 1
         return text[:cut], text[cut:]
 
     def points(self) -> pd.DataFrame:
-        """Every finished point (a truncated last line is left out; ``damaged`` reports it)."""
-        text, _ = self._complete_text()
-        df = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values={c: [""] for c in POINT_COLUMNS
-                                                                              if c not in _STR_FIELDS})
-        for c in _STR_FIELDS:
-            df[c] = df[c].astype(str)
-        for c in _INT_FIELDS:
-            df[c] = df[c].astype("int64")
+        """Every finished point. A truncated last line is left out, and so is any row a crash
+        damaged (wrong field count, a non-number where an integer belongs); ``damaged`` reports both,
+        so one bad row never costs the rest of the run."""
+        df, _ = self._parse_points()
         return df
+
+    def _parse_points(self) -> tuple[pd.DataFrame, int]:
+        text, _ = self._complete_text()
+        try:
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, on_bad_lines="skip",
+                             engine="python")
+        except (ValueError, pd.errors.ParserError) as e:
+            raise RunDirError(f"{self.path / POINTS}: cannot be parsed ({str(e).splitlines()[0]})") from e
+        n_lines = max(text.count("\n") - 1, 0)
+        for c in POINT_COLUMNS:
+            if c not in df.columns:
+                raise RunDirError(f"{self.path / POINTS}: column {c} is missing")
+        ints = df[list(_INT_FIELDS)].apply(pd.to_numeric, errors="coerce")
+        ok = ints.notna().all(axis=1)
+        df = df[ok].reset_index(drop=True)
+        for c in _INT_FIELDS:
+            df[c] = ints.loc[ok, c].astype("int64").to_numpy()
+        for c in POINT_COLUMNS:
+            if c not in _STR_FIELDS and c not in _INT_FIELDS:
+                df[c] = pd.to_numeric(df[c].replace("", None), errors="coerce")
+        return df, n_lines - len(df)
 
     def samples(self, point_index: int) -> pd.DataFrame:
         path = self.samples_path(point_index)
@@ -325,9 +382,9 @@ class RunDir:
         try:
             return pd.read_parquet(path)
         except (OSError, ValueError) as e:
-            raise RunDirError(f"{path}: damaged samples file ({e})") from None
+            raise RunDirError(f"{path}: damaged samples file ({e})") from e
 
-    def _writer_alive(self) -> bool:
+    def writer_alive(self) -> bool:
         if self._lockf is not None:
             return True
         lock = self.path / LOCK
@@ -349,20 +406,20 @@ class RunDir:
             out.append(f"{POINTS}: last line is truncated (a point was being written when the run stopped): "
                        f"{partial[:60]!r}")
         try:
-            pts = self.points()
+            pts, bad_rows = self._parse_points()
             indices = set(pts["point_index"].tolist())
-        except (ValueError, KeyError, pd.errors.ParserError) as e:
-            out.append(f"{POINTS}: cannot be parsed ({e})")
+            if bad_rows:
+                out.append(f"{POINTS}: {bad_rows} damaged row(s) left out")
+        except RunDirError as e:
+            out.append(str(e))
             indices = set()
         sdir = self.path / SAMPLES_DIR
         files = sorted(sdir.glob("point-*.parquet")) if sdir.is_dir() else []
         for f in files:
-            try:
-                idx = int(f.stem.split("-", 1)[1])
-            except ValueError:
+            idx = _sample_index(f)
+            if idx is None:
                 out.append(f"{SAMPLES_DIR}/{f.name}: unexpected file name")
-                continue
-            if idx not in indices:
+            elif idx not in indices:
                 out.append(f"{SAMPLES_DIR}/{f.name}: point {idx} has samples but no row in {POINTS} "
                            "(the run stopped while recording it)")
         for idx in sorted(indices):
@@ -370,7 +427,14 @@ class RunDir:
                 out.append(f"{POINTS}: point {idx} has no samples file")
         for tmp in sorted(sdir.glob(".*.tmp")) if sdir.is_dir() else []:
             out.append(f"{SAMPLES_DIR}/{tmp.name}: unfinished samples write")
-        if self.manifest.get("status") == "running" and not self._writer_alive():
+        if self.manifest.get("status") == "running" and not self.writer_alive():
             out.append("manifest status is 'running' but no process is writing this run (it was killed); "
                        "any point being measured then is lost")
         return out
+
+
+def _sample_index(path: Path) -> int | None:
+    try:
+        return int(path.stem.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return None

@@ -7,7 +7,7 @@ from rich.table import Table
 
 def plan_text(plan, estimate_s: float) -> str:
     """The plan of a dry run, in words."""
-    unit = {"power_limit_w": "W", "sm_clock_mhz": "MHz"}.get(plan.knob_field, "")
+    unit = plan.lever.unit
     settings = ", ".join(f"{s:g}" for s in plan.settings)
     n = "adaptive (about 12)" if plan.search else str(len(plan.grid()))
     return (f"knob: {plan.knob}  settings ({unit}): {settings}\n"
@@ -44,7 +44,8 @@ def summary_table(points, analysis=None) -> Table:
         for _, r in grp.sort_values("setting", ascending=False).iterrows():
             marks = []
             if curve is not None and r.setting in curve.max_q.settings:
-                marks.append("Max-Q*" if r.setting == curve.max_q.best else "Max-Q")
+                star = r.setting == curve.max_q.best and not curve.max_q.wide
+                marks.append("Max-Q*" if star else "Max-Q")
             if curve is not None and r.setting == curve.max_p.best:
                 marks.append("Max-P")
             table.add_row(str(r.batch_size), r.phase, f"{r.setting:g}", f"{r.enforced:g}", f"{r.power:.0f}",
@@ -52,6 +53,9 @@ def summary_table(points, analysis=None) -> Table:
     if curves and g.groupby(["batch_size", "phase"]).size().max() > 1:
         table.caption = "Max-Q: cannot be told from the best tokens/J (* recommended); Max-P: lowest setting " \
                         "whose tokens/s cannot be told from the best"
+        if any(c.max_q.wide for c in curves.values()):
+            table.caption += "; no * where the Max-Q range is wide: too few repeats to single out one setting " \
+                             "(more --repeats narrow it)"
     return table
 
 

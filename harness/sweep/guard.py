@@ -1,10 +1,13 @@
-"""Limit safety: every setting a sweep changes is put back, whatever happens.
+"""Setting safety: every setting a run changes is put back, whatever happens.
 
-``Guard`` takes a per-GPU lock (two sweeps never fight over one GPU), records each GPU's power
-limit and clock lock, and writes a journal *before* the first change. It restores on normal exit,
-on error, on Ctrl-C and on SIGTERM (turned into ``Terminated`` so the same unwinding runs). After a
-hard kill or power loss the journal stays behind: the next `tokbench` start, or `tokbench
-restore`, finds journals whose owner is gone and puts their settings back (``recover``).
+``Guard`` takes a per-GPU lock (two runs never fight over one GPU), and before the first change of
+each knob on a GPU writes a journal with what that GPU had (``Journal``). It restores on normal
+exit, on error, on Ctrl-C, on SIGTERM and on SIGHUP (an ssh session that drops), the signals being
+turned into ``Terminated`` so the same unwinding runs. After a hard kill or a power loss the journal
+stays behind: the next command that changes settings (``sweep``, ``run``), or ``tokbench restore``,
+puts each journal's settings back on its own (``recover``). Journals name their host, so a state
+directory shared by several nodes never makes one node judge another's process ids; commands that
+only read (``report``, ``plan``, ``devices``) never repair and are never blocked by a journal.
 """
 
 from __future__ import annotations
@@ -13,23 +16,34 @@ import fcntl
 import json
 import os
 import signal
+import socket
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from harness.devices.base import Device
-from harness.errors import DeviceError, TokbenchError, UsageError
+from harness.errors import DeviceError, PermissionDenied, TokbenchError, UsageError
+from harness.knobs import POWER_LIMIT, SM_CLOCK, Knob, knob
+
+#: the knobs whose original values a guard reads on entry
+_GUARDED = (POWER_LIMIT, SM_CLOCK)
+#: signals that end a run the way Ctrl-C does: restore, keep finished points, exit non-zero
+_SIGNALS = {signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 
 class Terminated(BaseException):  # noqa: N818 (named for the signal, like KeyboardInterrupt)
-    """SIGTERM arrived; raised in the main thread so that restores run.
+    """SIGTERM or SIGHUP arrived; raised in the main thread so that restores run.
 
     A ``BaseException`` like ``KeyboardInterrupt``, so that no ``except Exception`` or
     ``except TokbenchError`` on the way (a sensor read that tolerates errors) can swallow it."""
 
-    exit_code = 143
-    message = "terminated by SIGTERM; settings restored, finished points kept"
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = _SIGNALS.get(signum, 143)
+        self.signal_name = signal.Signals(signum).name
 
 
 def state_root() -> Path:
@@ -40,20 +54,38 @@ def state_root() -> Path:
     return Path(base) / "tokbench"
 
 
+def this_host() -> str:
+    return socket.gethostname()
+
+
 @dataclass(frozen=True)
-class OriginalSettings:
-    """What a GPU had before tokbench touched it, and how to find it again."""
+class Journal:
+    """What one GPU had before tokbench changed it, on which host, and how to reopen it."""
 
     uuid: str
     index: int
     backend: str
-    power_limit_w: float
-    sm_clock_lock: tuple[int, int] | None
+    host: str
+    owner_pid: int
     #: arguments that reopen the same device in another process (backend-specific)
     reopen: dict
-    owner_pid: int
-    #: knobs this run changed ("power_limit", "sm_clock"): only these are put back
-    knobs: tuple[str, ...] = ()
+    #: journal key of each knob this run changed -> its value as found (see ``Knob.found``)
+    found: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: dict) -> Journal:
+        """Read a journal, including the first format (``power_limit_w``/``sm_clock_lock``/``knobs``)."""
+        if "found" not in raw:
+            old = {"power_limit": raw.get("power_limit_w"), "sm_clock": raw.get("sm_clock_lock")}
+            raw = {**raw, "found": {k: old[k] for k in raw.get("knobs", ()) if k in old}, "host": this_host()}
+        return cls(uuid=str(raw["uuid"]), index=int(raw["index"]), backend=str(raw["backend"]),
+                   host=str(raw["host"]), owner_pid=int(raw["owner_pid"]), reopen=dict(raw["reopen"]),
+                   found=dict(raw["found"]))
+
+    def put_back(self, device: Device) -> str:
+        """Restore every knob this journal lists; returns what was done, in words."""
+        parts = [knob(key).put_back(device, value) for key, value in self.found.items()]
+        return f"GPU {device.info.index}: " + ", ".join(parts or ["nothing changed"])
 
 
 def _journal_dir() -> Path:
@@ -68,34 +100,40 @@ def _safe(uuid: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in uuid)
 
 
+def _journal_path(uuid: str) -> Path:
+    return _journal_dir() / f"{_safe(uuid)}.json"
+
+
+def _write_journal(j: Journal) -> None:
+    _journal_dir().mkdir(parents=True, exist_ok=True)
+    path = _journal_path(j.uuid)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(asdict(j)))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class Guard:
     """Context manager owning the settings of ``devices`` for one run."""
 
-    def __init__(self, devices: list[Device], reopen: dict, change_allowed: bool = True) -> None:
+    def __init__(self, devices: list[Device], reopen: dict) -> None:
         self.devices = devices
         self.reopen = reopen
-        self.change_allowed = change_allowed
-        self.originals: dict[str, OriginalSettings] = {}
+        self._entry: dict[str, dict[str, Any]] = {}
+        self._journals: dict[str, Journal] = {}
         self._lock_files: list = []
-        self._old_term: Callable | int | None = None
-        self._touched: dict[str, tuple[str, ...]] = {}
+        self._old_handlers: dict[int, Any] = {}
 
     # --- entry / exit -------------------------------------------------------------------------
     def __enter__(self) -> Guard:
         try:
             self._take_locks()
             for d in self.devices:
-                lock = d.sm_clock_lock()
-                self.originals[d.info.uuid] = OriginalSettings(
-                    uuid=d.info.uuid,
-                    index=d.info.index,
-                    backend=d.info.backend,
-                    power_limit_w=d.power_limits().current_w,
-                    sm_clock_lock=None if lock is None else (lock.lo_mhz, lock.hi_mhz),
-                    reopen=self.reopen,
-                    owner_pid=os.getpid(),
-                )
-            self._old_term = signal.signal(signal.SIGTERM, _raise_terminated)
+                self._entry[d.info.uuid] = {k.journal_key: k.found(d) for k in _GUARDED}
+            for signum in _SIGNALS:
+                self._old_handlers[signum] = signal.signal(signum, _raise_terminated)
         except BaseException:
             self._release_locks()
             raise
@@ -105,58 +143,65 @@ class Guard:
         try:
             self.restore()
         finally:
-            if self._old_term is not None:
-                signal.signal(signal.SIGTERM, self._old_term)
+            for signum, old in self._old_handlers.items():
+                signal.signal(signum, old)
             self._release_locks()
 
     # --- changes ----------------------------------------------------------------------------------
-    def _before_change(self, device: Device, knob: str) -> None:
-        """Journal the original settings (and which knob changes) before touching the GPU."""
-        if not self.change_allowed:
-            raise UsageError("internal: a setting change was attempted in observe mode")
+    def apply(self, device: Device, lever: Knob, value: float) -> float:
+        """Journal what ``device`` had, change ``lever`` to ``value`` and read back what is enforced.
+
+        A change the driver refuses for lack of permission changed nothing, so the journal entry
+        it needed is taken back: a refused run leaves no journal that later commands would have to
+        repair."""
         uuid = device.info.uuid
-        knobs = self._touched.get(uuid, ())
-        if knob in knobs:
-            return
-        knobs = (*knobs, knob)
-        record = replace(self.originals[uuid], knobs=knobs)
-        _journal_dir().mkdir(parents=True, exist_ok=True)
-        path = _journal_dir() / f"{_safe(uuid)}.json"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(asdict(record)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        self.originals[uuid] = record
-        self._touched[uuid] = knobs
+        before = self._journals.get(uuid)
+        if before is None or lever.journal_key not in before.found:
+            self._journal(device, lever)
+        try:
+            return lever.apply(device, value)
+        except PermissionDenied:
+            self._take_back(uuid, before)
+            raise
 
     def set_power_limit(self, device: Device, watts: float) -> float:
         """Set and read back; returns the enforced limit in W."""
-        self._before_change(device, "power_limit")
-        device.set_power_limit(watts)
-        return device.power_limits().enforced_w
+        return self.apply(device, POWER_LIMIT, watts)
 
     def lock_sm_clock(self, device: Device, mhz: int) -> float:
-        """Lock the SM clock to one value; returns the locked value read back (MHz) where the
-        backend can read it, else the requested one."""
-        self._before_change(device, "sm_clock")
-        device.lock_sm_clock(mhz, mhz)
-        lock = device.sm_clock_lock()
-        return float(mhz if lock is None else lock.hi_mhz)
+        """Lock the SM clock to one value; returns the value read back where the backend can."""
+        return self.apply(device, SM_CLOCK, mhz)
+
+    def _journal(self, device: Device, lever: Knob) -> None:
+        uuid = device.info.uuid
+        j = self._journals.get(uuid) or Journal(uuid=uuid, index=device.info.index, backend=device.info.backend,
+                                                host=this_host(), owner_pid=os.getpid(), reopen=self.reopen)
+        j = replace(j, found={**j.found, lever.journal_key: self._entry[uuid][lever.journal_key]})
+        _write_journal(j)
+        self._journals[uuid] = j
+
+    def _take_back(self, uuid: str, before: Journal | None) -> None:
+        if before is None:
+            _journal_path(uuid).unlink(missing_ok=True)
+            self._journals.pop(uuid, None)
+        else:
+            _write_journal(before)
+            self._journals[uuid] = before
 
     def restore(self) -> list[str]:
-        """Put back every GPU this guard changed; returns what it did, one line each."""
+        """Put back every GPU this guard changed, each on its own; returns what it did, one line
+        each. A GPU that cannot be restored keeps its journal and is named in the error raised
+        after all the others were restored."""
         done: list[str] = []
         errors: list[str] = []
         for d in self.devices:
-            uuid = d.info.uuid
-            if uuid not in self._touched:
+            j = self._journals.get(d.info.uuid)
+            if j is None:
                 continue
             try:
-                done.append(_apply(d, self.originals[uuid]))
-                (_journal_dir() / f"{_safe(uuid)}.json").unlink(missing_ok=True)
-                del self._touched[uuid]
+                done.append(j.put_back(d))
+                _journal_path(j.uuid).unlink(missing_ok=True)
+                del self._journals[j.uuid]
             except TokbenchError as e:
                 errors.append(f"GPU {d.info.index}: {e}")
         if errors:
@@ -191,25 +236,24 @@ class Guard:
         self._lock_files.clear()
 
 
-def _apply(device: Device, orig: OriginalSettings) -> str:
-    """Put back the knobs ``orig`` says were changed (a clock lock someone else made is never
-    reset unless this run changed the clock)."""
-    parts = []
-    if "power_limit" in orig.knobs:
-        device.set_power_limit(orig.power_limit_w)
-        parts.append(f"power limit {orig.power_limit_w:g} W")
-    if "sm_clock" in orig.knobs:
-        if orig.sm_clock_lock is None:
-            device.reset_sm_clock()
-            parts.append("SM clock unlocked")
-        else:
-            device.lock_sm_clock(*orig.sm_clock_lock)
-            parts.append(f"SM clock locked at {orig.sm_clock_lock[0]}-{orig.sm_clock_lock[1]} MHz")
-    return f"GPU {device.info.index}: " + ", ".join(parts or ["nothing changed"])
+def gpu_in_use(device: Device) -> int | None:
+    """The pid of the tokbench run that holds ``device``'s lock, or None when it is free."""
+    path = _lock_dir() / f"{_safe(device.info.uuid)}.lock"
+    if not path.exists():
+        return None
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            text = f.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
+    raise Terminated(signum)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -222,37 +266,78 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def stale_journals() -> list[OriginalSettings]:
-    """Journals left by runs whose process is gone."""
-    out = []
+def journals() -> tuple[list[Journal], list[str]]:
+    """Every journal in the state directory, and one line for each that cannot be read."""
+    found: list[Journal] = []
+    bad: list[str] = []
     for path in sorted(_journal_dir().glob("*.json")) if _journal_dir().exists() else []:
         try:
-            raw = json.loads(path.read_text())
-            raw["sm_clock_lock"] = tuple(raw["sm_clock_lock"]) if raw.get("sm_clock_lock") else None
-            raw["knobs"] = tuple(raw.get("knobs", ()))
-            orig = OriginalSettings(**raw)
-        except (json.JSONDecodeError, TypeError, KeyError):
-            continue
-        if orig.owner_pid == os.getpid() or _pid_alive(orig.owner_pid):
-            continue
-        out.append(orig)
-    return out
+            found.append(Journal.from_json(json.loads(path.read_text())))
+        except (json.JSONDecodeError, TypeError, KeyError, ValueError, OSError) as e:
+            bad.append(f"journal {path} cannot be read ({e.__class__.__name__}); remove it by hand once the GPU "
+                       "is checked")
+    return found, bad
 
 
-def recover(open_devices_fn: Callable[..., object] | None = None) -> list[str]:
-    """Restore every GPU named in a stale journal; returns one line per GPU restored."""
+def _is_stale(j: Journal) -> bool:
+    return j.host == this_host() and j.owner_pid != os.getpid() and not _pid_alive(j.owner_pid)
+
+
+def pending_note() -> str | None:
+    """One line about journals that wait to be restored (for commands that never restore)."""
+    js, bad = journals()
+    stale = [j for j in js if _is_stale(j)]
+    foreign = [j for j in js if j.host != this_host()]
+    if not stale and not foreign and not bad:
+        return None
+    parts = []
+    if stale:
+        parts.append(f"{len(stale)} GPU setting(s) left changed by a run that died; `tokbench restore` puts them back")
+    if foreign:
+        hosts = ", ".join(sorted({j.host for j in foreign}))
+        parts.append(f"{len(foreign)} journal(s) of other hosts ({hosts}) in {_journal_dir()}")
+    if bad:
+        parts.append(f"{len(bad)} unreadable journal(s)")
+    return "; ".join(parts)
+
+
+@dataclass
+class Recovery:
+    """What ``recover`` did: GPUs put back, and what it could not do, with why (one line each)."""
+
+    restored: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def recover(open_devices_fn: Callable[..., object] | None = None) -> Recovery:
+    """Restore every GPU named in a stale journal of this host, each journal on its own: one that
+    cannot be restored here (no driver, GPU gone) is kept and reported, never blocking the rest."""
     from harness.devices import open_devices
 
     open_fn = open_devices_fn or open_devices
-    done: list[str] = []
-    for orig in stale_journals():
-        ds = open_fn(**orig.reopen)
+    out = Recovery()
+    js, out.problems = journals()
+    for j in js:
+        if j.host != this_host():
+            out.problems.append(f"GPU {j.index} ({j.uuid}) was changed by a run on host {j.host}: restore it there "
+                                "(`tokbench restore` on that host)")
+            continue
+        if not _is_stale(j):
+            continue
         try:
-            match = [d for d in ds.devices if d.info.uuid == orig.uuid]  # type: ignore[attr-defined]
+            ds = open_fn(**j.reopen)
+        except TokbenchError as e:
+            out.problems.append(f"GPU {j.index} ({j.uuid}) cannot be restored here: {e}; its journal is kept")
+            continue
+        try:
+            match = [d for d in ds.devices if d.info.uuid == j.uuid]  # type: ignore[attr-defined]
             if not match:
+                out.problems.append(f"GPU {j.index} ({j.uuid}) is not present any more; its journal is kept")
                 continue
-            done.append(_apply(match[0], orig) + " (from the journal of a run that died)")
-            (_journal_dir() / f"{_safe(orig.uuid)}.json").unlink(missing_ok=True)
+            out.restored.append(j.put_back(match[0]) + " (from the journal of a run that died)")
+            _journal_path(j.uuid).unlink(missing_ok=True)
+        except TokbenchError as e:
+            out.problems.append(f"GPU {j.index} ({j.uuid}): {e}; its journal is kept")
         finally:
             ds.close()  # type: ignore[attr-defined]
-    return done
+    return out

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.devices.base import Device
-from harness.records.rundir import Point
+from harness.knobs import OBSERVE
+from harness.records.rundir import Point, point_key
 from harness.sweep.plan import PlannedPoint, SweepPlan
 from harness.sweep.sources import Outcome, PointSource
 
@@ -44,7 +45,7 @@ class LiveStatus:
 
 @dataclass
 class SweepContext:
-    """Everything the loop needs, built by ``harness.run.start_sweep``."""
+    """Everything the loop needs, built by ``harness.sweep.run.run_sweep``."""
 
     devices: list[Device]
     plan: SweepPlan
@@ -56,8 +57,14 @@ class SweepContext:
     status: LiveStatus = field(default_factory=LiveStatus)
     on_point: Callable[[list[Point]], None] | None = None
     next_index: int = 0
-    done_phases: set[tuple[float, int, int, str]] = field(default_factory=set)
+    #: ``records.rundir.point_key`` of every point already recorded (a resumed run)
+    done: set[tuple] = field(default_factory=set)
     own_pids: frozenset[int] = frozenset()
+    #: set when the loop ended on ``plan.max_time_s`` with points left to measure
+    stopped_by_budget: bool = False
+
+    def recorded(self, device: Device, planned: PlannedPoint, phase: str) -> bool:
+        return point_key(device.info.uuid, planned.setting, planned.batch_size, planned.repeat, phase) in self.done
 
 
 def run_points(ctx: SweepContext) -> list[Outcome]:
@@ -76,6 +83,7 @@ def run_points(ctx: SweepContext) -> list[Outcome]:
                 break
             if plan.max_time_s is not None and clock.now() - t_begin >= plan.max_time_s:
                 ctx.status.state = "max-time reached"
+                ctx.stopped_by_budget = True
                 break
             if planned.batch_size not in workloads:
                 for ws in workloads.values():
@@ -83,14 +91,14 @@ def run_points(ctx: SweepContext) -> list[Outcome]:
                         w.close()
                 workloads = {planned.batch_size: _prepare(ctx, planned.batch_size)}
             ws = workloads[planned.batch_size]
-            enforced = _apply(ctx, planned.setting)
             ctx.status.point += 1
+            todo = [ph for ph in ws[0].phases if not all(ctx.recorded(d, planned, ph) for d in devices)]
+            if not todo:
+                continue  # a resumed run has this point on every GPU
+            enforced = _apply(ctx, planned.setting)
             ctx.status.setting, ctx.status.batch_size = planned.setting, planned.batch_size
             first_phase_points: list[Point] = []
-            for phase in ws[0].phases:
-                key = (planned.setting, planned.batch_size, planned.repeat, phase)
-                if key in ctx.done_phases:
-                    continue
+            for phase in todo:
                 ctx.status.phase = phase
                 warmup_s = _warm_up(ctx, ws, phase, SteadyState)
                 points = _measure(ctx, ws, phase, planned, enforced, warmup_s, Window)
@@ -125,17 +133,12 @@ def _gpu_pids(devices: Sequence[Device]) -> set[int]:
 
 
 def _apply(ctx: SweepContext, setting: float) -> dict[int, float]:
-    """Set the knob on every GPU; returns what each enforces."""
+    """Set the knob on every GPU; returns what each enforces (observing: what is in force)."""
     ctx.status.state = "apply"
-    out = {}
-    for d in ctx.devices:
-        if ctx.guard is None:  # observing: the current setting is the point's setting
-            out[d.info.index] = d.power_limits().enforced_w
-        elif ctx.plan.knob == "power-limit":
-            out[d.info.index] = ctx.guard.set_power_limit(d, setting)
-        else:
-            out[d.info.index] = ctx.guard.lock_sm_clock(d, int(setting))
-    return out
+    lever = ctx.plan.lever
+    if ctx.guard is None:
+        return {d.info.index: lever.current(d) for d in ctx.devices}
+    return {d.info.index: ctx.guard.apply(d, lever, setting) for d in ctx.devices}
 
 
 def _step_all(ws: Sequence[Any], phase: str) -> list[Any]:
@@ -205,7 +208,7 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
             w.synchronize()
 
     totals = [[0, 0, 0, 0, [], []] for _ in ws]  # steps, input, output, sequences, ttfts, tpots
-    with window_cls(devices, ctx.sampler, sync, requested=requested, knob=plan.knob_field,
+    with window_cls(devices, ctx.sampler, sync, requested=requested, knob=plan.lever.field,
                     min_seconds=min(1.0, plan.window_s), own_pids=ctx.own_pids) as window:
         t0 = clock.now()
         while True:
@@ -225,7 +228,8 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
         wr = window.results[d.info.index]
         points.append(_point(ctx, d, tot, wr, phase, planned, enforced[d.info.index], warmup_s))
     for p, d in zip(points, devices):
-        ctx.run_dir.append_point(p, window.results[d.info.index].samples)
+        if not ctx.recorded(d, planned, phase):  # resumed after a kill between two GPUs' rows
+            ctx.run_dir.append_point(p, window.results[d.info.index].samples)
     ctx.status.tokens_per_s = sum(p.tokens_per_s for p in points)
     ctx.status.state = "recorded"
     if ctx.on_point:
@@ -256,7 +260,7 @@ def _point(ctx: SweepContext, device: Device, tot: list, wr: Any, phase: str,
         **wr.point_fields(),
         point_index=index,
         gpu_uuid=device.info.uuid,
-        knob=ctx.plan.knob_field if ctx.guard is not None else "observe",
+        knob=ctx.plan.lever.field if ctx.guard is not None else OBSERVE.field,
         setting=planned.setting,
         enforced=enforced,
         batch_size=planned.batch_size,

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 from harness.devices.base import Device
 from harness.errors import UsageError
+from harness.knobs import Knob, knob
 
-#: CLI knob name -> the field name points and curve files use
-KNOB_FIELDS = {"power-limit": "power_limit_w", "sm-clock": "sm_clock_mhz", "observe": "observe"}
 ORDERS = ("descending", "ascending", "interleaved")
 
 
@@ -23,7 +22,8 @@ class PlannedPoint:
 
 @dataclass(frozen=True)
 class SweepPlan:
-    """What a run measures. ``settings`` in W (power-limit) or MHz (sm-clock)."""
+    """What a run measures. ``knob`` is any spelling of a knob (see ``harness.knobs``); ``settings``
+    are in its unit."""
 
     knob: str
     settings: tuple[float, ...]
@@ -38,8 +38,7 @@ class SweepPlan:
     max_time_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.knob not in KNOB_FIELDS:
-            raise UsageError(f"unknown knob '{self.knob}' (choose from power-limit, sm-clock)")
+        object.__setattr__(self, "knob", knob(self.knob).name)  # one spelling from here on
         if self.order not in ORDERS:
             raise UsageError(f"unknown order '{self.order}' (choose from {', '.join(ORDERS)})")
         if self.repeats < 1:
@@ -48,8 +47,9 @@ class SweepPlan:
             raise UsageError("the plan has no settings")
 
     @property
-    def knob_field(self) -> str:
-        return KNOB_FIELDS[self.knob]
+    def lever(self) -> Knob:
+        """The knob this plan turns."""
+        return knob(self.knob)
 
     def grid(self) -> list[PlannedPoint]:
         """Every (setting, batch, repeat) in measuring order. Repeats are the outer loop, so a
@@ -80,16 +80,7 @@ def ordered(settings: Sequence[float], order: str, repeat: int) -> list[float]:
     return out if repeat % 2 == 0 else out[::-1]
 
 
-def knob_range(device: Device, knob: str) -> tuple[float, float, list[float] | None]:
-    """(lowest, highest, settable values or None for a continuous range) of a knob."""
-    if knob == "power-limit":
-        lim = device.power_limits()
-        return lim.min_w, lim.max_w, None
-    clocks = device.supported_sm_clocks()
-    return float(clocks[0]), float(clocks[-1]), [float(c) for c in clocks]
-
-
-def resolve_settings(device: Device, knob: str, points: int | None = None, step: float | None = None,
+def resolve_settings(device: Device, lever: Knob | str, points: int | None = None, step: float | None = None,
                      values: Sequence[float] | None = None, percent: Sequence[float] | None = None,
                      default_points: int = 9) -> tuple[float, ...]:
     """The knob's values from the device's constraints; anything outside them is refused here,
@@ -98,8 +89,9 @@ def resolve_settings(device: Device, knob: str, points: int | None = None, step:
                                   ("--percent", percent)) if v is not None]
     if len(given) > 1:
         raise UsageError(f"give the knob's values one way only (got {' and '.join(given)})")
-    lo, hi, discrete = knob_range(device, knob)
-    unit = "W" if knob == "power-limit" else "MHz"
+    lever = knob(lever)
+    lo, hi, discrete = lever.range(device)
+    unit = lever.unit
     if values is not None:
         chosen = [float(v) for v in values]
     elif percent is not None:
@@ -116,7 +108,7 @@ def resolve_settings(device: Device, knob: str, points: int | None = None, step:
         chosen = [hi] if n == 1 else [lo + (hi - lo) * i / (n - 1) for i in range(n)]
     bad = [v for v in chosen if v < lo - 1e-6 or v > hi + 1e-6]
     if bad:
-        raise UsageError(f"{knob} value {bad[0]:g} {unit} is outside GPU {device.info.index}'s range "
+        raise UsageError(f"{lever.name} value {bad[0]:g} {unit} is outside GPU {device.info.index}'s range "
                          f"{lo:g}-{hi:g} {unit}")
     if discrete is not None:
         chosen = [min(discrete, key=lambda c, v=v: abs(c - v)) for v in chosen]

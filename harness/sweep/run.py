@@ -5,25 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness.devices.base import Device
-from harness.errors import GpuBusy, PermissionDenied, UsageError
+from harness.errors import GpuBusy, PermissionDenied, RunDirError, UsageError
+from harness.knobs import OBSERVE, SM_CLOCK, Knob, knob
+from harness.records.manifest import build_manifest, utc_now
 from harness.records.rundir import Point
 from harness.sweep.loop import LiveStatus, SweepContext, run_points
-from harness.sweep.plan import SweepPlan, knob_range, resolve_settings
+from harness.sweep.plan import SweepPlan, resolve_settings
 from harness.sweep.sources import GridSource, MaxQSearch, PointSource
 
 
-def check_can_change(devices: Sequence[Device], knob: str) -> None:
+def check_can_change(devices: Sequence[Device], lever: Knob) -> None:
     for d in devices:
-        caps = d.info.capabilities
-        ok = caps.can_set_power_limit if knob == "power-limit" else caps.can_lock_sm_clock
-        if not ok:
-            what = "set the power limit" if knob == "power-limit" else "lock the SM clock"
-            raise PermissionDenied(f"{what} of GPU {d.info.index}")
+        if not lever.may_change(d):
+            raise PermissionDenied(f"{lever.verb} of GPU {d.info.index}")
 
 
 def check_not_busy(devices: Sequence[Device], allow_busy: bool) -> list[str]:
@@ -73,6 +74,7 @@ class SweepOptions:
     sim_count: int = 1
     sim_seed: int = 0
     sim_overrides: tuple[str, ...] = ()
+    reset_foreign_clock_lock: bool = False
     command: str = ""
 
 
@@ -86,12 +88,23 @@ class SweepRun:
     messages: list[str]
     plan: SweepPlan
     estimate_s: float = 0.0
+    #: points of the plan still to measure when the run stopped on its budget
+    remaining: int = 0
 
 
 def estimate_seconds(plan: SweepPlan, n_points: int, phases: int, compile_s: float) -> float:
     """Device time a plan needs: warm-ups (assumed twice the minimum), windows and compiles."""
     per_phase = max(plan.warmup_min_s * 2, 1.0) + plan.window_s
     return n_points * phases * per_phase + compile_s * len(plan.batch_sizes)
+
+
+class RunInterrupted(BaseException):  # noqa: N818 (an interruption, like KeyboardInterrupt)
+    """Ctrl-C, SIGTERM or SIGHUP ended a run after its settings were restored and its finished
+    points kept; carries where the run is so the CLI can say how to resume it."""
+
+    def __init__(self, run_dir: Any, points: int, signal_name: str, exit_code: int) -> None:
+        super().__init__(signal_name)
+        self.run_dir, self.points, self.signal_name, self.exit_code = run_dir, points, signal_name, exit_code
 
 
 def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
@@ -104,43 +117,54 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
     from harness.telemetry import Sampler, measure_idle
     from workloads.registry import get as get_workload
 
-    messages = [f"restored {line}" for line in guard_mod.recover()]
-    resumed = None
+    recovery = guard_mod.recover()
+    messages = [f"restored {line}" for line in recovery.restored] + recovery.problems
+    resumed, repaired = None, []
     if opts.resume:
-        resumed = RunDir.open(opts.resume)
-        opts = SweepOptions(**{**resumed.manifest["options"], "resume": opts.resume, "dry_run": opts.dry_run})
+        resumed, repaired = RunDir.resume(Path(opts.resume))
+        messages.extend(repaired)
+        # the run's own options, but this invocation's budget (each invocation may have one)
+        opts = SweepOptions(**{**resumed.manifest["options"], "resume": opts.resume, "dry_run": opts.dry_run,
+                               "max_time_s": opts.max_time_s, "command": opts.command})
         if opts.search:
+            resumed.close()
             raise UsageError("--resume of an adaptive search is not supported; start a new run")
-    profile = load_profile(opts.profile)
-    reopen = dict(backend=opts.backend, sim_gpu=opts.sim_gpu, sim_count=opts.sim_count, sim_seed=opts.sim_seed,
-                  sim_overrides=list(opts.sim_overrides))
-    ds = open_devices(**reopen)
+    try:
+        profile = load_profile(opts.profile)
+        reopen = dict(backend=opts.backend, sim_gpu=opts.sim_gpu, sim_count=opts.sim_count, sim_seed=opts.sim_seed,
+                      sim_overrides=list(opts.sim_overrides))
+        ds = open_devices(**reopen)
+    except BaseException:
+        if resumed is not None:
+            resumed.close()
+        raise
     if ds.notice:
         messages.append(ds.notice)
     reopen["backend"] = ds.backend
     try:
         devices = ds.select(opts.gpus)
         wcfg, scfg = profile.workload, profile.sweep
-        knob = opts.knob or scfg.knob
+        lever = knob(opts.knob or scfg.knob)
         observe = opts.observe
         if ds.backend == "nvml" and not observe and opts.gpus is None and not opts.yes:
             observe = True
             messages.append("no GPU named: measuring at the current setting only (observe). To sweep, name "
                             "the GPUs to change with --gpus 0,1 (or --yes for all)")
-        problems = check_not_busy(devices, opts.allow_busy)
-        messages.extend(problems)
+        messages.extend(check_not_busy(devices, opts.allow_busy))
         if observe:
-            settings: tuple[float, ...] = (devices[0].power_limits().enforced_w,)
-            knob = "observe"
+            check_not_swept(devices)
+            lever = OBSERVE
+            settings: tuple[float, ...] = (lever.current(devices[0]),)
         else:
-            check_can_change(devices, knob)
+            check_can_change(devices, lever)
+            check_clock_restorable(devices, lever, opts.reset_foreign_clock_lock)
             given = (opts.points, opts.step, opts.values, opts.percent)
             if all(v is None for v in given):  # the profile's defaults
                 given = (scfg.points, scfg.step, scfg.values, scfg.percent)
-            settings = resolve_settings(devices[0], knob, *given)
+            settings = resolve_settings(devices[0], lever, *given)
         batch_sizes = tuple(opts.batch_sizes or scfg.batch_sizes or (wcfg.batch_size,))
         plan = SweepPlan(
-            knob=knob, settings=settings, batch_sizes=batch_sizes,
+            knob=lever.name, settings=settings, batch_sizes=batch_sizes,
             repeats=opts.repeats or scfg.repeats, order=opts.order or scfg.order,
             warmup_min_s=scfg.warmup_min_s if opts.warmup_min_s is None else opts.warmup_min_s,
             warmup_max_s=scfg.warmup_max_s if opts.warmup_max_s is None else opts.warmup_max_s,
@@ -151,6 +175,9 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
             raise UsageError(f"unknown search '{plan.search}' (only max-q)")
         if plan.search and observe:
             raise UsageError("--search changes settings; it cannot run with --observe")
+        if plan.search and (len(plan.batch_sizes) > 1 or opts.repeats is not None):
+            raise UsageError("--search max-q chooses its own repeats and searches one batch size: give at most one "
+                             "--batch-sizes value and no --repeats")
         phases = len(wcfg.resolved_phases)
         compile_s = 40.0 if (ds.backend == "nvml" and wcfg.compile is not False) else 0.0
         n_points = len(plan.grid()) if not plan.search else 12
@@ -163,10 +190,10 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
 
         source: PointSource
         if plan.search:
-            lo, hi, discrete = knob_range(devices[0], knob)
+            lo, hi, discrete = lever.range(devices[0])
             snap = (lambda v: min(discrete, key=lambda c: abs(c - v))) if discrete else (lambda v: round(v, 1))
-            # resolve the location to a 21-point grid's step, and never finer than 25 W (Zeus's grid step)
-            resolution = max((hi - lo) / 20, 25.0) if knob == "power-limit" else (hi - lo) / 20
+            # resolve the location to a 21-point grid's step, never finer than the knob's own floor
+            resolution = max((hi - lo) / 20, lever.min_resolution)
             source = MaxQSearch(lo, hi, batch_sizes[0], resolution=resolution, ci_pct=plan.search_ci_pct, snap=snap)
         else:
             source = GridSource(plan)
@@ -178,40 +205,100 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
             try:
                 if resumed is not None:
                     run_dir = resumed
-                    existing = run_dir.points()
-                    done = {(float(r.setting), int(r.batch_size), int(r.repeat), str(r.phase))
-                            for r in existing.itertuples()}
-                    next_index = int(existing["point_index"].max()) + 1 if len(existing) else 0
-                    run_dir.update_manifest(status="running")
+                    spec = make_workload(devices[0], batch_sizes[0]).spec
+                    check_same_run(run_dir.manifest, devices, ds.backend, spec)
+                    run_dir.update_manifest(status="running", resumed=[*run_dir.manifest.get("resumed", []),
+                                                                       {"start_utc": utc_now(),
+                                                                        "command_line": sys.argv}])
                 else:
                     spec = make_workload(devices[0], batch_sizes[0]).spec
-                    manifest = _manifest(opts, profile, plan, devices, ds.backend, spec, reopen)
+                    run_id = opts.run_id or new_run_id(profile.name or "sweep")
+                    manifest = _manifest(run_id, opts, profile, plan, devices, ds.backend, spec, reopen)
                     manifest["idle_power_w"] = {str(k): v for k, v in measure_idle(devices, sampler).items()}
-                    run_dir = RunDir.create(opts.out, opts.run_id or new_run_id(profile.name or "sweep"), manifest)
-                    done, next_index = set(), 0
+                    run_dir = RunDir.create(opts.out, run_id, manifest)
                 ctx = SweepContext(devices, plan, source, make_workload, run_dir, sampler, g,
-                                   status or LiveStatus(), on_point, next_index, done)
+                                   status or LiveStatus(), on_point, run_dir.next_point_index(), run_dir.done_keys())
                 ctx.status.total = None if plan.search else len(plan.grid())
                 final = "failed"
                 try:
                     run_points(ctx)
-                    final = "complete"
-                except (KeyboardInterrupt, guard_mod.Terminated):
+                    final = "stopped" if ctx.stopped_by_budget else "complete"
+                except (KeyboardInterrupt, guard_mod.Terminated) as e:
                     final = "interrupted"
-                    raise
+                    name, code = ("SIGINT", 130) if isinstance(e, KeyboardInterrupt) else (e.signal_name, e.exit_code)
+                    raise RunInterrupted(run_dir.path, len(run_dir.points()), name, code) from e
                 finally:
-                    run_dir.update_manifest(status=final, ended=_now_iso())
+                    run_dir.update_manifest(status=final)
+                    run_dir.close()
             finally:
                 sampler.stop()
-        return SweepRun(run_dir, final, _points_of(run_dir), messages, plan, estimate)
+        result = SweepRun(run_dir, final, _points_of(run_dir), messages, plan, estimate)
+        if final == "stopped":
+            result.remaining = _remaining(plan, devices, wcfg.resolved_phases, run_dir)
+        return result
     finally:
         ds.close()
+        if resumed is not None:
+            resumed.close()
 
 
-def _now_iso() -> str:
-    import datetime as dt
+def check_not_swept(devices: Sequence[Device]) -> None:
+    """Observing a GPU that another tokbench run is sweeping would record that run's setting, not
+    the one in force when this run started: refuse."""
+    from harness.sweep.guard import gpu_in_use
 
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    for d in devices:
+        pid = gpu_in_use(d)
+        if pid is not None:
+            raise GpuBusy(f"GPU {d.info.index} is being swept by another tokbench run (pid {pid}); its setting "
+                          "changes under an observation, so --observe waits until that run ends")
+
+
+def check_clock_restorable(devices: Sequence[Device], lever: Knob, reset_foreign_lock: bool) -> None:
+    """A clock lock someone else set cannot be read back through NVML, so the restore at the end of
+    an SM-clock sweep would reset it rather than put it back: refuse unless told it may go."""
+    if lever is not SM_CLOCK or reset_foreign_lock:
+        return
+    for d in devices:
+        if d.sm_clock_lock() is None and any("locked-clock" in n or "application-clock" in n
+                                             for n in d.state_check().notes):
+            raise UsageError(f"GPU {d.info.index}'s SM clock is held by a setting tokbench did not make and cannot "
+                             "read back: after the sweep it would be reset, not restored. Pass "
+                             "--reset-foreign-clock-lock to sweep anyway (the lock is lost)")
+
+
+def check_same_run(manifest: dict, devices: Sequence[Device], backend: str, spec: Any) -> None:
+    """Resume only onto the GPUs, driver, tool and workload the run started with."""
+    from harness.records.manifest import tool_version
+
+    had = [d.get("uuid") for d in manifest.get("devices", [])]
+    now = [d.info.uuid for d in devices]
+    problems = []
+    if had != now:
+        problems.append(f"GPUs {', '.join(map(str, now))} instead of {', '.join(map(str, had))}")
+    if manifest.get("backend") != backend:
+        problems.append(f"backend {backend} instead of {manifest.get('backend')}")
+    drivers = {d.get("driver") for d in manifest.get("devices", [])}
+    if drivers and drivers != {d.info.driver for d in devices}:
+        problems.append(f"driver {devices[0].info.driver} instead of {', '.join(map(str, drivers))}")
+    if manifest.get("tool_version") not in (None, "unknown", tool_version()):
+        problems.append(f"tokbench {tool_version()} instead of {manifest.get('tool_version')}")
+    if manifest.get("workload") and manifest["workload"] != spec.to_dict():
+        problems.append("a different workload")
+    if problems:
+        raise RunDirError("cannot resume this run here: " + "; ".join(problems)
+                          + " (a resumed run must measure what it started measuring)")
+
+
+def _remaining(plan: SweepPlan, devices: Sequence[Device], phases: Sequence[str], run_dir: Any) -> int:
+    """Planned measurements (GPU x setting x batch x repeat x phase) of a grid with no row yet."""
+    if plan.search:
+        return 0
+    from harness.records.rundir import point_key
+
+    done = run_dir.done_keys()
+    return sum(1 for p in plan.grid() for d in devices for ph in phases
+               if point_key(d.info.uuid, p.setting, p.batch_size, p.repeat, ph) not in done)
 
 
 def _points_of(run_dir: Any) -> list[Point]:
@@ -228,38 +315,20 @@ def _points_of(run_dir: Any) -> list[Point]:
     return out
 
 
-def _manifest(opts: SweepOptions, profile: Any, plan: SweepPlan, devices: Sequence[Device], backend: str,
-              spec: Any, reopen: dict) -> dict:
-    import platform
+def _manifest(run_id: str, opts: SweepOptions, profile: Any, plan: SweepPlan, devices: Sequence[Device],
+              backend: str, spec: Any, reopen: dict) -> dict:
     from dataclasses import asdict
-    from importlib import metadata
 
-    from harness import __version__
-
-    versions = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "vllm", "nvidia-ml-py"):  # from metadata: importing torch costs seconds
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return {
-        "tool_version": __version__,
-        "host": platform.node(),
-        "command": opts.command,
-        "started": _now_iso(),
-        "status": "running",
-        "backend": backend,
-        "knob": plan.knob_field,
-        "devices": [{**asdict(d.info), "power_limits": asdict(d.power_limits())} for d in devices],
-        "workload": spec.to_dict(),
-        "comparison": {"gpu_model": devices[0].info.name, "driver": devices[0].info.driver,
-                       **spec.comparison_key()},
-        "profile": profile.model_dump(mode="json"),
-        "plan": {**asdict(plan), "settings": list(plan.settings), "batch_sizes": list(plan.batch_sizes)},
-        "options": {**asdict(opts), "values": list(opts.values) if opts.values else None,
-                    "percent": list(opts.percent) if opts.percent else None,
-                    "batch_sizes": list(opts.batch_sizes) if opts.batch_sizes else None,
-                    "sim_overrides": list(opts.sim_overrides)},
-        "reopen": reopen,
-        "software": versions,
-    }
+    return build_manifest(
+        run_id=run_id, backend=backend, knob=plan.lever.field,
+        devices=[{**asdict(d.info), "power_limits": asdict(d.power_limits())} for d in devices],
+        workload=spec.to_dict(),
+        comparison={"gpu_model": devices[0].info.name, "driver": devices[0].info.driver, **spec.comparison_key()},
+        profile=profile.model_dump(mode="json"),
+        plan={**asdict(plan), "settings": list(plan.settings), "batch_sizes": list(plan.batch_sizes)},
+        options={**asdict(opts), "values": list(opts.values) if opts.values else None,
+                 "percent": list(opts.percent) if opts.percent else None,
+                 "batch_sizes": list(opts.batch_sizes) if opts.batch_sizes else None,
+                 "sim_overrides": list(opts.sim_overrides)},
+        reopen=reopen,
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.records.manifest import build_manifest
 from harness.records.rundir import POINT_COLUMNS, Point, RunDir
 
 
@@ -114,10 +115,12 @@ def _manifest(run: SynthRun, run_id: str) -> dict:
                 "precision": run.precision, "batch_size": max(run.batches), "seq_len": 2048 if run.kind == "training"
                 else 0, "input_len": 0 if run.kind == "training" else 512,
                 "output_len": 0 if run.kind == "training" else 256, "params": 1_104_000_000, "extra": {}}
-    return {"run_id": run_id, "status": "running", "host": "synthetic", "command": "synthetic",
-            "started": "2026-01-01T00:00:00Z", "ended": "2026-01-01T01:00:00Z", "backend": "sim",
-            "knob": run.knob, "devices": devices, "workload": workload, "profile": {"name": "synthetic"},
-            "idle_power_w": {str(i): p.idle_w for i in range(run.gpus)}}
+    return build_manifest(run_id=run_id, backend="sim", knob=run.knob, devices=devices, workload=workload,
+                          comparison={"gpu_model": p.name, "driver": "synthetic", "workload": workload["name"],
+                                      "precision": run.precision},
+                          profile={"name": "synthetic"}, command_line=["synthetic"], host={"hostname": "synthetic"},
+                          start_utc="2026-01-01T00:00:00+00:00",
+                          idle_power_w={str(i): p.idle_w for i in range(run.gpus)})
 
 
 def fabricate_run(root: Path, run: SynthRun, run_id: str = "synth") -> Path:
