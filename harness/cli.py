@@ -102,8 +102,8 @@ def sweep(
     values: Annotated[str | None, typer.Option(help="explicit settings, e.g. 300,450,700")] = None,
     percent: Annotated[str | None, typer.Option(help="settings as percent of max, e.g. 40,60,80,100")] = None,
     search: Annotated[str | None, typer.Option(help="max-q: adaptive search for the most tokens/J")] = None,
-    ci_pct: Annotated[float, typer.Option(help="adaptive search: stop when the best's 95% CI is this narrow (%)")]
-    = 1.0,
+    ci_pct: Annotated[float | None, typer.Option(help="adaptive search: stop when the best's 95% CI is this narrow "
+                                                      "(%, default 1)")] = None,
     batch_sizes: Annotated[str | None, typer.Option(help="inference batch sizes, e.g. 1,8,64")] = None,
     repeats: Annotated[int | None, typer.Option(min=1)] = None,
     order: Annotated[str | None, typer.Option(help="descending, ascending or interleaved")] = None,
@@ -117,7 +117,9 @@ def sweep(
     max_time: Annotated[float | None, typer.Option(help="end the run cleanly after this many device seconds")]
     = None,
     out: Annotated[str, typer.Option(help="results root; the run goes to OUT/<run-id>/")] = "results",
-    resume: Annotated[str | None, typer.Option(help="continue an interrupted run directory")] = None,
+    resume: Annotated[str | None, typer.Option(help="continue an interrupted or budget-stopped run directory")] = None,
+    reset_foreign_clock_lock: Annotated[bool, typer.Option(help="sm-clock: sweep a GPU whose clock someone else "
+                                                                "locked (the lock is reset, not restored)")] = False,
     run_id: Annotated[str | None, typer.Option(help="name of the run directory (default: generated)")] = None,
     backend: BackendOpt = "auto",
     sim_gpu: SimGpuOpt = "h100-sxm",
@@ -135,7 +137,7 @@ def sweep(
         warmup_min_s=warmup_min, warmup_max_s=warmup_max, observe=observe, yes=yes, allow_busy=allow_busy,
         dry_run=dry_run, max_time_s=max_time, out=out, resume=resume, run_id=run_id, backend=backend,
         sim_gpu=sim_gpu, sim_count=sim_count, sim_seed=sim_seed, sim_overrides=tuple(sim_override or ()),
-        command=" ".join(sys.argv),
+        reset_foreign_clock_lock=reset_foreign_clock_lock, command=" ".join(sys.argv),
     )
     _run(opts)
 

@@ -8,16 +8,22 @@ that names the file, the key and what is allowed (``ProfileError``), never a tra
 from __future__ import annotations
 
 import tomllib
+from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness.errors import ProfileError
+from harness.errors import ProfileError, UsageError
 from workloads.config import WorkloadConfig
 
-#: where the named profiles live (the repository's profiles/ directory)
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
+#: where the named profiles live: the ``profiles`` data package (the repository's profiles/ folder,
+#: shipped inside the wheel)
+PROFILE_DIR = Path(str(resources.files("profiles")))
+#: the most settings, repeats or batch sizes one sweep plans (a typo like 1e9 must not fill memory)
+MAX_SETTINGS = 500
+MAX_REPEATS = 100
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -31,16 +37,20 @@ class SweepConfig(_Strict):
     """
 
     knob: Literal["power-limit", "sm-clock"] = "power-limit"
-    points: int | None = Field(None, ge=1)
-    step: float | None = Field(None, gt=0)
-    values: list[float] | None = Field(None, min_length=1)
-    percent: list[float] | None = Field(None, min_length=1)
-    batch_sizes: list[int] | None = Field(None, min_length=1)  # inference: one curve per batch size
-    repeats: int = Field(3, ge=1)
+    points: int | None = Field(None, ge=1, le=MAX_SETTINGS)
+    step: float | None = Field(None, gt=0, allow_inf_nan=False)
+    values: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(None, min_length=1,
+                                                                              max_length=MAX_SETTINGS)
+    percent: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(None, min_length=1,
+                                                                               max_length=MAX_SETTINGS)
+    batch_sizes: list[int] | None = Field(None, min_length=1, max_length=MAX_SETTINGS)  # one curve per batch size
+    repeats: int = Field(3, ge=1, le=MAX_REPEATS)
     order: Literal["descending", "ascending", "interleaved"] = "interleaved"
-    warmup_min_s: float = Field(5.0, ge=0)
-    warmup_max_s: float = Field(120.0, gt=0)
-    window_s: float = Field(30.0, gt=0)
+    warmup_min_s: float = Field(5.0, ge=0, le=86400, allow_inf_nan=False)
+    warmup_max_s: float = Field(120.0, gt=0, le=86400, allow_inf_nan=False)
+    window_s: float = Field(30.0, gt=0, le=86400, allow_inf_nan=False)
+    ci_pct: float = Field(1.0, gt=0, le=100, allow_inf_nan=False)  # --search max-q: the interval to stop at
+    max_time_s: float | None = Field(None, gt=0, allow_inf_nan=False)  # device-time budget of one invocation
     seed: int = 0
 
     @model_validator(mode="after")
@@ -109,11 +119,42 @@ def parse_profile(data: dict[str, Any], source: str = "<profile>") -> Profile:
         raise ProfileError(f"{source}: {format_errors(e)}") from None
 
 
-def format_errors(e: ValidationError) -> str:
-    """Pydantic's errors as one line: ``key: what is wrong (what is allowed)``."""
+#: ``[sweep]`` key -> the option of `tokbench sweep` that overrides it
+CLI_OPTIONS = {"knob": "--knob", "points": "--points", "step": "--step", "values": "--values", "percent": "--percent",
+               "batch_sizes": "--batch-sizes", "repeats": "--repeats", "order": "--order",
+               "warmup_min_s": "--warmup-min", "warmup_max_s": "--warmup-max", "window_s": "--window",
+               "ci_pct": "--ci-pct", "max_time_s": "--max-time"}
+_POINT_KEYS = ("points", "step", "values", "percent")
+
+
+def with_options(base: SweepConfig, **options: Any) -> SweepConfig:
+    """The profile's ``[sweep]`` with the command line's options on top, validated by the same model,
+    so an option is held to exactly the rules of its profile key; errors name the option."""
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = set(given) - set(CLI_OPTIONS)
+    if unknown:
+        raise ValueError(f"internal: not sweep options: {sorted(unknown)}")
+    ways = [CLI_OPTIONS[k] for k in _POINT_KEYS if k in given]
+    if len(ways) > 1:
+        raise UsageError(f"give the knob's values one way only (got {' and '.join(ways)})")
+    data = base.model_dump()
+    if ways:
+        data.update(dict.fromkeys(_POINT_KEYS))
+    data.update({k: list(v) if isinstance(v, tuple) else v for k, v in given.items()})
+    try:
+        return SweepConfig.model_validate(data)
+    except ValidationError as e:
+        raise UsageError(format_errors(e, names=CLI_OPTIONS)) from e
+
+
+def format_errors(e: ValidationError, names: dict[str, str] | None = None) -> str:
+    """Pydantic's errors as one line: ``key: what is wrong (what is allowed)``; ``names`` renames keys
+    (a command line's options)."""
     parts = []
     for err in e.errors(include_url=False):
         loc = ".".join(str(x) for x in err["loc"])
+        if names:
+            loc = names.get(str(err["loc"][0]), loc) if err["loc"] else loc
         kind, msg = err["type"], err["msg"]
         if kind == "extra_forbidden":
             parent = _model_at(err["loc"][:-1])
@@ -122,6 +163,9 @@ def format_errors(e: ValidationError) -> str:
         elif kind == "value_error":
             # our validators put the key first ("key: problem"); prefix the section
             text = msg.removeprefix("Value error, ")
+            for key, option in (names or {}).items():
+                if "_" in key:  # a key no prose word shares (warmup_min_s)
+                    text = text.replace(key, option)
             parts.append(f"{loc + '.' if loc else ''}{text}")
         elif kind == "missing":
             parts.append(f"{loc}: required key is missing")

@@ -10,10 +10,12 @@ period; training has one phase (``train``); a serving mix has one (``serve``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from harness.devices.base import Device
+from harness.errors import UsageError
 
 PHASES = ("train", "prefill", "decode", "serve")
 
@@ -34,6 +36,18 @@ class StepResult:
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+def checked_step(result: object, who: str) -> StepResult:
+    """A step's result as the harness needs it, or one ``UsageError`` line saying what is wrong (a
+    user workload that returns a string, NaN or negative tokens must not become a record)."""
+    counts = [getattr(result, k, None) for k in ("input_tokens", "output_tokens", "sequences")]
+    if not all(isinstance(c, int | float) and not isinstance(c, bool) for c in counts):
+        raise UsageError(f"workload {who}: step() must return a StepResult with integer input_tokens, output_tokens "
+                         f"and sequences; got {result!r}")
+    if not all(math.isfinite(c) and c >= 0 and c == int(c) for c in counts):
+        raise UsageError(f"workload {who}: step() returned token counts that are not whole numbers >= 0: {result!r}")
+    return result  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,9 @@ BUILTIN: dict[str, Factory] = {"training": _training, "inference": _inference}
 def get(config: WorkloadConfig, device: Device | None = None) -> Workload:
     """The workload ``config`` describes, for ``device`` (None: the host CPU)."""
     if config.is_user:
+        if device is not None and supports_sim_load(device):
+            raise UsageError(f"workload {config.name!r} runs real code, which a simulated GPU cannot time: run it on a "
+                             "GPU (--backend nvml), or use a built-in workload on simulated parts")
         return _user(config, device)
     if device is not None and supports_sim_load(device):
         from workloads.simulated import twin

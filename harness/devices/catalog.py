@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import tomllib
 from functools import cache
+from importlib import resources
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.errors import ProfileError, UsageError, first_validation_error
 
-GPU_PROFILE_DIR = Path(__file__).resolve().parents[2] / "profiles" / "gpus"
+GPU_PROFILE_DIR = Path(str(resources.files("profiles"))) / "gpus"  # shipped in the wheel
 
 
 class PartSpec(BaseModel):

@@ -170,8 +170,13 @@ def export_run(a: RunAnalysis, fmt: str = "json", out: str | Path | None = None,
 
         return curve, json.dumps(curve.model_dump(mode="json", by_alias=True), indent=2)
     path = Path(out) if out else a.run.path / f"curve.{fmt}"
-    if fmt == "json":
-        save_curve(curve, path)
-    else:
-        points_frame(curve).to_csv(path, index=False)
+    if not path.parent.is_dir():
+        raise UsageError(f"--out {path}: folder {path.parent} does not exist")
+    try:
+        if fmt == "json":
+            save_curve(curve, path)
+        else:
+            points_frame(curve).to_csv(path, index=False)
+    except OSError as e:
+        raise UsageError(f"--out {path}: cannot write ({e.strerror})") from e
     return curve, path

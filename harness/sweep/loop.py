@@ -25,6 +25,7 @@ from harness.knobs import OBSERVE
 from harness.records.rundir import Point, point_key
 from harness.sweep.plan import PlannedPoint, SweepPlan
 from harness.sweep.sources import Outcome, PointSource
+from workloads.base import checked_step
 
 
 @dataclass
@@ -142,7 +143,7 @@ def _apply(ctx: SweepContext, setting: float) -> dict[int, float]:
 
 
 def _step_all(ws: Sequence[Any], phase: str) -> list[Any]:
-    results = [w.step(phase) for w in ws]
+    results = [checked_step(w.step(phase), w.spec.name) for w in ws]
     for w in ws:
         w.synchronize()
     return results

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from harness.devices.base import Device
 from harness.errors import UsageError
 from harness.knobs import Knob, knob
+from harness.profiles import MAX_SETTINGS
 
 ORDERS = ("descending", "ascending", "interleaved")
 
@@ -100,6 +101,9 @@ def resolve_settings(device: Device, lever: Knob | str, points: int | None = Non
         if step <= 0:
             raise UsageError("--step must be positive")
         n = int(math.floor((hi - lo) / step + 1e-9))
+        if n + 1 > MAX_SETTINGS:
+            raise UsageError(f"--step {step:g} {unit} makes {n + 1:,} settings over {lo:g}-{hi:g} {unit}; at most "
+                             f"{MAX_SETTINGS} (a larger step, or --points)")
         chosen = [hi - i * step for i in range(n + 1)]
     else:
         n = points if points is not None else default_points

@@ -54,7 +54,7 @@ class SweepOptions:
     values: tuple[float, ...] | None = None
     percent: tuple[float, ...] | None = None
     search: str | None = None
-    search_ci_pct: float = 1.0
+    search_ci_pct: float | None = None
     batch_sizes: tuple[int, ...] | None = None
     repeats: int | None = None
     order: str | None = None
@@ -111,7 +111,7 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
               on_point: Callable[[list[Point]], None] | None = None) -> SweepRun:
     """Open the node, decide what may change, measure, restore. Never loses a finished point."""
     from harness.devices import open_devices
-    from harness.profiles import load_profile
+    from harness.profiles import load_profile, with_options
     from harness.records.rundir import RunDir, new_run_id
     from harness.sweep import guard as guard_mod
     from harness.telemetry import Sampler, measure_idle
@@ -143,8 +143,12 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
     reopen["backend"] = ds.backend
     try:
         devices = ds.select(opts.gpus)
-        wcfg, scfg = profile.workload, profile.sweep
-        lever = knob(opts.knob or scfg.knob)
+        wcfg = profile.workload
+        scfg = with_options(profile.sweep, knob=opts.knob, points=opts.points, step=opts.step, values=opts.values,
+                            percent=opts.percent, batch_sizes=opts.batch_sizes, repeats=opts.repeats,
+                            order=opts.order, warmup_min_s=opts.warmup_min_s, warmup_max_s=opts.warmup_max_s,
+                            window_s=opts.window_s, ci_pct=opts.search_ci_pct, max_time_s=opts.max_time_s)
+        lever = knob(scfg.knob)
         observe = opts.observe
         if ds.backend == "nvml" and not observe and opts.gpus is None and not opts.yes:
             observe = True
@@ -158,18 +162,12 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         else:
             check_can_change(devices, lever)
             check_clock_restorable(devices, lever, opts.reset_foreign_clock_lock)
-            given = (opts.points, opts.step, opts.values, opts.percent)
-            if all(v is None for v in given):  # the profile's defaults
-                given = (scfg.points, scfg.step, scfg.values, scfg.percent)
-            settings = resolve_settings(devices[0], lever, *given)
-        batch_sizes = tuple(opts.batch_sizes or scfg.batch_sizes or (wcfg.batch_size,))
+            settings = resolve_settings(devices[0], lever, scfg.points, scfg.step, scfg.values, scfg.percent)
+        batch_sizes = tuple(scfg.batch_sizes or (wcfg.batch_size,))
         plan = SweepPlan(
-            knob=lever.name, settings=settings, batch_sizes=batch_sizes,
-            repeats=opts.repeats or scfg.repeats, order=opts.order or scfg.order,
-            warmup_min_s=scfg.warmup_min_s if opts.warmup_min_s is None else opts.warmup_min_s,
-            warmup_max_s=scfg.warmup_max_s if opts.warmup_max_s is None else opts.warmup_max_s,
-            window_s=opts.window_s or scfg.window_s, search=opts.search, search_ci_pct=opts.search_ci_pct,
-            max_time_s=opts.max_time_s,
+            knob=lever.name, settings=settings, batch_sizes=batch_sizes, repeats=scfg.repeats, order=scfg.order,
+            warmup_min_s=scfg.warmup_min_s, warmup_max_s=scfg.warmup_max_s, window_s=scfg.window_s,
+            search=opts.search, search_ci_pct=scfg.ci_pct, max_time_s=scfg.max_time_s,
         )
         if plan.search not in (None, "max-q"):
             raise UsageError(f"unknown search '{plan.search}' (only max-q)")
