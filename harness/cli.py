@@ -7,6 +7,7 @@ need them, so `tokbench --help` and `tokbench devices` start fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -24,9 +25,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# piped output (CI logs, files) gets a wide console rather than rich's 80-column default
-console = Console() if sys.stdout.isatty() else Console(width=200)
-err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
+# piped output (CI logs, files) gets a wide console rather than rich's 80-column default, unless COLUMNS says
+_PIPED_WIDTH = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 200
+console = Console() if sys.stdout.isatty() else Console(width=_PIPED_WIDTH)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=_PIPED_WIDTH)
 
 
 BackendOpt = Annotated[str, typer.Option("--backend", help="auto (NVML if a GPU answers, else simulated), nvml or sim")]
@@ -71,7 +73,7 @@ def devices(
         return
     from harness.render.devices import devices_table
 
-    console.print(devices_table(ds.backend, rows))
+    console.print(devices_table(ds.backend, rows, console.width))
 
 
 def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
@@ -185,7 +187,7 @@ def _run(opts) -> None:
     if result.status == "dry-run":
         console.print(plan_text(result.plan, result.estimate_s))
         return
-    console.print(summary_table(result.points, _analysis_or_none(result.run_dir.path)))
+    console.print(summary_table(result.points, _analysis_or_none(result.run_dir.path), console.width))
     if result.status == "stopped":
         console.print(f"run stopped by --max-time: {result.remaining} planned measurement(s) remain; continue with "
                       f"tokbench sweep --resume {result.run_dir.path}", highlight=False, soft_wrap=True)
@@ -245,7 +247,7 @@ def report(
 
     a = analyse(run, include_flagged=include_flagged, gpu=gpu, tpot_ms=tpot_ms, ttft_ms=ttft_ms)
     rep = write_report(a, out)
-    console.print(analysis_table(a))
+    console.print(analysis_table(a, console.width))
     for c in a.curves:
         console.print(f"{c.phase} b{c.batch_size}: {c.flat.sentence}", highlight=False)
     if a.tokenomics is not None and a.tokenomics.latency is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from harness.render.fit import Column, fitted_table
+
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
@@ -13,21 +15,21 @@ def _rng(lo: float, hi: float) -> str:
     return f"{lo:.0f}" if lo == hi else f"{lo:.0f}-{hi:.0f}"
 
 
-def analysis_table(a) -> Table:
+def analysis_table(a, width: int = 200) -> Table:
     """One row per (phase, batch): Max-P, Max-Q range, savings against the default, the cap's verdict."""
     u = a.unit
-    t = Table(title=f"{a.run.run_id}: {a.part.name} · {a.run.workload.get('name', '')}", title_justify="left")
-    for col in ("phase", "batch", f"Max-P {u}", "tokens/s", f"Max-Q {u} (best)", "tokens/J", "tokens/J default",
-                "kept", "saved", "cap"):
-        t.add_column(col, justify="left" if col in ("phase", "cap") else "right")
+    rows = []
     for c in a.curves:
         d = c.vs_default
-        cap = c.flat.short
-        t.add_row(c.phase, str(c.batch_size), f"{c.max_p.best:.0f}", f"{c.max_p.value:,.0f}",
-                  f"{_rng(c.max_q.lo, c.max_q.hi)} ({c.max_q.best:.0f})", f"{c.max_q.value:.4g}",
-                  "-" if d is None else f"{d.tokens_per_j_default:.4g}", _pct(d.throughput_kept if d else None),
-                  _pct(d.energy_saved if d else None), cap)
-    return t
+        q = _rng(c.max_q.lo, c.max_q.hi) + ("" if c.max_q.wide else f" ({c.max_q.best:.0f})")
+        rows.append([c.phase, str(c.batch_size), f"{c.max_p.best:.0f}", f"{c.max_p.value:,.0f}", q,
+                     f"{c.max_q.value:.4g}", "-" if d is None else f"{d.tokens_per_j_default:.4g}",
+                     _pct(d.throughput_kept if d else None), _pct(d.energy_saved if d else None), c.flat.short])
+    columns = [Column("phase", justify="left"), Column("batch"), Column(f"Max-P {u}"), Column("tokens/s", 3),
+               Column(f"Max-Q {u} (best)"), Column("tokens/J"), Column("tokens/J default", 5), Column("kept", 2),
+               Column("saved", 1), Column("cap", 4, justify="left", wraps=True)]
+    return fitted_table(columns, rows, width, title=f"{a.run.run_id}: {a.part.name} · {a.run.workload.get('name', '')}",
+                        title_justify="left")
 
 
 def compare_table(cmp) -> Table:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from harness.render.fit import Column, fitted_table
+
 
 def plan_text(plan, estimate_s: float) -> str:
     """The plan of a dry run, in words."""
@@ -16,7 +18,7 @@ def plan_text(plan, estimate_s: float) -> str:
             f"estimated device time: {estimate_s / 60:.1f} min (warm-ups and compiles included)")
 
 
-def summary_table(points, analysis=None) -> Table:
+def summary_table(points, analysis=None, width: int = 200) -> Table:
     """Per setting, batch and phase: node totals averaged over repeats. Max-Q and Max-P are
     marked from ``analysis`` (harness.readers.analysis): the settings that cannot be told from the best,
     as `tokbench report` says, never the argmax of noisy means; without it nothing is marked."""
@@ -35,10 +37,8 @@ def summary_table(points, analysis=None) -> Table:
         enforced=("enforced", "mean"), power=("power", "mean"), tps=("tps", "mean"), tpj=("tpj", "mean"),
         n=("tps", "size"), flags=("flags", lambda f: ";".join(sorted({x for v in f for x in v.split(";") if x}))),
     ).reset_index()
-    table = Table(title="sweep summary (node totals, mean over repeats)", title_justify="left")
-    for col in ("batch", "phase", "setting", "enforced", "W", "tokens/s", "tokens/J", "n", "", "flags"):
-        table.add_column(col, justify="right" if col not in ("phase", "flags", "") else "left")
     curves = {(c.phase, c.batch_size): c for c in analysis.curves} if analysis is not None else {}
+    rows = []
     for (batch, phase), grp in g.groupby(["batch_size", "phase"]):
         curve = curves.get((phase, batch)) if len(grp) > 1 else None  # one setting: nothing to choose
         for _, r in grp.sort_values("setting", ascending=False).iterrows():
@@ -48,15 +48,20 @@ def summary_table(points, analysis=None) -> Table:
                 marks.append("Max-Q*" if star else "Max-Q")
             if curve is not None and r.setting == curve.max_p.best:
                 marks.append("Max-P")
-            table.add_row(str(r.batch_size), r.phase, f"{r.setting:g}", f"{r.enforced:g}", f"{r.power:.0f}",
-                          f"{r.tps:,.0f}", f"{r.tpj:.2f}", str(r.n), f"[bold]{' '.join(marks)}[/]", r["flags"] or "")
+            rows.append([str(r.batch_size), r.phase, f"{r.setting:g}", f"{r.enforced:g}", f"{r.power:.0f}",
+                         f"{r.tps:,.0f}", f"{r.tpj:.2f}", str(r.n), f"[bold]{' '.join(marks)}[/]", r["flags"] or ""])
+    caption = None
     if curves and g.groupby(["batch_size", "phase"]).size().max() > 1:
-        table.caption = "Max-Q: cannot be told from the best tokens/J (* recommended); Max-P: lowest setting " \
-                        "whose tokens/s cannot be told from the best"
+        caption = "Max-Q: cannot be told from the best tokens/J (* recommended); Max-P: lowest setting " \
+                  "whose tokens/s cannot be told from the best"
         if any(c.max_q.wide for c in curves.values()):
-            table.caption += "; no * where the Max-Q range is wide: too few repeats to single out one setting " \
-                             "(more --repeats narrow it)"
-    return table
+            caption += "; no * where the Max-Q range is wide: too few repeats to single out one setting " \
+                       "(more --repeats narrow it)"
+    columns = [Column("batch"), Column("phase", justify="left"), Column("setting"), Column("enforced", 4),
+               Column("W", 3), Column("tokens/s"), Column("tokens/J"), Column("n", 5), Column("", justify="left"),
+               Column("flags", 2, justify="left", wraps=True)]
+    return fitted_table(columns, rows, width, title="sweep summary (node totals, mean over repeats)",
+                        title_justify="left", caption=caption)
 
 
 class live_sweep:  # noqa: N801 (used as a context manager)
