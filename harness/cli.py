@@ -81,8 +81,8 @@ def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
         return None
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise UsageError(f"{what}: expected comma-separated numbers, got '{text}'") from None
+    except ValueError as err:
+        raise UsageError(f"{what}: expected comma-separated numbers, got '{text}'") from err
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:

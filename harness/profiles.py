@@ -105,9 +105,9 @@ def load_profile(name_or_path: str | Path) -> Profile:
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise ProfileError(f"{path}: not valid TOML: {e}") from None
+        raise ProfileError(f"{path}: not valid TOML: {e}") from e
     except OSError as e:
-        raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
+        raise ProfileError(f"{path}: cannot read: {e.strerror}") from e
     data.setdefault("name", path.stem)
     return parse_profile(data, source=str(path))
 
@@ -116,7 +116,7 @@ def parse_profile(data: dict[str, Any], source: str = "<profile>") -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as e:
-        raise ProfileError(f"{source}: {format_errors(e)}") from None
+        raise ProfileError(f"{source}: {format_errors(e)}") from e
 
 
 #: ``[sweep]`` key -> the option of `tokbench sweep` that overrides it

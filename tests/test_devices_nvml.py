@@ -196,7 +196,19 @@ def test_each_nvml_error_becomes_a_tokbench_error(fake_nvml, code, cls, words):
     with pytest.raises(cls) as e:
         d.power_limits()
     assert type(e.value) is cls and words in str(e.value)
-    assert e.value.__cause__ is None and e.value.__suppress_context__  # raised 'from None': no NVML traceback
+    assert isinstance(e.value.__cause__, _nv.nv.NVMLError)  # raised "from e": the driver error survives in logs
+
+
+@pytest.mark.parametrize(("code", "cls"), [("GPU_IS_LOST", DeviceError), ("UNKNOWN", DeviceError)])
+def test_only_not_supported_reads_as_not_available(fake_nvml, code, cls):
+    """An optional query (the instant power field, here) is None when the part lacks it, and an error
+    when the GPU fails: a lost GPU must not read as a missing sensor."""
+    fake_nvml.config.gpus[0].errors = {"nvmlDeviceGetTemperature": "NOT_SUPPORTED"}
+    _nv, (d,) = _open(fake_nvml)
+    assert d.read().temperature_c is None
+    fake_nvml.config.gpus[0].errors = {"nvmlDeviceGetTemperature": code}
+    with pytest.raises(cls):
+        d.read()
 
 
 def test_not_installed_no_driver_no_gpu_are_told_apart(fake_nvml, monkeypatch):

@@ -93,12 +93,12 @@ def get(config: WorkloadConfig, device: Device | None = None) -> Workload:
         return twin(config)
     try:
         factory = BUILTIN[config.name]
-    except KeyError:
-        raise UsageError(f"unknown workload {config.name!r}; built-in: {', '.join(BUILTIN)}") from None
+    except KeyError as err:
+        raise UsageError(f"unknown workload {config.name!r}; built-in: {', '.join(BUILTIN)}") from err
     try:
         return factory(config, device)
     except TypeError as e:  # an unknown key in [workload].options
-        raise UsageError(f"workload {config.name!r}: bad option in [workload].options: {e}") from None
+        raise UsageError(f"workload {config.name!r}: bad option in [workload].options: {e}") from e
 
 
 def load_callable(target: str) -> Callable[..., Any]:
@@ -109,11 +109,11 @@ def load_callable(target: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise UsageError(f"workload {target!r}: cannot import module {module_name!r} ({e})") from None
+        raise UsageError(f"workload {target!r}: cannot import module {module_name!r} ({e})") from e
     try:
         obj = getattr(module, attr)
-    except AttributeError:
-        raise UsageError(f"workload {target!r}: module {module_name!r} has no attribute {attr!r}") from None
+    except AttributeError as err:
+        raise UsageError(f"workload {target!r}: module {module_name!r} has no attribute {attr!r}") from err
     if not callable(obj):
         raise UsageError(f"workload {target!r}: {attr!r} is not callable")
     return obj

@@ -48,8 +48,8 @@ class VllmOptions:
 def import_vllm() -> Any:
     try:
         import vllm
-    except ImportError:
-        raise UsageError(INSTALL_HINT) from None
+    except ImportError as err:
+        raise UsageError(INSTALL_HINT) from err
     return vllm
 
 

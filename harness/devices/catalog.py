@@ -117,10 +117,10 @@ def load_part(part_id: str) -> PartSpec:
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise ProfileError(f"{path}: not valid TOML ({e})") from None
+        raise ProfileError(f"{path}: not valid TOML ({e})") from e
     flat = {**raw.get("part", {}), **raw.get("params", {}), "sources": raw.get("sources", {})}
     try:
         return PartSpec.model_validate(flat)
     except ValidationError as e:
         where, what = first_validation_error(e)
-        raise ProfileError(f"{path}: '{where or '(file)'}': {what}") from None
+        raise ProfileError(f"{path}: '{where or '(file)'}': {what}") from e

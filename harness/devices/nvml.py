@@ -70,10 +70,10 @@ def is_setter_name(name: str) -> bool:
 def import_pynvml() -> Any:
     try:
         import pynvml
-    except ImportError:
+    except ImportError as err:
         raise NvmlNotInstalled(
             "NVML is not available: the nvidia-ml-py package is not installed (pip install nvidia-ml-py)"
-        ) from None
+        ) from err
     return pynvml
 
 
@@ -102,7 +102,7 @@ class NvmlBackend:
         try:
             self.nv.nvmlInit()
         except self.nv.NVMLError as e:
-            raise _translate(self.nv, e, "initialise NVML") from None
+            raise _translate(self.nv, e, "initialise NVML") from e
         count = self.call(self.nv.nvmlDeviceGetCount, what="count GPUs")
         if count == 0:
             raise NoGpuFound("NVML is available but sees no GPU")
@@ -114,14 +114,18 @@ class NvmlBackend:
         try:
             return fn(*args)
         except self.nv.NVMLError as e:
-            raise _translate(self.nv, e, what) from None
+            raise _translate(self.nv, e, what) from e
 
-    def optional(self, fn: Callable[..., T], *args: Any) -> T | None:
-        """A query that may be unsupported: None instead of an error."""
+    def optional(self, fn: Callable[..., T], *args: Any, what: str = "an NVML query") -> T | None:
+        """A query the part may not offer: None when NVML says NOT_SUPPORTED (or the binding lacks
+        the function). Every other error surfaces as its tokbench exception: a GPU that fell off
+        the bus must not read as "no value"."""
         try:
             return fn(*args)
-        except self.nv.NVMLError:
-            return None
+        except self.nv.NVMLError as e:
+            if getattr(e, "value", None) == getattr(self.nv, "NVML_ERROR_NOT_SUPPORTED", -2):
+                return None
+            raise _translate(self.nv, e, f"{what} ({getattr(fn, '__name__', 'NVML')})") from e
         except AttributeError:  # older binding without this function
             return None
 
@@ -312,7 +316,7 @@ class NvmlDevice:
         except nv.NVMLError as e:
             if getattr(e, "value", None) == getattr(nv, "NVML_ERROR_NOT_FOUND", -99):
                 return []  # no sample newer than since_us
-            raise _translate(nv, e, "read power samples") from None
+            raise _translate(nv, e, "read power samples") from e
         return [PowerSample(int(s.timeStamp), s.sampleValue.uiVal / 1000.0) for s in samples
                 if int(s.timeStamp) > since_us]
 

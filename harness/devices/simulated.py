@@ -113,7 +113,7 @@ class BoardOverrides:
             raise UsageError(
                 f"bad simulated-board override '{spec}' ({e}); expected INDEX:key=value,... with keys "
                 "leakage, vf_offset_v, sensor_gain, efficiency, foreign_pids (pid+pid), can_set"
-            ) from None
+            ) from e
 
 
 # --------------------------------------------------------------------------------------------

@@ -209,7 +209,7 @@ def new_campaign(req: FleetRequest, launcher: list[str] | None = None) -> Campai
         )
     except ValidationError as e:
         where, what = first_validation_error(e)
-        raise UsageError(f"invalid fleet request: {where}: {what}") from None
+        raise UsageError(f"invalid fleet request: {where}: {what}") from e
 
 
 # ---- campaign directory -----------------------------------------------------------------------
@@ -225,10 +225,10 @@ def load_campaign(cdir: Path) -> Campaign:
     path = cdir / "campaign.json"
     try:
         raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{cdir}: not a fleet campaign (no campaign.json)") from None
+    except FileNotFoundError as err:
+        raise UsageError(f"{cdir}: not a fleet campaign (no campaign.json)") from err
     except (OSError, json.JSONDecodeError) as e:
-        raise UsageError(f"{path}: unreadable ({e})") from None
+        raise UsageError(f"{path}: unreadable ({e})") from e
     if not isinstance(raw, dict) or raw.get("schema") != CAMPAIGN_SCHEMA:
         raise UsageError(f"{path}: not a tokbench fleet campaign file")
     if raw.get("schema_version") != CAMPAIGN_SCHEMA_VERSION:
@@ -237,7 +237,7 @@ def load_campaign(cdir: Path) -> Campaign:
         return Campaign.model_validate(raw)
     except ValidationError as e:
         where, what = first_validation_error(e)
-        raise UsageError(f"{path}: invalid at '{where}': {what}") from None
+        raise UsageError(f"{path}: invalid at '{where}': {what}") from e
 
 
 def resolve_campaign(ref: str | Path, results_root: Path = DEFAULT_RESULTS_ROOT) -> Path:
@@ -322,7 +322,7 @@ def submit_campaign(
     try:
         return _submit_tasks(c, cdir, list(range(c.nodes)), dry_run=False)[1]
     except slurm.SlurmError as e:
-        raise slurm.SlurmError(f"{e} (campaign {c.id} was created; submit it later with --resume {c.id})") from None
+        raise slurm.SlurmError(f"{e} (campaign {c.id} was created; submit it later with --resume {c.id})") from e
 
 
 def resume_campaign(cdir: Path, dry_run: bool = False) -> SubmitResult:

@@ -48,7 +48,7 @@ def load_grid(path: Path, extra_columns: tuple[str, ...] = ()) -> GridSignal:
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such grid file") from None
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ProfileError(f"{path}: not a readable CSV grid file ({str(e).splitlines()[0]})") from None
+        raise ProfileError(f"{path}: not a readable CSV grid file ({str(e).splitlines()[0]})") from e
     df.columns = [c.strip() for c in df.columns]
     if "timestamp" not in df.columns:
         raise ProfileError(f"{path}: grid file needs a 'timestamp' column")

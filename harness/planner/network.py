@@ -308,7 +308,7 @@ def _pypsa():
     except ImportError as e:
         raise UsageError(
             f"planning a schedule needs the 'plan' extra ({e.name} is missing): pip install 'tokbench[plan]'"
-        ) from None
+        ) from e
     return pypsa
 
 

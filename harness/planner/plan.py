@@ -212,4 +212,4 @@ def export_network(result: PlanResult, path: Path) -> None:
         try:
             n.export_to_netcdf(str(path))
         except OSError as e:
-            raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+            raise UsageError(f"cannot write {path}: {e.strerror or e}") from e

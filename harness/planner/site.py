@@ -158,12 +158,12 @@ def load_site(path: Path) -> Site:
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such site file") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ProfileError(f"{path}: not a readable TOML site file ({e})") from None
+        raise ProfileError(f"{path}: not a readable TOML site file ({e})") from e
     try:
         site = Site.model_validate(raw)
     except ValidationError as e:
         where, what = first_validation_error(e)
-        raise ProfileError(f"{path}: invalid site file at '{where or 'site'}': {what}") from None
+        raise ProfileError(f"{path}: invalid site file at '{where or 'site'}': {what}") from e
     base = path.resolve().parent
     workloads = [w.model_copy(update={"curve": (base / w.curve).resolve()}) for w in site.workloads]
     grid = site.grid

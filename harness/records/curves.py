@@ -191,10 +191,10 @@ def load_curve(path: Path) -> CurveFile:
     """Read and validate a curve file; every failure is a one-line ``CurveFileError``."""
     try:
         raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise CurveFileError(f"{path}: no such curve file") from None
+    except FileNotFoundError as err:
+        raise CurveFileError(f"{path}: no such curve file") from err
     except (OSError, json.JSONDecodeError) as e:
-        raise CurveFileError(f"{path}: not a readable JSON curve file ({e})") from None
+        raise CurveFileError(f"{path}: not a readable JSON curve file ({e})") from e
     if not isinstance(raw, dict) or raw.get("schema") != CURVE_SCHEMA:
         raise CurveFileError(f"{path}: not a tokbench curve file (schema must be '{CURVE_SCHEMA}')")
     if raw.get("schema_version") != CURVE_SCHEMA_VERSION:
@@ -206,4 +206,4 @@ def load_curve(path: Path) -> CurveFile:
         return CurveFile.model_validate(raw)
     except ValidationError as e:
         where, what = first_validation_error(e)
-        raise CurveFileError(f"{path}: invalid curve file at '{where}': {what}") from None
+        raise CurveFileError(f"{path}: invalid curve file at '{where}': {what}") from e

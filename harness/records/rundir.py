@@ -166,9 +166,9 @@ class RunDir:
         try:
             root.mkdir(parents=True, exist_ok=True)
             path.mkdir()
-        except FileExistsError:
+        except FileExistsError as err:
             raise RunDirError(f"{path} already exists: tokbench never overwrites a run; choose another --run-id "
-                              "or resume that run") from None
+                              "or resume that run") from err
         except OSError as e:
             raise RunDirError(f"cannot create run directory {path}: {e.strerror}") from e
         (path / SAMPLES_DIR).mkdir()
@@ -228,9 +228,9 @@ class RunDir:
             raise RunDirError(f"{run.path}: the run is complete; nothing to resume")
         try:
             run._take_lock()
-        except BlockingIOError:
+        except BlockingIOError as err:
             raise RunDirError(f"{run.path}: another process is writing this run (pid {run._lock_holder()}); "
-                              "two writers would interleave its rows") from None
+                              "two writers would interleave its rows") from err
         repaired = run._repair()
         return run, repaired
 

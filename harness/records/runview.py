@@ -187,7 +187,7 @@ def load_run(path: str | Path) -> RunData:
     try:
         points = rd.points()
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as e:
-        raise RunDirError(f"{p / 'points.csv'}: damaged points file ({str(e).splitlines()[0]})") from None
+        raise RunDirError(f"{p / 'points.csv'}: damaged points file ({str(e).splitlines()[0]})") from e
     problems = list(rd.damaged())
     for c in _NUMERIC:
         if c in points.columns:

@@ -216,11 +216,11 @@ class Guard:
             f = open(_lock_dir() / f"{_safe(d.info.uuid)}.lock", "a+")  # noqa: SIM115 (held for the run)
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except BlockingIOError as err:
                 f.seek(0)
                 holder = f.read().strip() or "?"
                 f.close()
-                raise UsageError(f"GPU {d.info.index} is in use by another tokbench run (pid {holder})") from None
+                raise UsageError(f"GPU {d.info.index} is in use by another tokbench run (pid {holder})") from err
             f.seek(0)
             f.truncate()
             f.write(str(os.getpid()))
