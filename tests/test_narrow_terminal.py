@@ -23,7 +23,8 @@ def _table_lines(out: str) -> list[str]:
 
 def test_sweep_report_and_devices_fit_80_columns(tmp_path):
     sweep = _cli(["sweep", "--backend", "sim", "--profile", "tiny-decode", "--points", "3", "--repeats", "2",
-                  "--batch-sizes", "1", "--window", "2", "--warmup-min", "0.5", "--warmup-max", "3", "--out", str(tmp_path),
+                  "--batch-sizes", "1", "--window", "2", "--warmup-min", "0.5", "--warmup-max", "3",
+                  "--out", str(tmp_path),
                   "--run-id", "r"], tmp_path)
     report = _cli(["report", str(tmp_path / "r")], tmp_path)
     devices = _cli(["devices", "--backend", "sim", "--sim-count", "2"], tmp_path)
