@@ -214,7 +214,10 @@ class FakeGpu:
     power_instant_mw: int = 73_125  # field NVML_FI_DEV_POWER_INSTANT
     memory_power_mw: int = 49_900  # field POWER_AVERAGE, memory scope
     energy_mj: int = 3_442_896
-    energy_step_mj: int = 0  # the counter advances by this much per read
+    #: what the board draws (mW; None: the instant field): the energy counter advances by it x time, in
+    #: the driver's 100 ms steps, as a real counter does
+    draw_mw: int | None = None
+    energy_step_mj: int = 0  # instead, when set: the counter advances by this much per read (a stuck clock)
     sm_clock_mhz: int = 345
     mem_clock_mhz: int = 2619
     max_sm_clock_mhz: int = 1980
@@ -234,6 +237,20 @@ class FakeGpu:
     unsupported: list[str] = field(default_factory=list)
     #: function name -> NVML error code (or name, e.g. "GPU_IS_LOST") raised on this GPU
     errors: dict[str, int | str] = field(default_factory=dict)
+
+
+#: the driver updates the energy counter every 100 ms
+COUNTER_PERIOD_S = 0.1
+
+
+def _counter_mj(g: FakeGpu) -> int:
+    """The counter at this moment: ``energy_mj`` plus the board's draw over the system's monotonic time
+    (shared by every process, as the driver's counter is), in 100 ms steps; mW x s = mJ."""
+    if g.energy_step_mj:
+        return g.energy_mj
+    draw = g.power_instant_mw if g.draw_mw is None else g.draw_mw
+    ticks = int(time.monotonic() / COUNTER_PERIOD_S)
+    return g.energy_mj + int(draw * ticks * COUNTER_PERIOD_S)
 
 
 @dataclass
@@ -568,8 +585,10 @@ class FakeNvml(types.ModuleType):
     @_nvml
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: _Handle) -> int:
         g = self._gpu(handle)
-        g.energy_mj += g.energy_step_mj
-        return g.energy_mj
+        if g.energy_step_mj:
+            g.energy_mj += g.energy_step_mj
+            return g.energy_mj
+        return _counter_mj(g)
 
     @_nvml
     def nvmlDeviceGetTemperature(self, handle: _Handle, sensor: int) -> int:
@@ -590,7 +609,7 @@ class FakeNvml(types.ModuleType):
             value = g.memory_power_mw if scope == NVML_POWER_SCOPE_MEMORY else g.power_usage_mw
             return NVML_SUCCESS, NVML_VALUE_TYPE_UNSIGNED_INT, value
         if field_id == NVML_FI_DEV_ENERGY:
-            return NVML_SUCCESS, NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, g.energy_mj
+            return NVML_SUCCESS, NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, _counter_mj(g)
         return NVML_ERROR_NOT_SUPPORTED, NVML_VALUE_TYPE_UNSIGNED_INT, 0
 
     @_nvml

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import fake_pynvml
+import numpy as np
+import pandas as pd
 import pytest
 
 PROFILE = """
@@ -29,6 +31,9 @@ window_s = 0.5
 """
 
 
+DRAW_MW = 350_000
+
+
 @pytest.fixture
 def profile(tmp_path) -> Path:
     path = tmp_path / "sleep.toml"
@@ -38,8 +43,8 @@ def profile(tmp_path) -> Path:
 
 @pytest.fixture
 def driver(fake_nvml_proc):
-    """One fake H100 found at 650 W (not its default), energy counter ticking per read."""
-    gpu = fake_pynvml.FakeGpu(power_limit_mw=650_000, energy_step_mj=5_000)
+    """One fake H100 found at 650 W (not its default), drawing 350 W: its energy counter advances with time."""
+    gpu = fake_pynvml.FakeGpu(power_limit_mw=650_000, power_usage_mw=DRAW_MW, power_instant_mw=DRAW_MW)
     fake_nvml_proc.configure(fake_pynvml.FakeConfig(gpus=[gpu]))
     tests_dir = str(Path(__file__).resolve().parent)  # for the user workload module
     fake_nvml_proc.env["PYTHONPATH"] += f":{tests_dir}"
@@ -72,6 +77,13 @@ def test_named_gpu_is_swept_and_put_back(tmp_path, profile, driver):
     sets = _power_sets(driver)
     assert sets[:3] == [700.0, 200.0, 450.0]  # interleaved: max, min, middle
     assert sets[-1] == 650.0  # restored to what it found
+    (points_csv,) = tmp_path.glob("*/points.csv")
+    pts = pd.read_csv(points_csv, keep_default_na=False)
+    # the whole NVML path (mW, mJ, seconds) against the fake's truth: clean points at its draw
+    assert (pts["flags"] == "").all(), pts["flags"].tolist()
+    assert pts["energy_source"].eq("counter").all()
+    assert np.allclose(pts["joules"] / pts["seconds"], DRAW_MW / 1000, rtol=0.02)
+    assert np.allclose(pts["power_mean_w"], DRAW_MW / 1000, rtol=0.02)
 
 
 def test_sigint_on_nvml_restores_the_found_limit(tmp_path, profile, driver):

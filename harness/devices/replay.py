@@ -1,7 +1,7 @@
 """Replay recorded sensor traces through the live measurement path.
 
 ``ReplayDevice`` is a ``Device`` whose readings come from a trace recorded on a real GPU
-(shared/traces/): polled power fields and the energy counter from a square-wave recording, and/or
+(tests/data/traces/): polled power fields and the energy counter from a square-wave recording, and/or
 the driver's power-sample history. Its clock is simulated (an event clock), so a ``Sampler`` and a
 ``Window`` run over it exactly as they do over a simulated or real GPU.
 """
@@ -69,12 +69,12 @@ class EventClock:
 
 
 def load_square_wave(path: Path) -> pd.DataFrame:
-    """shared/traces/h100-square-wave.csv: t_s, power_avg_mW, energy_mJ, power_instant_mW, load."""
+    """tests/data/traces/h100-square-wave.csv: t_s, power_avg_mW, energy_mJ, power_instant_mW, load."""
     return pd.read_csv(path)
 
 
 def load_power_samples(path: Path) -> pd.DataFrame:
-    """shared/traces/h100-power-samples.csv: ts_us, value_mW."""
+    """tests/data/traces/h100-power-samples.csv: ts_us, value_mW."""
     return pd.read_csv(path)
 
 

@@ -21,6 +21,9 @@ FLAG_NAMES: dict[str, str] = {
     "mig_enabled": "MIG is enabled on the GPU",
     "edge_unaligned": "the energy counter did not tick at a window edge within one update period",
     "not_settled": "power and SM clock did not settle before the warm-up timed out",
+    "edge_uncertain": "no power history: the stretch between a counter tick and a window edge was filled from "
+                      "polled power, whose lag makes the energy uncertain beyond tolerance (bound in the notes)",
+    "sampler_error": "the sampler's reads failed during the window (the errors are in the notes)",
 }
 
 
@@ -44,6 +47,8 @@ class Tolerances:
     slowdown_share: float = 0.01
     #: longest wait for an energy-counter tick at an edge (one update period plus margin)
     counter_period_s: float = 0.12
+    #: without power history, a bound on the edge correction above this share of the energy is flagged
+    edge_rel: float = 0.005
 
     def __post_init__(self) -> None:
         if self.integral_source not in ("best", "history", "instant", "average"):

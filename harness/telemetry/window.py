@@ -286,6 +286,8 @@ class Window:
                 head = (correct(start.t_tick, t0) or 0.0) if (correct and start.t_tick is not None) else 0.0
                 tail = (correct(t1, end.t_tick) or 0.0) if (correct and end.t_tick is not None) else 0.0
                 joules, source = raw - head - tail, "counter"
+                if primary != "history":
+                    self._edge_bound(both, [(start.t_tick, t0), (t1, end.t_tick)], joules, flags, notes)
         if self.align and start.energy_mj is not None and end.energy_mj is not None and (
                 start.t_tick is None or end.t_tick is None):
             flags.append("edge_unaligned")
@@ -357,6 +359,21 @@ class Window:
             flags=tuple(dict.fromkeys(f for f in flags if f in FLAG_NAMES)), host_joules=host_j, samples=samples,
             enforced=enforced, integrals_j=integrals, integral_source=chosen, notes=tuple(notes),
         )
+
+    def _edge_bound(self, readings: pd.DataFrame, stretches: list[tuple[float | None, float]], joules: float,
+                    flags: list[str], notes: list[str]) -> None:
+        """Without the driver's power history the tick-to-edge stretches are filled from polled power,
+        which lags the load by up to ``power_lag_s``, so inside a stretch the true power can be anything
+        the work drew: bound the error by each stretch times the spread of the power polled over the
+        window, and flag the point when the bound exceeds ``edge_rel`` (steady work has a small spread
+        and passes; work that starts or stops at the edges does not)."""
+        power = readings["power_instant_w"].fillna(readings["power_average_w"]).dropna()
+        spread = float(power.max() - power.min()) if len(power) > 1 else 0.0
+        bound = sum(abs(b - a) * spread for a, b in stretches if a is not None)
+        if joules > 0 and bound / joules > self.tol.edge_rel:
+            flags.append("edge_uncertain")
+            notes.append(f"no power history: the window's edges are uncertain by up to {bound:.1f} J "
+                         f"({100 * bound / joules:.2f}%)")
 
     @staticmethod
     def _missing_fields(d: Device, in_win: pd.DataFrame) -> list[str]:
