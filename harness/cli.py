@@ -47,7 +47,7 @@ def open_node(backend: str, sim_gpu: str, sim_count: int, sim_seed: int, sim_ove
 
     ds = open_devices(backend, sim_gpu=sim_gpu, sim_count=sim_count, sim_seed=sim_seed, sim_overrides=sim_override)
     if ds.notice:
-        err_console.print(f"[yellow]note:[/] {ds.notice}", highlight=False)
+        err_console.print(f"[yellow]note:[/] {ds.notice}", highlight=False, soft_wrap=True)
     return ds
 
 
@@ -183,7 +183,7 @@ def _run(opts) -> None:
     with live_sweep(console, status):
         result = run_sweep(opts, status=status)
     for m in result.messages:
-        err_console.print(f"[yellow]note:[/] {m}", highlight=False)
+        err_console.print(f"[yellow]note:[/] {m}", highlight=False, soft_wrap=True)
     if result.status == "dry-run":
         console.print(plan_text(result.plan, result.estimate_s))
         return
@@ -214,7 +214,7 @@ def restore() -> None:
     for line in r.restored:
         console.print(f"restored {line}", highlight=False)
     for line in r.problems:
-        err_console.print(f"[yellow]not restored:[/] {line}", highlight=False)
+        err_console.print(f"[yellow]not restored:[/] {line}", highlight=False, soft_wrap=True)
     if not r.restored and not r.problems:
         console.print("nothing to restore")
     if r.problems:
@@ -253,7 +253,7 @@ def report(
     if a.tokenomics is not None and a.tokenomics.latency is not None:
         console.print(a.tokenomics.latency.sentence, highlight=False)
     for p in a.problems:
-        err_console.print(f"[yellow]note:[/] {p}", highlight=False)
+        err_console.print(f"[yellow]note:[/] {p}", highlight=False, soft_wrap=True)
     console.print(f"wrote {rep.markdown} and {len(rep.plots)} plots (PNG+SVG) in {rep.markdown.parent / 'plots'}")
 
 
@@ -313,7 +313,7 @@ def _root(ctx: typer.Context) -> None:
 
         note = pending_note()
         if note:
-            err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+            err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
 @app.command()

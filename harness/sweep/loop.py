@@ -27,6 +27,9 @@ from harness.sweep.plan import PlannedPoint, SweepPlan
 from harness.sweep.sources import Outcome, PointSource
 from workloads.base import checked_step
 
+#: device seconds of sampler readings kept behind the current point (windows and warm-ups look back ~1 s)
+KEEP_SAMPLES_S = 10.0
+
 
 @dataclass
 class LiveStatus:
@@ -101,8 +104,9 @@ def run_points(ctx: SweepContext) -> list[Outcome]:
             first_phase_points: list[Point] = []
             for phase in todo:
                 ctx.status.phase = phase
-                warmup_s = _warm_up(ctx, ws, phase, SteadyState)
-                points = _measure(ctx, ws, phase, planned, enforced, warmup_s, Window)
+                warmup_s, settled = _warm_up(ctx, ws, phase, SteadyState)
+                points = _measure(ctx, ws, phase, planned, enforced, warmup_s, settled, Window)
+                ctx.sampler.forget_before(clock.now() - KEEP_SAMPLES_S)  # memory stays flat in long runs
                 if not first_phase_points:
                     first_phase_points = points
             if first_phase_points:
@@ -149,8 +153,9 @@ def _step_all(ws: Sequence[Any], phase: str) -> list[Any]:
     return results
 
 
-def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) -> float:
-    """Run ``phase`` until every GPU's power and SM clock hold steady; returns seconds spent."""
+def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) -> tuple[float, bool]:
+    """Run ``phase`` until every GPU's power, SM clock and temperature hold steady; returns the
+    seconds spent and whether they settled before ``warmup_max_s``."""
     ctx.status.state = "warm-up"
     plan, clock = ctx.plan, ctx.devices[0].clock
     detectors = {d.info.index: steady_cls(timeout_s=plan.warmup_max_s) for d in ctx.devices}
@@ -169,8 +174,10 @@ def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) 
             power = r.power_instant_w if r.power_instant_w is not None else r.power_average_w
             ok = detectors[d.info.index].update(now, power or 0.0, r.sm_clock_mhz or 0.0)
             settled = settled and ok and _temperature_settled(temps[d.info.index], now, r.temperature_c, plan)
-        if now - t0 >= plan.warmup_max_s or (settled and now - t0 >= plan.warmup_min_s):
-            return now - t0
+        if settled and now - t0 >= plan.warmup_min_s:
+            return now - t0, True
+        if now - t0 >= plan.warmup_max_s:
+            return now - t0, False  # still drifting at the timeout: measured anyway, flagged not_settled
 
 
 def _temperature_settled(history: list[tuple[float, float]], now: float, temp_c: float | None,
@@ -197,7 +204,7 @@ def _show(ctx: SweepContext, reading: Any) -> None:
 
 
 def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedPoint,
-             enforced: dict[int, float], warmup_s: float, window_cls: Any) -> list[Point]:
+             enforced: dict[int, float], warmup_s: float, settled: bool, window_cls: Any) -> list[Point]:
     """One window of ``phase`` on every GPU; writes and returns one Point per GPU."""
     ctx.status.state = "measure"
     plan, devices = ctx.plan, ctx.devices
@@ -210,7 +217,7 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
 
     totals = [[0, 0, 0, 0, [], []] for _ in ws]  # steps, input, output, sequences, ttfts, tpots
     with window_cls(devices, ctx.sampler, sync, requested=requested, knob=plan.lever.field,
-                    min_seconds=min(1.0, plan.window_s), own_pids=ctx.own_pids) as window:
+                    own_pids=ctx.own_pids) as window:
         t0 = clock.now()
         while True:
             for tot, res in zip(totals, _step_all(ws, phase)):
@@ -227,7 +234,7 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
     points = []
     for d, tot in zip(devices, totals):
         wr = window.results[d.info.index]
-        points.append(_point(ctx, d, tot, wr, phase, planned, enforced[d.info.index], warmup_s))
+        points.append(_point(ctx, d, tot, wr, phase, planned, enforced[d.info.index], warmup_s, settled))
     for p, d in zip(points, devices):
         if not ctx.recorded(d, planned, phase):  # resumed after a kill between two GPUs' rows
             ctx.run_dir.append_point(p, window.results[d.info.index].samples)
@@ -239,7 +246,7 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
 
 
 def _point(ctx: SweepContext, device: Device, tot: list, wr: Any, phase: str,
-           planned: PlannedPoint, enforced: float, warmup_s: float) -> Point:
+           planned: PlannedPoint, enforced: float, warmup_s: float, settled: bool) -> Point:
     steps, inp, out, seqs, ttfts, tpots = tot
     seconds = wr.seconds
     tokens = inp + out
@@ -257,8 +264,11 @@ def _point(ctx: SweepContext, device: Device, tot: list, wr: Any, phase: str,
     index = ctx.next_index
     ctx.next_index += 1
     joules = wr.joules
+    fields = wr.point_fields()
+    if not settled:
+        fields["flags"] = ";".join([*wr.flags, "not_settled"])
     return Point(
-        **wr.point_fields(),
+        **fields,
         point_index=index,
         gpu_uuid=device.info.uuid,
         knob=ctx.plan.lever.field if ctx.guard is not None else OBSERVE.field,

@@ -23,6 +23,7 @@ FLAG_NAMES: dict[str, str] = {
     "not_settled": "power and SM clock did not settle before the warm-up timed out",
     "edge_uncertain": "no power history: the stretch between a counter tick and a window edge was filled from "
                       "polled power, whose lag makes the energy uncertain beyond tolerance (bound in the notes)",
+    "counter_stuck": "the energy counter did not move while the GPU drew power: energy is from integrated power",
     "sampler_error": "the sampler's reads failed during the window (the errors are in the notes)",
 }
 
@@ -45,6 +46,9 @@ class Tolerances:
     temp_drift_c: float = 5.0
     #: share of the window a slowdown reason may be active before it is flagged
     slowdown_share: float = 0.01
+    #: a window shorter than this is ``too_short``: the counter's 100 ms steps at its two edges (and one
+    #: update of every polled field) weigh too much against fewer than ten of them
+    min_window_s: float = 1.0
     #: longest wait for an energy-counter tick at an edge (one update period plus margin)
     counter_period_s: float = 0.12
     #: without power history, a bound on the edge correction above this share of the energy is flagged

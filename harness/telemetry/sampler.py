@@ -90,6 +90,8 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.read_errors = 0
+        #: (device time, GPU index, message) of each failed read, for the windows that span them
+        self.errors: list[tuple[float, int, str]] = []
         self.ticks = 0
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -156,8 +158,8 @@ class Sampler:
         for d in devices or self.devices:
             try:
                 r = d.read()
-            except TokbenchError:
-                self.read_errors += 1
+            except TokbenchError as e:
+                self._error(d, e)
                 continue
             idx = d.info.index
             with self._lock:
@@ -193,8 +195,8 @@ class Sampler:
             hist = self._hist[d.info.index]
             try:
                 samples = d.power_samples(hist.newest_us)
-            except TokbenchError:
-                self.read_errors += 1
+            except TokbenchError as e:
+                self._error(d, e)
                 continue
             if samples is None:
                 continue
@@ -257,9 +259,21 @@ class Sampler:
     def has_history(self, gpu_index: int) -> bool:
         return self._hist[gpu_index].offset_s is not None
 
-    def forget_before(self, t: float) -> None:
-        """Drop readings and history older than ``t`` (device clock) to bound memory in long runs."""
+    def _error(self, d: Device, e: Exception) -> None:
+        self.read_errors += 1
         with self._lock:
+            self.errors.append((d.clock.now(), d.info.index, str(e)))
+
+    def errors_between(self, gpu_index: int, t0: float, t1: float) -> list[str]:
+        """Messages of the failed reads of one GPU in [t0, t1]."""
+        with self._lock:
+            return [m for t, i, m in self.errors if i == gpu_index and t0 <= t <= t1]
+
+    def forget_before(self, t: float) -> None:
+        """Drop readings, history and errors older than ``t`` (device clock): a sweep calls it after
+        every point, so memory stays flat however long the run."""
+        with self._lock:
+            self.errors = [e for e in self.errors if e[0] >= t]
             for idx, ts in self._t.items():
                 i = bisect.bisect_left(ts, t)
                 del ts[:i]

@@ -19,6 +19,8 @@ import pandas as pd
 
 from harness.devices.base import Device, Reading, StateCheck
 from harness.errors import TokbenchError
+from harness.knobs import POWER_LIMIT, SM_CLOCK
+from harness.knobs import knob as knob_of
 from harness.telemetry import energy as en
 from harness.telemetry.flags import FLAG_NAMES, Tolerances
 from harness.telemetry.rapl import Rapl
@@ -169,17 +171,15 @@ class Window:
 
     def __init__(self, devices: Sequence[Device], sampler: Sampler | None, sync: Callable[[], None],
                  requested: dict[int, float] | None = None, knob: str = "power_limit_w",
-                 min_seconds: float = 1.0, tolerances: Tolerances | None = None, align: bool = True,
+                 min_seconds: float | None = None, tolerances: Tolerances | None = None, align: bool = True,
                  own_pids: frozenset[int] = frozenset()) -> None:
-        if knob not in ("power_limit_w", "sm_clock_mhz", "observe"):
-            raise ValueError(f"unknown knob '{knob}'")
         self.devices = list(devices)
         self.sampler = sampler
         self.sync = sync
         self.requested = requested or {}
-        self.knob = knob
-        self.min_seconds = min_seconds
+        self.knob = knob_of(knob).field
         self.tol = tolerances or Tolerances()
+        self.min_seconds = self.tol.min_window_s if min_seconds is None else min_seconds
         self.align = align
         #: GPU processes that are this run's own although the driver reports another pid (in a
         #: container NVML reports host pids): never a foreign process
@@ -282,6 +282,10 @@ class Window:
             if raw is None:
                 flags.append("counter_reset")
                 notes.append(f"energy counter went from {start.energy_mj} to {end.energy_mj} mJ")
+            elif raw == 0 and integral:
+                flags.append("counter_stuck")
+                notes.append(f"energy counter did not move over {seconds:.2f} s while the GPU drew power: energy is "
+                             "from integrated power")
             else:
                 head = (correct(start.t_tick, t0) or 0.0) if (correct and start.t_tick is not None) else 0.0
                 tail = (correct(t1, end.t_tick) or 0.0) if (correct and end.t_tick is not None) else 0.0
@@ -323,6 +327,10 @@ class Window:
         # validity
         if seconds < self.min_seconds:
             flags.append("too_short")
+        errors = self.sampler.errors_between(i, t0, t1) if self.sampler is not None else []
+        if errors:
+            flags.append("sampler_error")
+            notes.append(f"{len(errors)} sampler read(s) failed in the window, first: {errors[0]}")
         poll_t = polls["t_s"].to_numpy()
         if self.sampler is not None:
             gap = en.max_gap(poll_t, t0, t1)
@@ -391,7 +399,7 @@ class Window:
         """Read back the setting the window ran at and compare it with the requested one."""
         i = d.info.index
         want = self.requested.get(i)
-        if self.knob == "sm_clock_mhz":
+        if self.knob == SM_CLOCK.field:
             try:
                 lock = d.sm_clock_lock()
             except TokbenchError:
@@ -412,7 +420,7 @@ class Window:
             enforced_w: float | None = d.power_limits().enforced_w
         except TokbenchError:
             enforced_w = None
-        if self.knob == "power_limit_w" and want is not None and (
+        if self.knob == POWER_LIMIT.field and want is not None and (
                 enforced_w is None or abs(enforced_w - want) > self.tol.setting_w):
             flags.append("setting_mismatch")
             notes.append(f"power limit requested {want:g} W, enforced {enforced_w}")
@@ -427,7 +435,7 @@ class Window:
             if s.mig_enabled:
                 flags.append("mig_enabled")
             locked = s.clocks_locked is not None or any("clock" in n.lower() for n in s.notes)
-            if locked and self.knob != "sm_clock_mhz":
+            if locked and self.knob != SM_CLOCK.field:
                 flags.append("clocks_locked")
         if pids:
             flags.append("foreign_process")
