@@ -79,6 +79,7 @@ class Governor:
     _planned: float = 0.0
     _last_t: float | None = None
     _last_target: float | None = None
+    _tokens0: float | None = None
 
     def __post_init__(self) -> None:
         self.meter = NodeMeter(self.devices)
@@ -209,7 +210,7 @@ class Governor:
             expected_w=self._expected(choices), measured_w=node_measured,
             energy_j=self.meter.energy_j(),
             ratio=sum(g.ratio for g in self._gpus) / len(self._gpus),
-            tokens=float(self.tokens()) if self.tokens is not None else self._curve_tokens,
+            tokens=self._tokens_since_start(),
             planned_tokens=self._planned,
             reason=dry + "; ".join([d.reason if d is not None else "default", *notes]),
         )
@@ -217,6 +218,14 @@ class Governor:
         if self.on_decision is not None:
             self.on_decision(decision)
         return decision
+
+    def _tokens_since_start(self) -> float:
+        if self.tokens is None:
+            return self._curve_tokens
+        now = float(self.tokens())
+        if self._tokens0 is None:
+            self._tokens0 = now
+        return now - self._tokens0
 
     def run(self, duration_s: float | None, until: Callable[[], bool] | None = None) -> None:
         """Decide every period until ``duration_s`` of device time has passed (or ``until()``)."""
