@@ -86,6 +86,10 @@ class Governor:
         self._gpus = [_Gpu(self._found(d)) for d in self.devices]
         if not self.reference_w:
             self.reference_w = len(self.devices) * self.menu.at(self.menu.default_setting).power_w
+        self.measured_w: float | None = None
+        if hasattr(self.signal, "reference_w"):  # a signal that needs the node's power (OpenADR)
+            self.signal.reference_w = self.reference_w  # type: ignore[attr-defined]
+            self.signal.power_w = lambda: self.measured_w  # type: ignore[attr-defined]
 
     def _found(self, d: Device) -> Choice:
         if self.menu.knob == "power_limit_w":
@@ -200,6 +204,7 @@ class Governor:
             g.choice = c
         self._last_t = t
         node_measured = None if any(m is None for m in measured) else sum(measured)  # type: ignore[misc]
+        self.measured_w = node_measured
         zones = sorted({c.zone for c in choices})
         dry = "" if self.apply is not None else "dry run (nothing changed): "
         decision = Decision(
