@@ -531,6 +531,58 @@ def fleet_task(campaign_dir: Path, task: int) -> None:
     raise typer.Exit(fleet.run_task(campaign_dir, task))
 
 
+@fleet_app.command("govern-start")
+def fleet_govern_start(
+    curve: Annotated[str, typer.Option("--curve", help="the nodes' curve file")],
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="nodes to govern (one array task each)")] = 1,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", min=1)] = 1,
+    target_w: Annotated[float | None, typer.Option("--target-w", help="fleet GPU power target, W (split evenly)")]
+    = None,
+    schedule: Annotated[str | None, typer.Option("--schedule", help="a `tokbench plan` schedule.csv")] = None,
+    feed: Annotated[str | None, typer.Option("--feed", help="CSV feed or http(s) JSON URL")] = None,
+    openadr: Annotated[str | None, typer.Option("--openadr", help="OpenADR 2.0b VTN URL")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="governor config TOML")] = None,
+    partition: Annotated[str | None, typer.Option("--partition")] = None,
+    account: Annotated[str | None, typer.Option("--account")] = None,
+    time: Annotated[str | None, typer.Option("--time", help="time limit (default: the partition's)")] = None,
+    sim_gpu: Annotated[str | None, typer.Option("--sim-gpu", help="simulated nodes of this part")] = None,
+    gres: Annotated[bool, typer.Option("--gres/--no-gres", help="request gpu GRES")] = True,
+    results_root: ResultsRootOpt = Path("results/fleet"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the batch script; submit nothing")] = False,
+) -> None:
+    """Start one `tokbench govern` per node as a long-running Slurm job step."""
+    from harness.fleet import campaign as fleet
+
+    g = fleet.new_governors(curve=curve, nodes=nodes, gpus_per_node=gpus_per_node, target_w=target_w,
+                            schedule=schedule, feed=feed, openadr=openadr, config=config, sim_gpu=sim_gpu,
+                            partition=partition, account=account, time=time, request_gres=gres)
+    r = fleet.start_governors(g, results_root, dry_run=dry_run)
+    if dry_run:
+        print(r.sbatch)
+        print(r.script, end="")
+        for t, cmd in r.task_commands:
+            print(f"# task {t} runs: {cmd}")
+        return
+    console.print(f"governors {r.campaign_dir.name}: job {r.job_id}, {len(r.tasks)} nodes\n  dir {r.campaign_dir}",
+                  highlight=False, soft_wrap=True)
+
+
+@fleet_app.command("govern-stop")
+def fleet_govern_stop(governors: Annotated[Path, typer.Argument(help="the governor fleet's directory")]) -> None:
+    """Stop a fleet's governors: SIGTERM to each, which restores its GPUs and exits."""
+    from harness.fleet import campaign as fleet
+
+    console.print(f"sent SIGTERM to the governors of job {fleet.stop_governors(governors)}", highlight=False)
+
+
+@fleet_app.command("govern-task", hidden=True)
+def fleet_govern_task(governors: Path, task: int) -> None:
+    """One governor task (the batch script runs it; not for hand use)."""
+    from harness.fleet import campaign as fleet
+
+    fleet.run_governor_task(governors, task)
+
+
 def main() -> None:
     """Console-script entry point: every TokbenchError becomes one line and a non-zero exit.
 
