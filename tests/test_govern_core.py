@@ -4,6 +4,7 @@ board that draws 8% above its curve, ramps, dry run, the guard, and refusals."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -51,14 +52,28 @@ def test_menu_respects_a_configured_floor():
     assert m.best_for(100.0).setting == 300.0 and m.best_for(100.0).zone == "floor"
 
 
-def _window_means(rows, span_s: float) -> list[float]:
-    """Node mean power over consecutive spans, from the log's counter energy."""
-    out, a = [], rows[0]
-    for b in rows[1:]:
+def window_means(rows, span_s: float, t0: float = -math.inf, t1: float = math.inf) -> list[float]:
+    """Node mean power over consecutive spans of the decisions in [t0, t1], from the log's
+    counter energy (shared with the other governor tests)."""
+    inside = [d for d in rows if t0 <= d.t_s <= t1]
+    out, a = [], inside[0]
+    for b in inside[1:]:
         if b.t_s - a.t_s >= span_s - 1e-6:
             out.append((b.energy_j - a.energy_j) / (b.t_s - a.t_s))
             a = b
     return out
+
+
+def wait_until_governed(timeout_s: float = 20.0) -> None:
+    """Wait until a governor in another process has lowered simulated GPU 0's power limit."""
+    state = Path(os.environ["TOKBENCH_SIM_STATE_DIR"])
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        files = list(state.glob("*.json"))
+        if files and json.loads(files[0].read_text()).get("0", {}).get("power_limit_w", 700.0) < 700.0:
+            return
+        time.sleep(0.1)
+    pytest.fail("the governor never changed a limit")
 
 
 def _limits(count: int = 2) -> list[float]:
@@ -92,7 +107,7 @@ def test_closed_loop_meets_the_target_on_a_board_drawing_8_percent_above_its_cur
     r = run_governor(GovernOptions(curve=CURVE, target_w=800.0, duration_s=40.0, backend="sim", sim_count=2,
                                    sim_overrides=over, log=str(tmp_path / "log.csv")))
     late = [d for d in r.rows if d.t_s - r.rows[0].t_s >= 20.0]
-    means = _window_means(late, 5.0)
+    means = window_means(late, 5.0)
     assert len(means) >= 3 and max(means) <= 800.0
     assert min(means) > 0.93 * 800.0  # not by giving everything away
     last = [float(s) for s in late[-1].settings.split(";")]
@@ -181,19 +196,11 @@ def test_bad_target_and_config_are_one_line_errors(tmp_path, monkeypatch, capsys
 
 def test_kill_9_during_an_event_is_repaired_at_the_next_start(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    state = Path(os.environ["TOKBENCH_SIM_STATE_DIR"])
     p = subprocess.Popen([sys.executable, "-m", "harness.cli", "govern", "--curve", CURVE, "--backend", "sim",
                           "--sim-count", "2", "--target-w", "500", "--realtime", "--log", str(tmp_path / "l.csv")],
                          env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20.0
-        while time.monotonic() < deadline:
-            files = list(state.glob("*.json"))
-            if files and json.loads(files[0].read_text()).get("0", {}).get("power_limit_w", 700.0) < 700.0:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the governor never changed a limit")
+        wait_until_governed()
         os.kill(p.pid, signal.SIGKILL)
         p.wait(timeout=10)
     finally:

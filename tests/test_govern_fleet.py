@@ -9,10 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from test_govern_core import wait_until_governed
 
 from harness.devices import open_devices
 from harness.errors import UsageError
@@ -74,16 +74,8 @@ def test_stop_sends_sigterm_and_the_governor_restores_its_gpus(tmp_path, monkeyp
     # the node's governor as its step would run it, then the SIGTERM `scancel --signal=TERM` delivers
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    state = Path(os.environ["TOKBENCH_SIM_STATE_DIR"])
     try:
-        deadline = time.monotonic() + 20.0
-        while time.monotonic() < deadline:
-            files = list(state.glob("*.json"))
-            if files and json.loads(files[0].read_text()).get("0", {}).get("power_limit_w", 700.0) < 700.0:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("the governor never changed a limit")
+        wait_until_governed()
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=20)
     finally:

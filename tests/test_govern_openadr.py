@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from test_govern_core import window_means
 
 from harness.devices import open_devices
 from harness.govern.config import GovernConfig
@@ -94,16 +95,6 @@ def _limits() -> list[float]:
     return [d.power_limits().current_w for d in open_devices("sim", sim_count=2).devices]
 
 
-def _window_means(rows, t0: float, t1: float, span: float) -> list[float]:
-    inside = [d for d in rows if t0 <= d.t_s <= t1]
-    out, a = [], inside[0]
-    for b in inside[1:]:
-        if b.t_s - a.t_s >= span - 1e-6:
-            out.append((b.energy_j - a.energy_j) / (b.t_s - a.t_s))
-            a = b
-    return out
-
-
 def test_vtn_load_dispatch_event_is_met_within_the_response_time_and_reported(vtn, tmp_path):
     cfg = tmp_path / "g.toml"
     cfg.write_text("margin = 0.05\n")  # the 3 s meter windows below are good to ~3.3%
@@ -119,9 +110,9 @@ def test_vtn_load_dispatch_event_is_met_within_the_response_time_and_reported(vt
     t_end = t_start + seconds
     before = [d for d in rows if d.t_s < t_start - 0.6 and d.measured_w is not None]
     assert before and before[-1].settings == "700;700" and before[-1].measured_w > 1.2 * target
-    means = _window_means(rows, t_start + RESPONSE_S, t_end, 3.0)
+    means = window_means(rows, 3.0, t_start + RESPONSE_S, t_end)
     assert len(means) >= 2 and max(means) <= target and min(means) > 0.85 * target
-    (whole,) = _window_means(rows, t_start + RESPONSE_S, t_end, t_end - t_start - RESPONSE_S - 0.6)
+    (whole,) = window_means(rows, t_end - t_start - RESPONSE_S - 0.6, t_start + RESPONSE_S, t_end)
     assert 0.85 * target < whole <= target
     during = [d for d in rows if t_start + 0.6 < d.t_s < t_end - 0.1]
     assert all(d.target_w == target and "LOAD_DISPATCH" in d.reason for d in during)

@@ -81,6 +81,14 @@ class Menu:
         top = t.max()
         max_p = int(min(np.flatnonzero(t >= top * (1 - 1e-12)), key=lambda i: p[i]))
         max_q = int(np.argmax(t / p))
+        # where the analysis found a range that cannot be told from the best, its best setting
+        # (e.g. decode: the lowest clock whose tokens/s is within the noise of the top)
+        for ranges, which in ((curve.max_p, "p"), (curve.max_q, "q")):
+            for r in ranges:
+                if r.phase == fit.phase and r.batch_size == fit.batch_size and s[0] <= r.best <= s[-1]:
+                    i = int(np.argmin(np.abs(s - r.best)))
+                    max_p, max_q = (i, max_q) if which == "p" else (max_p, i)
+        max_q = min(max_q, max_p)
         idle = curve.idle_power_w if curve.idle_power_w is not None else float(p.min()) * 0.3
         return cls(curve.knob, s, p, t, max_p, max_q, float(default), float(idle))
 

@@ -114,7 +114,10 @@ def _job(opts: GovernOptions, devices: list[Device], curve) -> object | None:
 
 
 def run_governor(opts: GovernOptions, on_decision: Callable[[Decision], None] | None = None,
-                 signal: Signal | None = None) -> GovernResult:
+                 signal: Signal | None = None, on_start: Callable[[list[Device]], None] | None = None
+                 ) -> GovernResult:
+    """Govern until the duration (or the schedule) ends. ``signal`` replaces the options' signal
+    and ``on_start`` sees the devices before the first decision (benchmarks, tests)."""
     from harness.devices import open_devices
     from harness.records.curves import load_curve
     from harness.sweep import guard as guard_mod
@@ -152,6 +155,8 @@ def run_governor(opts: GovernOptions, on_decision: Callable[[Decision], None] | 
             with guard as g:
                 if job is not None:
                     job.start()  # type: ignore[attr-defined]
+                if on_start is not None:
+                    on_start(devices)
                 gov = Governor(
                     devices, menu, config, sig, TimeBase(devices[0].clock, start, opts.speedup, opts.realtime), log,
                     apply=None if opts.dry_run else _setter(g),
