@@ -163,6 +163,24 @@ def test_dry_run_changes_nothing(tmp_path):
     assert not list((Path(os.environ["TOKBENCH_STATE_DIR"]) / "journal").glob("*.json"))
 
 
+def test_only_the_named_gpus_are_governed_and_the_log_plots(tmp_path):
+    from harness.govern.log import plot_log, read_log
+
+    seen, during = [], []
+    r = run_governor(GovernOptions(curve=CURVE, gpus="1", target_w=300.0, duration_s=4.0, backend="sim",
+                                   sim_count=2, log=str(tmp_path / "log.csv")),
+                     on_start=lambda devices: seen.extend(d.info.index for d in devices),
+                     on_decision=lambda d: during.append(_limits()))
+    assert seen == [1] and r.rows[-1].settings == "295"  # one GPU's setting in the log
+    assert during[-1] == [700.0, 295.0] and all(lim[0] == 700.0 for lim in during)  # GPU 0 never touched
+    log = read_log(tmp_path / "log.csv")
+    assert list(log["target_w"].unique()) == [300.0] and len(log) == len(r.rows)
+    png = plot_log(log, tmp_path / "log.png")
+    from PIL import Image
+
+    assert Image.open(png).format == "PNG" and Image.open(png).size == (1100, 495)
+
+
 def test_found_settings_are_put_back(tmp_path):
     d = open_devices("sim", sim_count=2).devices[1]
     d.set_power_limit(650.0)

@@ -141,22 +141,23 @@ def test_http_feed_is_polled_and_an_unreachable_server_is_a_signal_error():
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/target"
     try:
-        feed = HttpFeed(url, GovernConfig(), timeout_s=1.0)
+        feed = HttpFeed(url, GovernConfig(), timeout_s=1.0, every_s=5.0)
         _Json.body = json.dumps({"level": 2, "timestamp": "2026-01-15T16:00:00Z"}).encode()
         d = feed.poll(T0)
         assert d.fraction == 0.5 and d.issued == T0
         _Json.body = b"not json"
+        assert feed.poll(T0 + timedelta(seconds=4)) == d  # not asked again within every_s
         with pytest.raises(SignalError, match="not JSON"):
-            feed.poll(T0)
+            feed.poll(T0 + timedelta(seconds=5))
         _Json.body = json.dumps({"price": None, "target_w": "abc"}).encode()
         with pytest.raises(SignalError, match="target_w 'abc' is not a number"):
-            feed.poll(T0)
+            feed.poll(T0 + timedelta(seconds=10))
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
     with pytest.raises(SignalError, match="unreachable"):
-        feed.poll(T0)
+        feed.poll(T0 + timedelta(seconds=15))
 
 
 def test_the_command_reports_tokens_lost_against_the_plan(tmp_path, monkeypatch, capsys):

@@ -167,15 +167,24 @@ class CsvFeed:
 
 class HttpFeed:
     """An HTTP endpoint answering JSON ({"target_w"|"level"|"price"|"fraction": value,
-    optional "timestamp"}), polled with a short timeout."""
+    optional "timestamp"}), asked every ``every_s`` with a short timeout."""
 
-    def __init__(self, url: str, config: GovernConfig, timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, config: GovernConfig, timeout_s: float = 2.0, every_s: float = 5.0) -> None:
         self.url = url
         self.name = f"http {url}"
         self.config = config
         self.timeout_s = timeout_s
+        self.every_s = every_s  # signal seconds between requests; the last answer holds between them
+        self._last: tuple[datetime, Directive] | None = None
 
     def poll(self, now: datetime) -> Directive:
+        if self._last is not None and 0 <= (now - self._last[0]).total_seconds() < self.every_s:
+            return self._last[1]
+        d = self._fetch(now)
+        self._last = (now, d)
+        return d
+
+    def _fetch(self, now: datetime) -> Directive:
         try:
             with urllib.request.urlopen(self.url, timeout=self.timeout_s) as r:  # noqa: S310 (operator's URL)
                 body = r.read()
