@@ -35,6 +35,7 @@ def test_dry_run_script_runs_each_node_as_a_job_step_with_its_share(tmp_path):
     g = fleet.new_governors(curve=CURVE, nodes=4, gpus_per_node=8, target_w=18000.0, partition="gpu",
                             launcher=["tokbench-py"])
     r = fleet.start_governors(g, tmp_path, dry_run=True)
+    assert "runs `tokbench govern` on its node" in r.script
     assert "#SBATCH --array=0-3" in r.script and "#SBATCH --gres=gpu:8" in r.script
     assert f'exec srun --ntasks=1 tokbench-py fleet govern-task {tmp_path.resolve() / g.id} "$SLURM_ARRAY_TASK_ID"' \
         in r.script

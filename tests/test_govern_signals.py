@@ -91,6 +91,22 @@ def test_csv_feed_follows_a_growing_file_and_skips_bad_rows_with_one_line(tmp_pa
         f.poll(T0 - timedelta(seconds=1))
 
 
+def test_a_signal_that_breaks_is_logged_and_the_gpus_stay_safe(tmp_path):
+    class Broken:
+        name = "broken"
+
+        def poll(self, now):
+            raise ZeroDivisionError("division by zero")
+
+        def close(self):
+            pass
+
+    r = run_governor(GovernOptions(curve=CURVE, duration_s=2.0, backend="sim", sim_count=2, log=None),
+                     signal=Broken())
+    assert all(d.settings == "700;700" and "broken: failed (ZeroDivisionError: division by zero)" in d.reason
+               for d in r.rows)
+
+
 def test_levels_and_prices_map_through_the_config(tmp_path):
     cfg_file = tmp_path / "g.toml"
     cfg_file.write_text("[levels]\n0 = 1.0\n2 = 0.4\n\n[[prices]]\nat_least = 80.0\nfraction = 0.5\n")

@@ -670,7 +670,8 @@ def start_governors(g: GovernorFleet, results_root: Path, dry_run: bool = False)
         workdir=gdir, log_dir=gdir / "slurm",
         command=["srun", "--ntasks=1", *g.launcher, "fleet", "govern-task", str(gdir)],
     )
-    script, path = slurm.render_script(req), gdir / "slurm" / "governors.sh"
+    script = slurm.render_script(req).replace("runs `tokbench sweep` on its node", "runs `tokbench govern` on its node")
+    path = gdir / "slurm" / "governors.sh"
     shown = shlex.join(slurm.sbatch_argv(req, path))
     gpus = [f"GPU-slurm{i}" if g.backend == "nvml" else str(i) for i in range(g.gpus_per_node)]
     commands = tuple((t, shlex.join(governor_argv(g, gdir, t, "HOST", gpus))) for t in range(g.nodes))

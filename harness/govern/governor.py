@@ -109,6 +109,8 @@ class Governor:
             notes.append(f"{d.source}: signal issued {d.issued:%H:%M:%S} is stale")
         except SignalError as e:
             notes.append(str(e))
+        except Exception as e:  # noqa: BLE001 (a signal's own bug must not end the governing: log and stay safe)
+            notes.append(f"{self.signal.name}: failed ({type(e).__name__}: {e})")
         if self._last_good is None:
             notes.append("no good signal yet: default setting")
             return None, notes
