@@ -153,3 +153,34 @@ def test_an_unreachable_vtn_is_logged_and_the_gpus_stay_at_default(tmp_path):
     assert all(d.settings == "700;700" for d in r.rows)
     assert any("unreachable" in d.reason for d in r.rows)
     assert all("no good signal yet: default setting" in d.reason for d in r.rows)
+
+
+def test_every_understood_signal_maps_to_a_directive_and_others_are_refused():
+    from harness.govern.openadr import VenSignal, _intervals
+
+    t = datetime(2026, 1, 15, 17, 0, tzinfo=UTC)
+
+    def event(name: str, kind: str, payload) -> dict:
+        return {"event_signals": [{"signal_name": name, "signal_type": kind, "intervals": [
+            {"dtstart": t, "duration": timedelta(minutes=30), "signal_payload": payload}]}]}
+
+    ven = VenSignal.__new__(VenSignal)  # the mapping only; no thread, no VTN
+    ven.config, ven.name, ven.reference_w = GovernConfig(), "openadr test", 1400.0
+    cases = [(("SIMPLE", "level", 2), None, 0.5), (("ELECTRICITY_PRICE", "price", 320.0), None, 0.6),
+             (("LOAD_DISPATCH", "setpoint", 0.9), 900.0, None), (("LOAD_DISPATCH", "delta", -0.5), 900.0, None),
+             (("LOAD_CONTROL", "x-loadControlCapacity", 0.7), None, 0.7),
+             (("LOAD_CONTROL", "x-loadControlPercentOffset", -25.0), None, 0.75),
+             (("LOAD_CONTROL", "x-loadControlSetpoint", 1.1), 1100.0, None)]
+    for args, target_w, fraction in cases:
+        (iv,) = _intervals(event(*args))
+        assert iv.end - iv.start == timedelta(minutes=30)
+        d = ven._directive(iv, t)
+        assert (d.target_w, d.fraction) == (target_w, fraction), args
+    for bad, msg in ((("LOAD_DISPATCH", "multiplier", 1.0), "not supported"),
+                     (("SIMPLE", "level", float("nan")), "payload is nan"),
+                     (("LOAD_DISPATCH", "setpoint", -1.0), "negative"),
+                     (("SIMPLE", "level", "high"), "is not a number")):
+        with pytest.raises(ValueError, match=msg):
+            _intervals(event(*bad))
+    with pytest.raises(ValueError, match="no signals"):
+        _intervals({"event_signals": []})
