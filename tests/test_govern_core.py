@@ -159,6 +159,7 @@ def test_dry_run_changes_nothing(tmp_path):
     r = run_governor(GovernOptions(curve=CURVE, target_w=500.0, duration_s=3.0, backend="sim", sim_count=2,
                                    dry_run=True, log=str(tmp_path / "log.csv")))
     assert r.rows[-1].settings != "700;700" and r.rows[-1].reason.startswith("dry run")
+    assert r.rows[-1].measured_w > 1000.0 and r.rows[-1].ratio == 1.0  # the GPUs still draw Max-P; nothing learned
     assert _limits() == [700.0, 700.0]
     assert not list((Path(os.environ["TOKBENCH_STATE_DIR"]) / "journal").glob("*.json"))
 

@@ -164,8 +164,9 @@ class Governor:
 
     def _learn(self, i: int, g: _Gpu, t: float) -> None:
         """Ratio of measured to curve power: the mean since the setting settled, once that span
-        is at least the meter's window (a short mean of a 100 ms counter is too coarse)."""
-        if t - g.changed_at < self.config.settle_s:
+        is at least the meter's window (a short mean of a 100 ms counter is too coarse). Not in a
+        dry run: the GPUs do not run the settings the log shows."""
+        if self.apply is None or t - g.changed_at < self.config.settle_s:
             return
         if g.anchor is None:
             g.anchor = self.meter.latest(i)
