@@ -355,6 +355,75 @@ def plan(
         console.print(f"wrote {export_network}")
 
 
+# ---- tokbench govern: hold the node's GPU power at a grid signal's target (harness/govern/) ----
+
+
+@app.command()
+def govern(
+    curve: Annotated[str, typer.Option("--curve", help="the node's curve file (tokbench export)")],
+    gpus: Annotated[str | None, typer.Option(help="GPUs to govern: 0,1 / UUIDs (required on real GPUs)")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="govern every GPU of the node")] = False,
+    target_w: Annotated[float | None, typer.Option("--target-w", help="signal: fixed node GPU power target, W")]
+    = None,
+    schedule: Annotated[str | None, typer.Option(help="signal: a `tokbench plan` schedule.csv, followed in time")]
+    = None,
+    feed: Annotated[str | None, typer.Option(help="signal: CSV file followed as it grows, or http(s) JSON URL")]
+    = None,
+    openadr: Annotated[str | None, typer.Option(help="signal: OpenADR 2.0b VTN URL (needs the govern extra)")]
+    = None,
+    ven_name: Annotated[str, typer.Option(help="VEN name registered with the VTN")] = "tokbench-ven",
+    config: Annotated[str | None, typer.Option(help="governor config TOML (profiles/govern/default.toml)")] = None,
+    phase: Annotated[str | None, typer.Option(help="curve fit's phase, where the file has several")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="curve fit's batch, where the file has several")] = None,
+    duration: Annotated[float | None, typer.Option(help="stop after this many device seconds (default: never; "
+                                                        "a schedule: its end)")] = None,
+    start: Annotated[str | None, typer.Option(help="signal time at start, e.g. 2026-01-14T16:00 (replays)")] = None,
+    speedup: Annotated[float, typer.Option(help="signal time runs this many times faster than the device clock")]
+    = 1.0,
+    realtime: Annotated[bool, typer.Option(help="simulated parts: keep the device clock in step with the wall")]
+    = False,
+    dry_run: Annotated[bool, typer.Option(help="decide and log, change nothing")] = False,
+    log: Annotated[str, typer.Option(help="decision log (CSV)")] = "govern-log.csv",
+    plot: Annotated[str | None, typer.Option(help="also plot the decision log to this PNG")] = None,
+    job: Annotated[str | None, typer.Option(help="simulated parts: profile of the job to run ('none': idle GPUs)")]
+    = None,
+    backend: BackendOpt = "auto",
+    sim_gpu: SimGpuOpt = "h100-sxm",
+    sim_count: SimCountOpt = 1,
+    sim_seed: SimSeedOpt = 0,
+    sim_override: SimOverrideOpt = None,
+) -> None:
+    """Hold the named GPUs' power at a target from a grid signal, choosing settings from the curve."""
+    from harness.govern.log import plot_log, read_log
+    from harness.govern.run import GovernOptions, run_governor
+
+    opts = GovernOptions(
+        curve=curve, gpus=gpus, yes=yes, target_w=target_w, schedule=schedule, feed=feed, openadr=openadr,
+        ven_name=ven_name, config=config, phase=phase, batch_size=batch_size, duration_s=duration, start=start,
+        speedup=speedup, realtime=realtime, dry_run=dry_run, log=log, job=job, backend=backend, sim_gpu=sim_gpu,
+        sim_count=sim_count, sim_seed=sim_seed, sim_overrides=tuple(sim_override or ()),
+    )
+
+    def show(d) -> None:
+        m = "-" if d.measured_w is None else f"{d.measured_w:.0f}"
+        t = "-" if d.target_w is None else f"{d.target_w:.0f}"
+        console.print(f"{d.time_utc} target {t} W measured {m} W setting {d.settings} [{d.zone}] {d.reason}",
+                      highlight=False, soft_wrap=True, markup=False)
+
+    r = run_governor(opts, on_decision=show)
+    for m in [*(f"restored {x}" for x in r.restored), *r.messages]:
+        err_console.print(f"[yellow]note:[/] {m}", highlight=False)
+    if r.planned_tokens:
+        lost = r.planned_tokens - r.tokens
+        console.print(f"tokens {r.tokens:.4g}, planned {r.planned_tokens:.4g}, lost {lost:.4g} "
+                      f"({100 * lost / r.planned_tokens:.2f}%)", highlight=False)
+    else:
+        console.print(f"tokens {r.tokens:.4g}", highlight=False)
+    console.print(f"wrote {r.log_path}")
+    if plot and r.log_path is not None:
+        console.print(f"wrote {plot_log(read_log(r.log_path), plot)}")
+
+
 # ---- tokbench fleet: Slurm campaigns (harness/fleet/) -------------
 
 fleet_app = typer.Typer(
@@ -477,6 +546,58 @@ def fleet_task(campaign_dir: Path, task: int) -> None:
     from harness.fleet import campaign as fleet
 
     raise typer.Exit(fleet.run_task(campaign_dir, task))
+
+
+@fleet_app.command("govern-start")
+def fleet_govern_start(
+    curve: Annotated[str, typer.Option("--curve", help="the nodes' curve file")],
+    nodes: Annotated[int, typer.Option("--nodes", min=1, help="nodes to govern (one array task each)")] = 1,
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", min=1)] = 1,
+    target_w: Annotated[float | None, typer.Option("--target-w", help="fleet GPU power target, W (split evenly)")]
+    = None,
+    schedule: Annotated[str | None, typer.Option("--schedule", help="a `tokbench plan` schedule.csv")] = None,
+    feed: Annotated[str | None, typer.Option("--feed", help="CSV feed or http(s) JSON URL")] = None,
+    openadr: Annotated[str | None, typer.Option("--openadr", help="OpenADR 2.0b VTN URL")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="governor config TOML")] = None,
+    partition: Annotated[str | None, typer.Option("--partition")] = None,
+    account: Annotated[str | None, typer.Option("--account")] = None,
+    time: Annotated[str | None, typer.Option("--time", help="time limit (default: the partition's)")] = None,
+    sim_gpu: Annotated[str | None, typer.Option("--sim-gpu", help="simulated nodes of this part")] = None,
+    gres: Annotated[bool, typer.Option("--gres/--no-gres", help="request gpu GRES")] = True,
+    results_root: ResultsRootOpt = Path("results/fleet"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the batch script; submit nothing")] = False,
+) -> None:
+    """Start one `tokbench govern` per node as a long-running Slurm job step."""
+    from harness.fleet import campaign as fleet
+
+    g = fleet.new_governors(curve=curve, nodes=nodes, gpus_per_node=gpus_per_node, target_w=target_w,
+                            schedule=schedule, feed=feed, openadr=openadr, config=config, sim_gpu=sim_gpu,
+                            partition=partition, account=account, time=time, request_gres=gres)
+    r = fleet.start_governors(g, results_root, dry_run=dry_run)
+    if dry_run:
+        print(r.sbatch)
+        print(r.script, end="")
+        for t, cmd in r.task_commands:
+            print(f"# task {t} runs: {cmd}")
+        return
+    console.print(f"governors {r.campaign_dir.name}: job {r.job_id}, {len(r.tasks)} nodes\n  dir {r.campaign_dir}",
+                  highlight=False, soft_wrap=True)
+
+
+@fleet_app.command("govern-stop")
+def fleet_govern_stop(governors: Annotated[Path, typer.Argument(help="the governor fleet's directory")]) -> None:
+    """Stop a fleet's governors: SIGTERM to each, which restores its GPUs and exits."""
+    from harness.fleet import campaign as fleet
+
+    console.print(f"sent SIGTERM to the governors of job {fleet.stop_governors(governors)}", highlight=False)
+
+
+@fleet_app.command("govern-task", hidden=True)
+def fleet_govern_task(governors: Path, task: int) -> None:
+    """One governor task (the batch script runs it; not for hand use)."""
+    from harness.fleet import campaign as fleet
+
+    fleet.run_governor_task(governors, task)
 
 
 def main() -> None:

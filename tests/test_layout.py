@@ -29,6 +29,7 @@ RANK = {
     "harness.readers": 5,
     "harness.planner": 6,
     "harness.fleet": 7,
+    "harness.govern": 7,
     "harness.testing": 7,
     "harness.render": 8,
     "harness.cli": 9,

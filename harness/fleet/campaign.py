@@ -584,3 +584,141 @@ def campaign_status(cdir: Path, c: Campaign | None = None) -> list[TaskStatus]:
             )
         )
     return out
+
+
+# ---- governors: one `tokbench govern` per node, a long-running job step ------------------------
+# `tokbench fleet govern-start` submits a job array whose task N runs (as a job step, through srun)
+# the hidden `tokbench fleet govern-task DIR N`, which finds the node's GPUs like a sweep task and
+# execs `tokbench govern` on them; `govern-stop` sends the steps SIGTERM, on which each governor
+# restores its GPUs and exits. A fleet target in W is split evenly across the nodes; levels,
+# prices, OpenADR and schedules are per node already. Files: <root>/<id>/governors.json,
+# slurm/governors.sh, slurm/<job>_<task>.out, <host>/task-N.csv (each node's decision log).
+
+GOVERNORS_SCHEMA = "tokbench.fleet.govern"
+
+
+class GovernorFleet(_Strict):
+    schema_: Literal["tokbench.fleet.govern"] = Field(GOVERNORS_SCHEMA, alias="schema")
+    id: str
+    nodes: int = Field(ge=1)
+    gpus_per_node: int = Field(ge=1)
+    backend: Literal["nvml", "sim"]
+    sim_gpu: str | None = None
+    curve: str
+    #: the node's signal as `tokbench govern` options, e.g. ["--target-w", "5600"]
+    signal: list[str]
+    config: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    time: str | None = None
+    request_gres: bool = True
+    launcher: list[str]
+    job_id: str = ""
+
+
+def new_governors(*, curve: str, nodes: int, gpus_per_node: int, target_w: float | None = None,
+                  schedule: str | None = None, feed: str | None = None, openadr: str | None = None,
+                  config: str | None = None, sim_gpu: str | None = None, partition: str | None = None,
+                  account: str | None = None, time: str | None = None, request_gres: bool = True,
+                  launcher: list[str] | None = None) -> GovernorFleet:
+    given = [(k, v) for k, v in (("--target-w", target_w), ("--schedule", schedule), ("--feed", feed),
+                                 ("--openadr", openadr)) if v is not None]
+    if len(given) != 1:
+        raise UsageError("give the fleet one signal: --target-w, --schedule, --feed or --openadr")
+    key, value = given[0]
+    if key == "--target-w":
+        value = f"{float(value) / nodes:g}"  # evenly per node
+    elif key in ("--schedule",) or (key == "--feed" and not str(value).startswith(("http://", "https://"))):
+        value = str(Path(value).resolve())
+    if sim_gpu and not _SIM_GPU_RE.match(sim_gpu):
+        raise UsageError(f"--sim-gpu {sim_gpu!r} refused: not a simulated part name")
+    try:
+        return GovernorFleet(
+            id="govern-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + f"-{secrets.token_hex(2)}",
+            nodes=nodes, gpus_per_node=gpus_per_node, backend="sim" if sim_gpu else "nvml", sim_gpu=sim_gpu,
+            curve=str(Path(curve).resolve()), signal=[key, str(value)],
+            config=str(Path(config).resolve()) if config else None,
+            partition=slurm.check_partition(partition) if partition else None,
+            account=slurm.check_account(account) if account else None,
+            time=slurm.check_time(time) if time else None,
+            request_gres=request_gres, launcher=launcher or default_launcher(),
+        )
+    except ValidationError as e:
+        where, what = first_validation_error(e)
+        raise UsageError(f"invalid governor request: {where}: {what}") from None
+
+
+def governor_argv(g: GovernorFleet, gdir: Path, task: int, host: str, gpus: list[str]) -> list[str]:
+    """The `tokbench govern` command of one node (an argv list, never a shell line)."""
+    argv = [*g.launcher, "govern", "--curve", g.curve, *g.signal, "--gpus", ",".join(gpus),
+            "--log", str(gdir / _SAFE_NAME_RE.sub("_", host) / f"task-{task}.csv")]
+    if g.config:
+        argv += ["--config", g.config]
+    if g.backend == "sim":
+        argv += ["--backend", "sim", "--sim-gpu", str(g.sim_gpu), "--sim-count", str(g.gpus_per_node),
+                 "--sim-seed", str(task), "--realtime"]
+    else:
+        argv += ["--backend", "nvml"]
+    return argv
+
+
+def start_governors(g: GovernorFleet, results_root: Path, dry_run: bool = False) -> SubmitResult:
+    gdir = slurm.check_path_for_slurm(results_root.resolve() / g.id)
+    req = slurm.make_batch_request(
+        job_name=f"tokbench-{g.id}", tasks=range(g.nodes), gpus_per_node=g.gpus_per_node,
+        request_gres=g.request_gres, partition=g.partition, account=g.account, time=g.time, exclusive=False,
+        workdir=gdir, log_dir=gdir / "slurm",
+        command=["srun", "--ntasks=1", *g.launcher, "fleet", "govern-task", str(gdir)],
+    )
+    script = slurm.render_script(req).replace("runs `tokbench sweep` on its node", "runs `tokbench govern` on its node")
+    path = gdir / "slurm" / "governors.sh"
+    shown = shlex.join(slurm.sbatch_argv(req, path))
+    gpus = [f"GPU-slurm{i}" if g.backend == "nvml" else str(i) for i in range(g.gpus_per_node)]
+    commands = tuple((t, shlex.join(governor_argv(g, gdir, t, "HOST", gpus))) for t in range(g.nodes))
+    if dry_run:
+        return SubmitResult(gdir, None, tuple(range(g.nodes)), script, shown, commands)
+    slurm.require_slurm()
+    (gdir / "slurm").mkdir(parents=True, exist_ok=False)
+    path.write_text(script)
+    g = g.model_copy(update={"job_id": slurm.submit(req, path)})
+    (gdir / "governors.json").write_text(json.dumps(g.model_dump(mode="json", by_alias=True), indent=2) + "\n")
+    return SubmitResult(gdir, g.job_id, tuple(range(g.nodes)), script, shown, commands)
+
+
+def load_governors(gdir: Path) -> GovernorFleet:
+    try:
+        return GovernorFleet.model_validate_json((gdir / "governors.json").read_text())
+    except OSError:
+        raise UsageError(f"{gdir}: not a governor fleet (no governors.json)") from None
+    except ValidationError as e:
+        where, what = first_validation_error(e)
+        raise UsageError(f"{gdir / 'governors.json'}: invalid at '{where}': {what}") from None
+
+
+def run_governor_task(gdir: Path, task: int, env: Mapping[str, str] | None = None,
+                      proc_dir: Path = slurm.PROC_GPUS, execute=os.execvpe) -> None:
+    """Body of one governor task: its GPUs (UUIDs of what Slurm allocated; every board of a
+    simulated node), then exec `tokbench govern` so that the job step *is* the governor and
+    Slurm's SIGTERM reaches its guard."""
+    env = dict(os.environ if env is None else env)
+    g = load_governors(gdir)
+    if not 0 <= task < g.nodes:
+        raise UsageError(f"task {task} is outside this fleet's 0..{g.nodes - 1}")
+    gpus = ([str(i) for i in range(g.gpus_per_node)] if g.backend == "sim"
+            else slurm.gpus_as_uuids(slurm.allocated_gpu_ids(env), proc_dir))
+    argv = governor_argv(g, gdir, task, host_name(env), gpus)
+    Path(argv[argv.index("--log") + 1]).parent.mkdir(parents=True, exist_ok=True)
+    print("tokbench fleet govern-task:", shlex.join(argv), flush=True)
+    execute(argv[0], argv, env)
+
+
+def stop_governors(gdir: Path) -> str:
+    """SIGTERM to every governor step of the fleet (each restores its GPUs and exits)."""
+    g = load_governors(gdir)
+    if not g.job_id:
+        raise UsageError(f"{gdir}: this governor fleet was never submitted")
+    slurm.require_slurm()
+    proc = subprocess.run(["scancel", "--signal=TERM", g.job_id], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise slurm.SlurmError(f"scancel refused: {(proc.stderr or proc.stdout).strip()}")
+    return g.job_id
