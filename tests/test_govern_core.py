@@ -226,7 +226,7 @@ def test_kill_9_during_an_event_is_repaired_at_the_next_start(tmp_path):
         if p.poll() is None:
             p.kill()
     assert _limits() != [700.0, 700.0]  # left behind by the kill
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "devices", "--backend", "sim", "--sim-count", "2"],
-                         capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert out.returncode == 0 and out.stderr.count("restored") == 2
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "restore"], capture_output=True, text=True, env=env,
+                         cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.count("restored") == 2
     assert _limits() == [700.0, 700.0]

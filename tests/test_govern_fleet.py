@@ -82,7 +82,7 @@ def test_stop_sends_sigterm_and_the_governor_restores_its_gpus(tmp_path, monkeyp
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == 143 and "terminated by SIGTERM; settings restored" in err
+    assert p.returncode == 143 and "interrupted by SIGTERM: settings restored" in err
     assert [d.power_limits().current_w for d in open_devices("sim", sim_count=2).devices] == [700.0, 700.0]
     calls = []
     monkeypatch.setattr(fleet.slurm, "require_slurm", lambda: None)

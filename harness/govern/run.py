@@ -84,12 +84,12 @@ def make_signal(opts: GovernOptions, config: GovernConfig, gpus: int) -> Signal:
 
 
 def _setter(guard) -> Callable[[Device, str, float], None]:
-    def apply(device: Device, knob: str, value: float) -> None:
-        if knob == "power_limit_w":
-            guard.set_power_limit(device, value)
-        else:
-            clocks = device.supported_sm_clocks()
-            guard.lock_sm_clock(device, min(clocks, key=lambda c: abs(c - value)))
+    """The governor's one way to change a setting: through the guard, knob by its record field (the
+    menu offers only settable values: supported clocks, limits in range)."""
+    from harness.knobs import knob
+
+    def apply(device: Device, field: str, value: float) -> None:
+        guard.apply(device, knob(field), value)
 
     return apply
 
@@ -119,12 +119,15 @@ def run_governor(opts: GovernOptions, on_decision: Callable[[Decision], None] | 
     """Govern until the duration (or the schedule) ends. ``signal`` replaces the options' signal
     and ``on_start`` sees the devices before the first decision (benchmarks, tests)."""
     from harness.devices import open_devices
+    from harness.knobs import knob
     from harness.records.curves import load_curve
     from harness.sweep import guard as guard_mod
     from harness.sweep.run import check_can_change
 
     result = GovernResult(rows=[])
-    result.restored = guard_mod.recover()
+    recovery = guard_mod.recover()
+    result.restored = recovery.restored
+    result.messages.extend(recovery.problems)
     if opts.speedup <= 0 or not math.isfinite(opts.speedup):
         raise UsageError("--speedup must be a positive number")
     if opts.duration_s is not None and opts.duration_s <= 0:
@@ -143,7 +146,7 @@ def run_governor(opts: GovernOptions, on_decision: Callable[[Decision], None] | 
                              "a governor changes only the GPUs it is given")
         devices = ds.select(opts.gpus)
         if not opts.dry_run:
-            check_can_change(devices, "power-limit" if curve.knob == "power_limit_w" else "sm-clock")
+            check_can_change(devices, knob(curve.knob))
         menu = Menu.from_curve(curve, devices[0], opts.phase, opts.batch_size, config.floor_setting)
         sig = signal or make_signal(opts, config, len(devices))
         start = parse_time(opts.start, "--start") if opts.start else utc_now()
