@@ -18,6 +18,7 @@ import pandas as pd
 
 from harness.errors import RunDirError, TokbenchError
 from harness.fleet import campaign as fleet
+from harness.knobs import POWER_LIMIT, SM_CLOCK
 from harness.readers.analysis import ranges_of
 from harness.readers.export import setting_range
 from harness.records.curves import (
@@ -213,7 +214,7 @@ def fleet_curves(
         return curves
     healthy = per_setting[~per_setting["gpu_uuid"].isin(exclude)]
     for (part, knob), pg in healthy.groupby(["part", "knob"]):
-        if knob not in ("power_limit_w", "sm_clock_mhz"):
+        if knob not in (POWER_LIMIT.field, SM_CLOCK.field):  # observe-only runs make no curve
             continue
         points: list[CurvePoint] = []
         fits: list[CurveFit] = []

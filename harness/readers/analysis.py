@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UsageError
+from harness.knobs import OBSERVE, SM_CLOCK
+from harness.knobs import knob as knob_of
 from harness.readers.fit import MonotoneCurve, monotone_fit
 from harness.readers.ranges import Range, best_range, max_p_range
 from harness.readers.stats import Interval, mean_interval, pooled_noise
 from harness.records.runview import PartInfo, RunData, load_run
 
-UNITS = {"power_limit_w": "W", "sm_clock_mhz": "MHz", "observe": "W"}
 #: drawn power below this share of the cap means the cap is not what limits the work
 NOT_BINDING_SHARE = 0.95
 
@@ -238,12 +239,12 @@ def _flatness(stats: list[SettingStats], max_p: Range, knob: str, unit: str) -> 
     top = stats[-1].setting
     lowest = stats[0].setting
     if len(stats) == 1:
-        how = "the setting found (observe-only run)" if knob == "observe" else "one setting"
+        how = "the setting found (observe-only run)" if knob_of(knob) is OBSERVE else "one setting"
         return Flatness(False, None, True, stats[0].power_mean_w,
                         f"{how}: {top:.0f} {unit} measured, so there is no curve to read; sweep the "
                         "setting to find Max-Q", single=True)
     tps_flat = max_p.hi == top and max_p.lo < top
-    if knob == "sm_clock_mhz":
+    if knob_of(knob) is SM_CLOCK:
         if not tps_flat:
             return Flatness(False, None, True, None, f"tokens/s falls as soon as the clock is locked below "
                             f"{top:.0f} {unit}: the clock limits this work across the range")
@@ -305,7 +306,7 @@ def _pareto(stats: list[SettingStats]) -> tuple[float, ...]:
 
 
 def _vs_default(stats: list[SettingStats], max_q: Range, knob: str, part: PartInfo) -> VsDefault | None:
-    default = stats[-1].setting if knob == "sm_clock_mhz" else part.power_limit_default_w
+    default = stats[-1].setting if knob_of(knob) is SM_CLOCK else part.power_limit_default_w
     near = min(stats, key=lambda s: abs(s.setting - default))
     measured = abs(near.setting - default) <= max(0.005 * default, 0.5)
     d = near if measured else stats[-1]
@@ -382,7 +383,7 @@ def analyse(run: RunData | str, include_flagged: bool = False, gpu: int | None =
             raise UsageError(f"run {run.run_id} has no GPU {gpu} (it has {sorted(set(pts['gpu_index']))})")
         pts = pts[pts["gpu_index"] == gpu]
     knob = run.knob
-    unit = UNITS.get(knob, "")
+    unit = knob_of(knob).unit
     flagged = pts[pts["flags"].astype(str).str.len() > 0]
     use = pts if include_flagged else pts[pts["flags"].astype(str).str.len() == 0]
     all_stats = setting_stats(pts, include_flagged)

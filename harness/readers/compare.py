@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import UsageError
+from harness.knobs import SM_CLOCK, knob
 from harness.readers.analysis import Curve, RunAnalysis, analyse
 from harness.records.runview import load_run
 
@@ -67,7 +68,7 @@ def differences(analyses: list[RunAnalysis]) -> list[str]:
 
 
 def _max_setting(a: RunAnalysis) -> float:
-    if a.knob == "sm_clock_mhz":
+    if knob(a.knob) is SM_CLOCK:
         return float(a.part.max_sm_clock_mhz or max(c.settings.max() for c in a.curves))
     return float(a.part.power_limit_max_w)
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UsageError
+from harness.knobs import POWER_LIMIT, SM_CLOCK
 from harness.readers.analysis import Curve, RunAnalysis, SettingStats
 from harness.readers.fit import METHOD, fit_grid
 from harness.readers.ranges import Range
@@ -115,7 +116,7 @@ def build_curve(a: RunAnalysis, tpot_ms: float | None = None, ttft_ms: float | N
     run, part = a.run, a.part
     backend = part.backend if part.backend in ("nvml", "sim", "fleet") else "sim"
     w = run.workload
-    knob = "sm_clock_mhz" if a.knob == "sm_clock_mhz" else "power_limit_w"
+    knob = SM_CLOCK.field if a.knob == SM_CLOCK.field else POWER_LIMIT.field  # observe runs export as limits
     ranges = [_ranges(c) for c in a.curves]
     return CurveFile(
         knob=knob,

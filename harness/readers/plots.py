@@ -17,10 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.knobs import POWER_LIMIT, knob
 from harness.readers.analysis import Curve, RunAnalysis  # noqa: E402
 
 TIMELINE_BINS = 1500
-_KNOB_LABEL = {"power_limit_w": "power limit (W)", "sm_clock_mhz": "locked SM clock (MHz)", "observe": "setting (W)"}
 plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
                      "axes.spines.top": False, "axes.spines.right": False, "legend.fontsize": 8,
                      "svg.fonttype": "none"})
@@ -40,7 +40,7 @@ def save(fig, outdir: Path, name: str, formats: tuple[str, ...] = FORMATS) -> Pa
 
 
 def knob_label(knob: str) -> str:
-    return _KNOB_LABEL.get(knob, knob)
+    return knob(knob).label
 
 
 def _colors(n: int):
@@ -71,8 +71,8 @@ def curves_figure(a: RunAnalysis, phase: str, outdir: Path, title_suffix: str = 
     many = len(curves) > 1
     fig, axs = plt.subplots(2, 2, figsize=(12, 8.2))
     (ax_s, ax_j), (ax_ps, ax_pj) = axs
-    lo_x = min(a.part.power_limit_min_w if a.knob == "power_limit_w" else c.settings.min() for c in curves)
-    hi_x = max(a.part.power_limit_max_w if a.knob == "power_limit_w" else c.settings.max() for c in curves)
+    lo_x = min(a.part.power_limit_min_w if knob(a.knob) is POWER_LIMIT else c.settings.min() for c in curves)
+    hi_x = max(a.part.power_limit_max_w if knob(a.knob) is POWER_LIMIT else c.settings.max() for c in curves)
     width = max(hi_x - lo_x, 1.0)
     steps = [np.diff(c.settings).min() for c in curves if len(c.settings) > 1]
     pad = min(steps) / 4 if steps else width * 0.01
@@ -287,7 +287,7 @@ def timeline_figure(a: RunAnalysis, outdir: Path, formats: tuple[str, ...] = FOR
         c = df[df["gpu_index"] == g]
         if "sm_clock_mhz" in c and c["sm_clock_mhz"].notna().any():
             _trace(axc, c["t_s"].to_numpy(float) - t0, c["sm_clock_mhz"].to_numpy(float), bins, color, lab)
-    if a.knob == "power_limit_w" and "window_start_s" in a.run.points:
+    if knob(a.knob) is POWER_LIMIT and "window_start_s" in a.run.points:
         p = a.run.points.drop_duplicates(["window_start_s", "setting"])
         axp.hlines(p["setting"], p["window_start_s"] - t0, p["window_end_s"] - t0, color="k", lw=1.5,
                    label="power limit of the window")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.knobs import POWER_LIMIT, knob
 from harness.readers.analysis import Curve, RunAnalysis
 from harness.readers.stats import BOOTSTRAP_MIN
 
@@ -30,7 +31,7 @@ def _rng(lo: float, hi: float, unit: str) -> str:
 
 def _edge_note(c: Curve, a: RunAnalysis) -> str | None:
     """Max-Q at the end of the sweep while the part allows more: the peak may lie beyond it."""
-    lo_part = a.part.power_limit_min_w if a.knob == "power_limit_w" else None
+    lo_part = a.part.power_limit_min_w if knob(a.knob) is POWER_LIMIT else None
     if c.max_q.lo == c.stats[0].setting and c.max_q.hi != c.stats[-1].setting and lo_part is not None \
             and c.stats[0].setting > lo_part + 1e-6:
         return (f"Max-Q sits at the lowest setting measured ({c.stats[0].setting:.0f} {a.unit}); the part allows "
