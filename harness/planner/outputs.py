@@ -59,6 +59,7 @@ def summary(result: PlanResult) -> dict:
     if result.schedule is not None:
         out |= {
             "objective": result.objective,
+            "objective_value": result.schedule.objective_value,
             "token_target_gtok": result.target_gtok,
             "intervals": len(result.schedule.frame),
             "step_h": result.horizon.step_h,

@@ -133,9 +133,14 @@ def render(r: PlanResult) -> list[Table | str]:
         out.append(curtailments(r))
     if r.surplus:
         x = r.surplus
+        worth = (
+            f"worth {x['worth']:,.0f} {x['worth_unit']} to the plan"
+            if x["worth"] is not None
+            else f"needed for the target: without it the plan falls {x['shortfall_without_gtok']:,.0f} Gtok short"
+        )
         out.append(
             f"surplus: {x['surplus_mwh']:.1f} MWh offered beyond the default draw in {x['intervals']} "
-            f"intervals; {x['stored_mwh']:.1f} MWh stored; "
-            f"worth {x['worth']:,.0f} {x['worth_unit']} to the plan"
+            f"intervals; {x['extra_gpu_mwh']:.1f} MWh drawn by the GPUs above it, {x['stored_mwh']:.1f} MWh "
+            f"stored; {worth}"
         )
     return out
