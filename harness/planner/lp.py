@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from harness.errors import ProfileError, UsageError
-from harness.planner.capacity import Fleet, WorkloadFleet
+from harness.planner.capacity import GTOK_PER_MWH_PER_TOKENS_PER_J, Fleet, WorkloadFleet
 from harness.planner.horizon import Horizon, Scenario, Weights, weights
 from harness.planner.site import Site
 
@@ -118,6 +118,71 @@ class _Builder:
 
 
 @dataclass
+class WorkloadColumns:
+    """One workload's columns (J × T) and what a unit of each is worth: MW drawn and Gtok per hour.
+
+    Continuous workloads use the hull's segments (a column per segment, in MW; concavity makes the
+    LP fill them in order, so bounds alone keep the mix real) plus one column per fixed policy's
+    setting; whole-unit workloads use a count of units per candidate setting and a row that keeps
+    the count within what is installed."""
+
+    cols: np.ndarray
+    mw: np.ndarray
+    gtok_h: np.ndarray
+    plan_ub: np.ndarray
+    only_ub: dict[str, np.ndarray]
+    by_count: bool
+
+    def ub(self, only: str | None) -> np.ndarray:
+        return self.plan_ub if only is None else self.only_ub[only]
+
+
+def _columns(b: _Builder, wf: WorkloadFleet, g: Granularity, verts: np.ndarray, T: int) -> WorkloadColumns:
+    named = ("max_p", "max_q", "default")
+    if g.integer:
+        hull = np.isin(verts, wf.hull())
+        cols = b.cols(len(verts) * T, 0.0, g.units).reshape(len(verts), T)
+        only = {k: np.where(verts == wf.index(k), g.units, 0.0) for k in named}
+        return WorkloadColumns(
+            cols, g.gpus * wf.site_w[verts] * 1e-6, g.gpus * wf.tokens_per_s[verts] * 3600e-9,
+            np.where(hull, g.units, 0.0), only, True,
+        )  # fmt: skip
+    nom, eff, _v = wf.segments()
+    fixed = np.array(sorted({wf.index(k) for k in named}), dtype=int)
+    top = wf.gpus * wf.site_w[fixed] * 1e-6
+    ncol = len(nom) + len(fixed)
+    cols = b.cols(ncol * T).reshape(ncol, T)
+    gt = np.r_[eff, GTOK_PER_MWH_PER_TOKENS_PER_J * wf.tokens_per_s[fixed] / wf.site_w[fixed]]
+    only = {k: np.r_[np.zeros(len(nom)), np.where(fixed == wf.index(k), top, 0.0)] for k in named}
+    return WorkloadColumns(cols, np.ones(ncol), gt, np.r_[nom, np.zeros(len(fixed))], only, False)
+
+
+def unit_counts(wc: WorkloadColumns, wf: WorkloadFleet, g: Granularity, verts: np.ndarray, x: np.ndarray):
+    """Solved columns (J × T) as units running at each candidate setting (vertices × T), fractional
+    where the LP is: a segment flow becomes the two adjacent hull settings it mixes."""
+    if wc.by_count:
+        return x
+    T = x.shape[1]
+    pos = {int(i): j for j, i in enumerate(verts)}
+    y = np.zeros((len(verts), T))
+    hv = wf.hull()
+    nseg = len(hv)
+    for j, i in enumerate(sorted({wf.index(k) for k in ("max_p", "max_q", "default")})):
+        y[pos[i]] += x[nseg + j] / (wf.site_w[i] * 1e-6) / g.gpus
+    w = np.r_[0.0, wf.site_w[hv]]
+    u = np.clip(x[:nseg].sum(axis=0) * 1e6 / wf.gpus, 0.0, w[-1])
+    hi = np.clip(np.searchsorted(w, u - 1e-9 * w[-1], side="left"), 1, len(w) - 1)
+    frac = np.clip((u - w[hi - 1]) / (w[hi] - w[hi - 1]), 0.0, 1.0)
+    t = np.arange(T)
+    hi_pos = np.array([pos[int(i)] for i in hv])[hi - 1]
+    np.add.at(y, (hi_pos, t), frac * wf.gpus / g.gpus)
+    has_lo = hi > 1
+    lo_pos = np.array([pos[int(i)] for i in hv])[np.maximum(hi - 2, 0)]
+    np.add.at(y, (lo_pos[has_lo], t[has_lo]), ((1 - frac) * wf.gpus / g.gpus)[has_lo])
+    return y
+
+
+@dataclass
 class Solution:
     """One scenario's solved columns, as arrays of T (``y[k]`` is vertices × T, in units)."""
 
@@ -143,14 +208,9 @@ class ScheduleModel:
         b = _Builder(T)
         self.units = [granularity(site, wf, k) for k, wf in enumerate(fleet.workloads)]
         self.verts = [vertices(wf) for wf in fleet.workloads]
-        # per workload: columns (vertex, t), MW and Gtok per hour per unit at each vertex
-        self.y: list[np.ndarray] = []
-        self.mw: list[np.ndarray] = []
-        self.gtok_h: list[np.ndarray] = []
-        for wf, g, v in zip(fleet.workloads, self.units, self.verts, strict=True):
-            self.y.append(b.cols(len(v) * T, 0.0, g.units).reshape(len(v), T))
-            self.mw.append(g.gpus * wf.site_w[v] * 1e-6)
-            self.gtok_h.append(g.gpus * wf.tokens_per_s[v] * 3600e-9)
+        self.work = [
+            _columns(b, wf, g, v, T) for wf, g, v in zip(fleet.workloads, self.units, self.verts, strict=True)
+        ]
         self.imp = b.cols(T, 0.0, h.import_mw)
         grid = site.grid
         stress = h.stress.astype(float)
@@ -171,18 +231,19 @@ class ScheduleModel:
         b.put(bal, self.exp, -1.0)
         for g in self.gen:
             b.put(bal, g, 1.0)
-        for y, mw in zip(self.y, self.mw, strict=True):
-            b.put(np.tile(bal, len(mw)), y.ravel(), np.repeat(-mw, T))
+        for wc in self.work:
+            b.put(np.tile(bal, len(wc.mw)), wc.cols.ravel(), np.repeat(-wc.mw, T))
         # installed units: a unit runs at one setting or is parked
-        for y, g in zip(self.y, self.units, strict=True):
-            run = b.rows(T, -INF, g.units)
-            b.put(np.tile(run, y.shape[0]), y.ravel(), 1.0)
+        for wc, g in zip(self.work, self.units, strict=True):
+            if wc.by_count:
+                run = b.rows(T, -INF, g.units)
+                b.put(np.tile(run, wc.cols.shape[0]), wc.cols.ravel(), 1.0)
         # the facility budget (power at the meter behind the connection), with charging if the site says so
         within = bat is not None and bat.charge_within_budget
         if fleet.budget_mw is not None and (within or fleet.budget_mw < fleet.top_mw * (1 - 1e-9)):
             fac = b.rows(T, -INF, fleet.budget_mw)
-            for y, mw in zip(self.y, self.mw, strict=True):
-                b.put(np.tile(fac, len(mw)), y.ravel(), np.repeat(mw, T))
+            for wc in self.work:
+                b.put(np.tile(fac, len(wc.mw)), wc.cols.ravel(), np.repeat(wc.mw, T))
             if within:
                 b.put(fac, self.ch, 1.0)
         if bat is not None:
@@ -210,8 +271,8 @@ class ScheduleModel:
                 b.put(ramp, cols[:-1], -sign)
         # token target: Gtok made + shortfall >= target
         self.target_row = int(b.rows(1, -INF, INF)[0])
-        for y, gt in zip(self.y, self.gtok_h, strict=True):
-            b.put(np.full(y.size, self.target_row), y.ravel(), np.repeat(gt * dt, T))
+        for wc in self.work:
+            b.put(np.full(wc.cols.size, self.target_row), wc.cols.ravel(), np.repeat(wc.gtok_h * dt, T))
         b.put([self.target_row], self.slack, 1.0)
 
         rows = np.concatenate([r for r, _c, _v in b.trip])
@@ -232,14 +293,16 @@ class ScheduleModel:
         self.integer = any(g.integer for g in self.units)
         if self.integer:
             kinds = np.full(b.ncol, highspy.HighsVarType.kContinuous)
-            for y, g in zip(self.y, self.units, strict=True):
-                if g.integer:
-                    kinds[y.ravel()] = highspy.HighsVarType.kInteger
+            for wc in self.work:
+                if wc.by_count:
+                    kinds[wc.cols.ravel()] = highspy.HighsVarType.kInteger
             lp.integrality_ = list(kinds)
         with quiet_stdout():
             self.highs = highspy.Highs()
         self.highs.setOptionValue("output_flag", False)
         self.highs.setOptionValue("mip_rel_gap", 1e-6)
+        # devex pricing: a quarter fewer seconds than steepest edge on a year with a battery
+        self.highs.setOptionValue("simplex_dual_edge_weight_strategy", 1)
         self.highs.passModel(lp)
         self._highspy = highspy
 
@@ -252,14 +315,14 @@ class ScheduleModel:
     def _costs(self, w: Weights) -> np.ndarray:
         dt = self.h.step_h
         c = np.zeros(self.ncol)
-        for y, gt in zip(self.y, self.gtok_h, strict=True):
-            c[y] = -w.reward * gt[:, None] * dt
+        for wc in self.work:
+            c[wc.cols] = -w.reward * wc.gtok_h[:, None] * dt
         c[self.imp] = w.import_ * dt
         c[self.exp] = -w.export * dt
         for cols, cost in zip(self.gen, w.generation, strict=True):
             c[cols] = cost * dt
         # a shortfall costs more than any Gtok can: the slack runs only when the target is out of reach
-        eff = min(float((gt / mw).min()) for gt, mw in zip(self.gtok_h, self.mw, strict=True))
+        eff = min(float((wc.gtok_h / wc.mw).min()) for wc in self.work)
         worst = max(float(np.abs(w.import_).max()), float(np.abs(w.export).max()), *map(abs, w.generation), 1.0)
         c[self.slack] = 1e3 * (worst / eff + w.reward)
         return c
@@ -268,10 +331,9 @@ class ScheduleModel:
         hs = self.highs
         ub = self.col_ub.copy()
         allowed = []
-        for k, y in enumerate(self.y):
-            ok = self.allowed(k, sc.only)
-            allowed.append(ok)
-            ub[y[~ok].ravel()] = 0.0
+        for k, wc in enumerate(self.work):
+            allowed.append(self.allowed(k, sc.only))
+            ub[wc.cols] = wc.ub(sc.only)[:, None]
         if sc.import_mw is not None:
             ub[self.imp] = sc.import_mw
         ub[self.slack] = INF if (sc.soft and sc.target_gtok is not None) else 0.0
@@ -298,7 +360,10 @@ class ScheduleModel:
         x = np.asarray(hs.getSolution().col_value)
         x = np.where(np.abs(x) < 1e-9, 0.0, x)  # solver dust and -0.0
         return Solution(
-            y=[x[y] for y in self.y],
+            y=[
+                unit_counts(wc, wf, g, v, x[wc.cols])
+                for wc, wf, g, v in zip(self.work, self.fleet.workloads, self.units, self.verts, strict=True)
+            ],
             allowed=allowed,
             grid=x[self.imp],
             export=x[self.exp],

@@ -77,12 +77,29 @@ def _step(ax, index, values, **kw) -> None:
     ax.step(x, y, **kw)
 
 
-def plot(result: PlanResult, path: Path) -> None:
+#: horizons longer than this are plotted as daily bands and duration curves, not interval steps
+LONG_DAYS = 14
+
+
+def is_long(result: PlanResult) -> bool:
+    return len(result.schedule.frame) * result.horizon.step_h > LONG_DAYS * 24
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot(result: PlanResult, path: Path) -> None:
+    """Interval steps for a short horizon; daily bands and duration curves for a long one."""
+    if is_long(result):
+        plot_long(result, path)
+        return
+    plt = _pyplot()
     f = result.schedule.frame
     h = result.horizon
     has_batt = "soc_mwh" in f
@@ -131,6 +148,53 @@ def plot(result: PlanResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _band(ax, series: pd.Series, color: str, label: str) -> None:
+    """Daily min–max as a shaded band, the daily mean as a line."""
+    d = series.resample("D").agg(["min", "mean", "max"])
+    ax.fill_between(d.index, d["min"], d["max"], color=color, alpha=0.25, lw=0)
+    ax.plot(d.index, d["mean"], color=color, lw=1, label=label)
+
+
+def plot_long(result: PlanResult, path: Path) -> None:
+    """A long horizon: GPU power and what was offered as daily bands, tokens per day per policy,
+    the battery's daily range, and duration curves (each power sorted, highest first)."""
+    plt = _pyplot()
+    f = result.schedule.frame
+    h = result.horizon
+    has_batt = "soc_mwh" in f
+    fig, axes = plt.subplots(4 if has_batt else 3, 1, figsize=(11, 11))
+    ax = axes[0]
+    _band(ax, f["import_available_mw"] + h.generation_mw, "0.4", "grid + generation offered (daily range, mean)")
+    _band(ax, f["gpu_mw"], "C0", "GPU power, plan")
+    ax.axhline(result.reference_mw, color="0.7", lw=0.8, ls=":")
+    ax.set_ylabel("MW")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(f"{result.site.name}: plan ({result.objective}), {len(f):,} intervals of {h.step_h:g} h")
+    ax = axes[1]
+    ax.plot(f["tokens_gtok"].resample("D").sum(), color="C0", lw=1, label="plan")
+    for k, r in result.baselines.items():
+        ax.plot(r.frame["tokens_gtok"].resample("D").sum(), lw=0.8, ls="--", label=k)
+    ax.set_ylabel("Gtok per day")
+    ax.legend(loc="lower left", fontsize=8)
+    if has_batt:
+        _band(axes[2], f["soc_mwh"], "C3", "battery state of charge")
+        axes[2].set_ylabel("battery MWh")
+    ax = axes[-1]
+    share = (np.arange(len(f)) + 0.5) / len(f) * 100
+    ax.plot(share, np.sort(f["gpu_mw"].to_numpy())[::-1], color="C0", label="GPU power, plan")
+    if "default" in result.baselines:
+        ax.plot(share, np.sort(result.baselines["default"].frame["gpu_mw"].to_numpy())[::-1], color="C1", ls="--",
+                label="GPU power, default setting")  # fmt: skip
+    offered = (f["import_available_mw"] + h.generation_mw).to_numpy()
+    ax.plot(share, np.sort(offered)[::-1], color="0.4", label="offered")
+    ax.set_xlabel("% of intervals at or above")
+    ax.set_ylabel("MW (duration curve)")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def default_out_dir(site_name: str) -> Path:
     """results/plan-<site name>, the name made safe for a path."""
     return Path("results") / ("plan-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", site_name).strip("-.") or "site"))
@@ -146,6 +210,14 @@ def write_outputs(result: PlanResult, out_dir: Path, plots: bool = True) -> list
         p = out_dir / "schedule.csv"
         result.schedule.frame.to_csv(p, float_format="%.6g")
         written.append(p)
+        for k, r in result.baselines.items():  # each fixed policy's schedule, to check its totals by
+            p = out_dir / f"schedule-{k}.csv"
+            r.frame.to_csv(p, float_format="%.6g")
+            written.append(p)
+        if result.curtailments:
+            p = out_dir / "curtailments.csv"
+            pd.DataFrame([asdict(c) for c in result.curtailments]).to_csv(p, index=False, float_format="%.6g")
+            written.append(p)
         if plots:
             p = out_dir / "plan.png"
             plot(result, p)

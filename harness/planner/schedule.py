@@ -62,8 +62,10 @@ def scenario_result(m: ScheduleModel, sc: Scenario, sol: Solution) -> ScenarioRe
         for j in np.flatnonzero(sol.allowed[k]):
             work[pre + count_column(wf.settings[v[j]])] = gpus[j]
         running = gpus.sum(axis=0)
-        mw = (whole * m.mw[k][:, None]).sum(axis=0)
-        tok = (whole * m.gtok_h[k][:, None]).sum(axis=0) * dt
+        unit_mw = g.gpus * wf.site_w[v] * 1e-6
+        unit_gtok_h = g.gpus * wf.tokens_per_s[v] * 3600e-9
+        mw = (whole * unit_mw[:, None]).sum(axis=0)
+        tok = (whole * unit_gtok_h[:, None]).sum(axis=0) * dt
         mean = (gpus * wf.site_mean_w[v][:, None]).sum(axis=0) * 1e-6
         weighted = (gpus * wf.settings[v][:, None]).sum(axis=0)
         work[pre + "gpus_running"] = running
@@ -72,8 +74,8 @@ def scenario_result(m: ScheduleModel, sc: Scenario, sol: Solution) -> ScenarioRe
         work[pre + "gpu_mw"] = mw
         work[pre + "gpu_mean_mw"] = mean
         work[pre + "tokens_gtok"] = tok
-        work[pre + "lp_tokens_gtok"] = (y * m.gtok_h[k][:, None]).sum(axis=0) * dt
-        released += (y * m.mw[k][:, None]).sum(axis=0) - mw
+        work[pre + "lp_tokens_gtok"] = (y * unit_gtok_h[:, None]).sum(axis=0) * dt
+        released += (y * unit_mw[:, None]).sum(axis=0) - mw
         tokens += tok
         lp_tokens += work[pre + "lp_tokens_gtok"]
         gpu_mw += mw

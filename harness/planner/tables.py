@@ -107,10 +107,20 @@ def policies(r: PlanResult) -> Table:
     return t
 
 
-def curtailments(r: PlanResult) -> Table:
+def curtailments(r: PlanResult, most: int = 12) -> Table:
     cols = ["start", "hours", "short MWh", "battery MWh", "settings MWh", "Gtok lost", "Gtok lost, default"]
     t = _table(f"curtailments (offered power below the default draw, {r.reference_mw:.2f} MW)", cols, ("start",))
-    for e in r.curtailments:
+    shown = r.curtailments
+    if len(shown) > most:  # a year has hundreds: the largest, and the count and totals of all
+        shown = sorted(sorted(shown, key=lambda e: -e.shortfall_mwh)[:most], key=lambda e: e.start)
+        every = r.curtailments
+        t.caption = (
+            f"the {most} largest of {len(every)} events ({sum(e.hours for e in every):,.0f} h, "
+            f"{sum(e.shortfall_mwh for e in every):,.0f} MWh short, "
+            f"{sum(e.tokens_lost_gtok for e in every):,.0f} Gtok lost against "
+            f"{sum(e.tokens_lost_default_gtok for e in every):,.0f} at the default setting); curtailments.csv has all"
+        )
+    for e in shown:
         t.add_row(
             str(e.start),
             f"{e.hours:g}",
