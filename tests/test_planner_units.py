@@ -1,0 +1,104 @@
+"""Whole units, synchronous jobs and ramp limits against a brute-force dynamic programme.
+
+The DP enumerates every way to run the units (each off or at one setting) in every interval and
+every battery flow and grid import on a 0.05 MW grid; with all data on that grid and a lossless
+battery the MIP's optimum lies on it too, so the two must agree exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from planner_fixtures import make_curve, make_grid, make_site, run
+
+from harness.errors import ProfileError
+from harness.planner.capacity import build_fleet
+from harness.planner.horizon import build_horizon
+from harness.planner.lp import ScheduleModel
+
+CURVE = make_curve([100, 200, 300], [1000, 1600, 1800], [100, 200, 300])
+GTOK_PER_H = 3600 / 1e9
+STEP = 0.05  # MW (and MWh: one-hour intervals)
+AVAIL = [0.9, 0.85, 0.25, 0.6, 0.95, 0.15]
+BATTERY = {"energy_mwh": 0.6, "charge_mw": 0.2, "discharge_mw": 0.3, "round_trip_efficiency": 1.0,
+           "soc_min": 0.0, "soc_max": 1.0, "soc_initial": 0.5, "cyclic": False}  # fmt: skip
+
+
+def _brute_force(avail, groups: int, gpus: int, ramp: float | None = None) -> float:
+    """Most Gtok over the horizon: ``groups`` units of ``gpus`` GPUs, each off or at one setting."""
+    options = [(0, 0), (100, 1000), (200, 1600), (300, 1800)]
+    best: dict[int, float] = {}  # site power in STEP units → most Gtok per hour at exactly that power
+    for combo in itertools.product(options, repeat=groups):
+        k = round(sum(o[0] for o in combo) * gpus * 1e-6 / STEP)
+        best[k] = max(best.get(k, 0.0), sum(o[1] for o in combo) * gpus * GTOK_PER_H)
+    cap = round(0.6 / STEP)
+    ch, dis = round(0.2 / STEP), round(0.3 / STEP)
+    r = None if ramp is None else round(ramp / STEP)
+    values = {(round(0.3 / STEP), None): 0.0}  # (state of charge, last import) → Gtok so far
+    for a in avail:
+        nxt: dict[tuple[int, int | None], float] = {}
+        for (soc, last), v in values.items():
+            for p, tok in best.items():
+                for b in range(-ch, dis + 1):  # b > 0: discharge
+                    imp, soc2 = p - b, soc - b
+                    if not (0 <= imp <= round(a / STEP) and 0 <= soc2 <= cap):
+                        continue
+                    if r is not None and last is not None and abs(imp - last) > r:
+                        continue
+                    key = (soc2, imp if r is not None else None)
+                    nxt[key] = max(nxt.get(key, -1.0), v + tok)
+        values = nxt
+    return max(values.values())
+
+
+def _units(**over):
+    units = [{"name": "node", "count": 3, "gpus_per_unit": 1000}]
+    return make_site(units=units, schedule_unit="unit", battery=BATTERY, **over)
+
+
+def test_whole_nodes_as_a_mip_equal_the_brute_force_and_the_relaxation_reports_its_gap():
+    expected = _brute_force(AVAIL, groups=3, gpus=1000)
+    _f, _h, res = run(_units(integer=True), CURVE, make_grid(AVAIL))
+    mip = res["plan"]
+    assert mip.totals["tokens_gtok"] == pytest.approx(expected, rel=1e-9)
+    assert mip.totals["relaxation_gap"] == pytest.approx(0.0, abs=1e-12)
+    assert set(mip.frame["gpus_running"]) <= {0, 1000, 2000, 3000}  # whole nodes only
+    # solved continuous, the LP promises more; its whole-node schedule makes less; the gap says how much
+    _f, _h, res = run(_units(), CURVE, make_grid(AVAIL))
+    lp = res["plan"].totals
+    assert lp["lp_tokens_gtok"] > expected * (1 + 1e-3)
+    assert lp["tokens_gtok"] <= expected + 1e-9
+    assert lp["relaxation_gap"] == pytest.approx(1 - lp["tokens_gtok"] / lp["lp_tokens_gtok"], rel=1e-12)
+    assert set(res["plan"].frame["gpus_running"]) <= {0, 1000, 2000, 3000}
+
+
+def test_a_synchronous_job_runs_all_its_gpus_at_one_setting_or_parks():
+    expected = _brute_force(AVAIL, groups=1, gpus=3000)
+    site = make_site(gpus=3000, battery=BATTERY, workloads=[{"curve": "x.json", "synchronous": True}])
+    _f, _h, res = run(site, CURVE, make_grid(AVAIL))
+    f = res["plan"].frame
+    assert res["plan"].totals["tokens_gtok"] == pytest.approx(expected, rel=1e-9)
+    counts = f[[c for c in f if c.startswith("gpus@")]]
+    assert ((counts == 0) | (counts == 3000)).all().all() and (counts.sum(axis=1) <= 3000).all()
+    # independent replicas on the same power make more: the job's price for running in lockstep
+    assert expected < _brute_force(AVAIL, groups=3, gpus=1000)
+
+
+def test_a_ramp_limit_holds_and_equals_the_brute_force():
+    expected = _brute_force(AVAIL, groups=3, gpus=1000, ramp=0.2)
+    grid = make_grid(AVAIL)
+    _f, _h, res = run(_units(integer=True, grid={"ramp_mw_per_interval": 0.2}), CURVE, grid)
+    f = res["plan"].frame
+    net = (f["grid_import_mw"] - f["export_mw"]).to_numpy()
+    assert abs(net[1:] - net[:-1]).max() <= 0.2 + 1e-9
+    assert res["plan"].totals["tokens_gtok"] == pytest.approx(expected, rel=1e-9)
+    assert expected < _brute_force(AVAIL, groups=3, gpus=1000)  # the limit binds
+
+
+def test_units_must_divide_the_workload():
+    site = make_site(units=[{"name": "n", "count": 3, "gpus_per_unit": 1000}], schedule_unit="unit",
+                     workloads=[{"curve": "a.json", "share": 0.5}, {"curve": "b.json", "share": 0.5}])  # fmt: skip
+    with pytest.raises(ProfileError, match="not a whole number of 1000-GPU units"):
+        fleet = build_fleet(site, [CURVE, CURVE])
+        ScheduleModel(site, fleet, build_horizon(site, fleet, make_grid([1.0])))
