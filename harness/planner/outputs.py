@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.planner.plan import PlanResult
+from harness.planner.plan import NO_SURPLUS, PlanResult
 from harness.planner.steady import rows_as_dicts
 
 
@@ -63,7 +63,9 @@ def summary(result: PlanResult) -> dict:
             "token_target_gtok": result.target_gtok,
             "intervals": len(result.schedule.frame),
             "step_h": result.horizon.step_h,
-            "totals": {"plan": result.schedule.totals} | {k: v.totals for k, v in result.baselines.items()},
+            "totals": {"plan": result.schedule.totals}
+            | {k: v.totals for k, v in result.baselines.items()}
+            | ({NO_SURPLUS: result.whatif.totals} if result.whatif else {}),
             "curtailments": [asdict(c) for c in result.curtailments],
             "surplus": result.surplus,
         }
@@ -208,15 +210,16 @@ def write_outputs(result: PlanResult, out_dir: Path, plots: bool = True) -> list
     written.append(p)
     if result.schedule is not None:
         p = out_dir / "schedule.csv"
-        result.schedule.frame.to_csv(p, float_format="%.6g")
+        result.schedule.frame.to_csv(p, float_format="%.9g")
         written.append(p)
-        for k, r in result.baselines.items():  # each fixed policy's schedule, to check its totals by
+        others = dict(result.baselines) | ({NO_SURPLUS: result.whatif} if result.whatif else {})
+        for k, r in others.items():  # each fixed policy's schedule and the what-if, to check their figures by
             p = out_dir / f"schedule-{k}.csv"
-            r.frame.to_csv(p, float_format="%.6g")
+            r.frame.to_csv(p, float_format="%.9g")
             written.append(p)
         if result.curtailments:
             p = out_dir / "curtailments.csv"
-            pd.DataFrame([asdict(c) for c in result.curtailments]).to_csv(p, index=False, float_format="%.6g")
+            pd.DataFrame([asdict(c) for c in result.curtailments]).to_csv(p, index=False, float_format="%.9g")
             written.append(p)
         if plots:
             p = out_dir / "plan.png"

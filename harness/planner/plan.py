@@ -56,6 +56,7 @@ class PlanResult:
     baselines: dict[str, ScenarioResult] = field(default_factory=dict)
     curtailments: list[Curtailment] = field(default_factory=list)
     surplus: dict[str, float] = field(default_factory=dict)
+    whatif: ScenarioResult | None = None  # the plan with the surplus taken away
     model: ScheduleModel | None = None
     reference_mw: float = 0.0
 
@@ -77,7 +78,7 @@ def curtailments(h: Horizon, fleet: Fleet, sched: ScenarioResult, default: Scena
     # a fleet capped by its budget makes proportionally less at its default setting
     ref_rate *= ref_mw / fleet.draw_mw("default")
     f = sched.frame
-    supply = h.supply_mw if "import_available_mw" not in f else f["import_available_mw"].to_numpy() + h.generation_mw
+    supply = f["import_available_mw"].to_numpy() + h.generation_mw
     short = np.clip(ref_mw - supply, 0.0, None)
     batt = (f["battery_dispatch_mw"] - f["battery_store_mw"]).clip(lower=0).to_numpy() if "soc_mwh" in f else 0 * short
     settings = np.clip(ref_mw - f["gpu_mw"].to_numpy(), 0.0, None)
@@ -177,6 +178,7 @@ def plan(
     ref_mw = reference_draw_mw(fleet)
     surplus_mask = h.supply_mw > ref_mw * (1 + 1e-6)
     surplus: dict = {}
+    without = None
     if compare and surplus_mask.any():
         clipped = np.where(surplus_mask, np.clip(ref_mw - h.generation_mw, 0.0, h.import_mw), h.import_mw)
         without = run(Scenario(NO_SURPLUS, objective, target_gtok=target, import_mw=clipped, soft=True))
@@ -200,6 +202,7 @@ def plan(
         baselines=bases,
         curtailments=curtailments(h, fleet, sched, bases.get("default")),
         surplus=surplus,
+        whatif=without,
         model=model,
         reference_mw=ref_mw,
     )

@@ -3,7 +3,7 @@
 The LP may run a fraction of a GPU (or node). Counts are made whole by rounding each setting's
 count down and passing the remainder to the next lower setting (the last remainder is parked), so
 the whole schedule never draws more than the LP did; the power it no longer draws is not imported
-(or not generated). Every column and total of the schedule comes from these whole counts; the LP's
+(or not generated; where neither was, as when the battery alone feeds the GPUs, it is `unused_mw`). Every column and total of the schedule comes from these whole counts; the LP's
 own tokens are kept beside them and their difference is the relaxation gap.
 """
 
@@ -32,15 +32,16 @@ def count_column(setting: float) -> str:
     return f"gpus@{setting:g}"
 
 
-def _take(amount: np.ndarray, supplies: list[np.ndarray]) -> list[np.ndarray]:
-    """Remove ``amount`` from the supplies in order (power the whole counts no longer draw)."""
+def _take(amount: np.ndarray, supplies: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Remove ``amount`` from the supplies in order (power the whole counts no longer draw); what
+    none of them can shed is returned as the remainder."""
     left = amount.copy()
     out = []
     for s in supplies:
         cut = np.minimum(left, s)
         out.append(s - cut)
         left -= cut
-    return out
+    return out, left
 
 
 def scenario_result(m: ScheduleModel, sc: Scenario, sol: Solution) -> ScenarioResult:
@@ -82,16 +83,19 @@ def scenario_result(m: ScheduleModel, sc: Scenario, sol: Solution) -> ScenarioRe
         gpu_mean += mean
     if multi:
         work |= {"gpu_mw": gpu_mw, "gpu_mean_mw": gpu_mean, "tokens_gtok": tokens, "lp_tokens_gtok": lp_tokens}
-    grid, *gens = _take(np.clip(released, 0.0, None), [sol.grid, *sol.generation])
+    (grid, *gens), spill = _take(np.clip(released, 0.0, None), [sol.grid, *sol.generation])
     cols["import_available_mw"] = h.import_mw if sc.import_mw is None else sc.import_mw
     cols["grid_import_mw"] = grid
     cols["export_mw"] = sol.export
     for (name, *_rest), gen in zip(h.generation, gens, strict=True):
         cols[f"generation_{name}_mw"] = gen
     cols["generation_mw"] = sum(gens, np.zeros(T))
+    cols["generation_available_mw"] = h.generation_mw
     cols["price_per_mwh"] = h.price
     cols["carbon_kg_per_mwh"] = h.carbon
     cols["stress"] = h.stress.astype(int)
+    # a fractional GPU the battery (or required export) fed, which the whole schedule leaves unused
+    cols["unused_mw"] = spill
     if sol.soc is not None:
         b = site.battery
         cols["battery_dispatch_mw"] = sol.dispatch
