@@ -3,8 +3,9 @@
 The LP may run a fraction of a GPU (or node). Counts are made whole by rounding each setting's
 count down and passing the remainder to the next lower setting (the last remainder is parked), so
 the whole schedule never draws more than the LP did; the power it no longer draws is not imported
-(or not generated; where neither was, as when the battery alone feeds the GPUs, it is `unused_mw`). Every column and total of the schedule comes from these whole counts; the LP's
-own tokens are kept beside them and their difference is the relaxation gap.
+(or not generated; where neither was, as when the battery alone feeds the GPUs, it is
+``unused_mw``). Every column and total of the schedule comes from these whole counts; the LP's own
+tokens are kept beside them and their difference is the relaxation gap.
 """
 
 from __future__ import annotations
