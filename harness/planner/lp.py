@@ -71,7 +71,7 @@ def granularity(site: Site, wf: WorkloadFleet, k: int) -> Granularity:
     whole; otherwise a GPU, or a node when the site schedules by unit."""
     if site.workloads[k].synchronous:
         return Granularity(wf.gpus, 1, True)
-    per = site.units[0].gpus_per_unit if site.schedule_unit == "unit" else 1
+    per = site.unit_of(site.workloads[k]).gpus_per_unit if site.schedule_unit == "unit" else 1
     if wf.gpus % per:
         raise ProfileError(
             f"site '{site.name}': workload {wf.label} has {wf.gpus} GPUs, not a whole number of {per}-GPU units"

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from harness.planner.plan import NO_SURPLUS, PlanResult
+from harness.planner.schedule import per_kind
 from harness.planner.steady import rows_as_dicts
 
 
@@ -66,6 +67,7 @@ def summary(result: PlanResult) -> dict:
             "totals": {"plan": result.schedule.totals}
             | {k: v.totals for k, v in result.baselines.items()}
             | ({NO_SURPLUS: result.whatif.totals} if result.whatif else {}),
+            "per_kind": per_kind(result.fleet, result.schedule.frame, result.horizon.step_h),
             "curtailments": [asdict(c) for c in result.curtailments],
             "surplus": result.surplus,
         }

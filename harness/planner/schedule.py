@@ -142,3 +142,35 @@ def solve(site, fleet, h, scenarios: list[Scenario]) -> tuple[ScheduleModel, dic
     """Build the model once and solve each scenario in order (each from the previous basis)."""
     m = ScheduleModel(site, fleet, h)
     return m, {sc.key: scenario_result(m, sc, m.solve(sc)) for sc in scenarios}
+
+
+def _kind(wf, frame: pd.DataFrame, pre: str, dt: float, stress: np.ndarray) -> dict:
+    n = len(frame)
+
+    def share(setting: float) -> float:
+        c = pre + count_column(setting)
+        return float(frame[c].sum() / (wf.gpus * n)) if c in frame else 0.0
+
+    tok = float(frame[pre + "tokens_gtok"].sum())
+    mwh = float(frame[pre + "gpu_mw"].sum() * dt)
+    off = frame[pre + "gpus_off"].to_numpy()
+    return {
+        "workload": wf.label,
+        "gpus": wf.gpus,
+        "tokens_gtok": tok,
+        "gpu_energy_mwh": mwh,
+        "mtok_per_mwh": tok * 1e3 / mwh if mwh > 0 else float("nan"),
+        "max_p_share": share(wf.settings[wf.max_p_index]),
+        "max_q_share": share(wf.settings[wf.max_q_index]),
+        "parked_share": float(off.sum() / (wf.gpus * n)),
+        "parked_share_in_stress": float(off[stress].sum() / (wf.gpus * stress.sum())) if stress.any() else None,
+    }
+
+
+def per_kind(fleet, frame: pd.DataFrame, dt: float) -> list[dict]:
+    """Per workload (GPU kind): what it made and drew, and how its GPU-hours split between Max-P,
+    Max-Q and parked, overall and in stress intervals: which kind the plan runs hard, which it
+    runs efficiently, which it parks when the grid is short."""
+    multi = len(fleet.workloads) > 1
+    stress = frame["stress"].to_numpy() == 1
+    return [_kind(wf, frame, f"w{k}_" if multi else "", dt, stress) for k, wf in enumerate(fleet.workloads)]

@@ -38,6 +38,12 @@ class WorkloadShare(_Strict):
     phase: str | None = None
     batch_size: int | None = None
     share: float = Field(1.0, gt=0, le=1)
+    #: the [[units]] kind (by name) whose GPUs run this workload: a site of several GPU generations
+    #: names one per workload, and shares then split each kind's GPUs among the workloads naming it
+    unit: str | None = None
+    #: a serving workload plans at this time-per-output-token SLO: at each setting, the batch from the
+    #: curve file's points that makes the most tokens/s within it (settings where none does drop out)
+    tpot_ms: float | None = Field(None, gt=0)
     #: one synchronous job (data-parallel training): every GPU at one setting, all running or all
     #: parked, since the job runs at its slowest GPU's pace; False: independent replicas (mixes allowed)
     synchronous: bool = False
@@ -146,10 +152,21 @@ class Site(_Strict):
             raise ValueError("give gpus or units, not both")
         if self.gpus is None and not self.units and self.power_budget_mw is None:
             raise ValueError("give power_budget_mw, gpus or units")
-        total = sum(w.share for w in self.workloads)
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"workload shares must sum to 1 (they sum to {total:g})")
-        if self.schedule_unit == "unit" and len({u.gpus_per_unit for u in self.units}) != 1:
+        named = [w.unit for w in self.workloads if w.unit is not None]
+        if named and len(named) != len(self.workloads):
+            raise ValueError("name a unit for every workload or for none")
+        kinds = {u.name for u in self.units}
+        for name in named:
+            if name not in kinds:
+                raise ValueError(f"workload names unit '{name}', which is not among the [[units]]")
+        for kind in dict.fromkeys(named) if named else [None]:
+            total = sum(w.share for w in self.workloads if w.unit == kind)
+            if abs(total - 1.0) > 1e-6:
+                of = f" of unit '{kind}'" if kind else ""
+                raise ValueError(f"workload shares{of} must sum to 1 (they sum to {total:g})")
+        if self.schedule_unit == "unit" and not self.units:
+            raise ValueError('schedule_unit = "unit" needs [[units]]')
+        if self.schedule_unit == "unit" and not named and len({u.gpus_per_unit for u in self.units}) != 1:
             raise ValueError('schedule_unit = "unit" needs [[units]] that all hold the same number of GPUs')
         if self.grid.export_value_per_mwh is not None and self.token_value_per_mtok is None:
             raise ValueError(
@@ -168,6 +185,20 @@ class Site(_Strict):
         if self.units:
             return sum(u.count * u.gpus_per_unit for u in self.units)
         return None
+
+    def unit_of(self, w: WorkloadShare) -> Unit | None:
+        """The unit kind a workload runs on: the one it names, else the first (all one size when
+        the site schedules by unit without naming them)."""
+        if w.unit is not None:
+            return next(u for u in self.units if u.name == w.unit)
+        return self.units[0] if self.units else None
+
+    def overhead_w_for(self, w: WorkloadShare) -> float:
+        """Non-GPU IT power per running GPU of this workload: its own unit's when it names one."""
+        if w.unit is None:
+            return self.it_overhead_w_per_gpu
+        u = self.unit_of(w)
+        return self.overhead_w_per_gpu + u.overhead_w_per_unit / u.gpus_per_unit
 
     @property
     def it_overhead_w_per_gpu(self) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from harness.planner.plan import PlanResult
+from harness.planner.schedule import per_kind
 from harness.planner.steady import SteadyRow
 
 
@@ -107,6 +108,20 @@ def policies(r: PlanResult) -> Table:
     return t
 
 
+def kinds(r: PlanResult) -> Table:
+    """Per GPU kind (workload): which the plan runs at Max-P, which at Max-Q, which it parks in stress."""
+    cols = ["kind", "GPUs", "Gtok", "GPU MWh", "Mtok/MWh", "at Max-P", "at Max-Q", "parked", "parked in stress"]
+    t = _table("per kind, share of GPU-hours", cols, ("kind",))
+    pct = lambda x: "—" if x is None or x != x else f"{x:.0%}"  # noqa: E731
+    for k in per_kind(r.fleet, r.schedule.frame, r.horizon.step_h):
+        t.add_row(
+            k["workload"], _num(k["gpus"]), _num(k["tokens_gtok"]), _num(k["gpu_energy_mwh"], ",.1f"),
+            _num(k["mtok_per_mwh"]), pct(k["max_p_share"]), pct(k["max_q_share"]), pct(k["parked_share"]),
+            pct(k["parked_share_in_stress"]),
+        )  # fmt: skip
+    return t
+
+
 def curtailments(r: PlanResult, most: int = 12) -> Table:
     cols = ["start", "hours", "short MWh", "battery MWh", "settings MWh", "Gtok lost", "Gtok lost, default"]
     t = _table(f"curtailments (offered power below the default draw, {r.reference_mw:.2f} MW)", cols, ("start",))
@@ -139,6 +154,8 @@ def render(r: PlanResult) -> list[Table | str]:
     if r.schedule is None:
         return out
     out.append(policies(r))
+    if len(r.fleet.workloads) > 1:
+        out.append(kinds(r))
     if r.curtailments:
         out.append(curtailments(r))
     if r.surplus:
