@@ -30,6 +30,8 @@ from harness.planner.horizon import Horizon, Scenario, Weights, weights
 from harness.planner.site import Site
 
 INF = math.inf
+#: the fixed policies the plan is compared with
+FIXED = ("max_p", "max_q", "default")
 
 
 @contextlib.contextmanager
@@ -137,8 +139,10 @@ class WorkloadColumns:
         return self.plan_ub if only is None else self.only_ub[only]
 
 
-def _columns(b: _Builder, wf: WorkloadFleet, g: Granularity, verts: np.ndarray, T: int) -> WorkloadColumns:
-    named = ("max_p", "max_q", "default")
+def _columns(
+    b: _Builder, wf: WorkloadFleet, g: Granularity, verts: np.ndarray, T: int, hull: bool
+) -> WorkloadColumns:
+    named = FIXED
     if g.integer:
         hull = np.isin(verts, wf.hull())
         cols = b.cols(len(verts) * T, 0.0, g.units).reshape(len(verts), T)
@@ -147,7 +151,7 @@ def _columns(b: _Builder, wf: WorkloadFleet, g: Granularity, verts: np.ndarray, 
             cols, g.gpus * wf.site_w[verts] * 1e-6, g.gpus * wf.tokens_per_s[verts] * 3600e-9,
             np.where(hull, g.units, 0.0), only, True,
         )  # fmt: skip
-    nom, eff, _v = wf.segments()
+    nom, eff, _v = wf.segments() if hull else (np.zeros(0), np.zeros(0), None)
     fixed = np.array(sorted({wf.index(k) for k in named}), dtype=int)
     top = wf.gpus * wf.site_w[fixed] * 1e-6
     ncol = len(nom) + len(fixed)
@@ -165,20 +169,22 @@ def unit_counts(wc: WorkloadColumns, wf: WorkloadFleet, g: Granularity, verts: n
     T = x.shape[1]
     pos = {int(i): j for j, i in enumerate(verts)}
     y = np.zeros((len(verts), T))
-    hv = wf.hull()
-    nseg = len(hv)
-    for j, i in enumerate(sorted({wf.index(k) for k in ("max_p", "max_q", "default")})):
+    fixed = sorted({wf.index(k) for k in FIXED})
+    nseg = x.shape[0] - len(fixed)
+    for j, i in enumerate(fixed):  # the fleet at one setting: MW / (MW per GPU) GPUs
         y[pos[i]] += x[nseg + j] / (wf.site_w[i] * 1e-6) / g.gpus
+    if nseg == 0:
+        return y
+    hv = wf.hull()
     w = np.r_[0.0, wf.site_w[hv]]
     u = np.clip(x[:nseg].sum(axis=0) * 1e6 / wf.gpus, 0.0, w[-1])
     hi = np.clip(np.searchsorted(w, u - 1e-9 * w[-1], side="left"), 1, len(w) - 1)
     frac = np.clip((u - w[hi - 1]) / (w[hi] - w[hi - 1]), 0.0, 1.0)
     t = np.arange(T)
-    hi_pos = np.array([pos[int(i)] for i in hv])[hi - 1]
-    np.add.at(y, (hi_pos, t), frac * wf.gpus / g.gpus)
+    at = np.array([pos[int(i)] for i in hv])
+    np.add.at(y, (at[hi - 1], t), frac * wf.gpus / g.gpus)
     has_lo = hi > 1
-    lo_pos = np.array([pos[int(i)] for i in hv])[np.maximum(hi - 2, 0)]
-    np.add.at(y, (lo_pos[has_lo], t[has_lo]), ((1 - frac) * wf.gpus / g.gpus)[has_lo])
+    np.add.at(y, (at[np.maximum(hi - 2, 0)][has_lo], t[has_lo]), ((1 - frac) * wf.gpus / g.gpus)[has_lo])
     return y
 
 
@@ -201,7 +207,8 @@ class Solution:
 class ScheduleModel:
     """The horizon's model, built once; ``solve(scenario)`` sets bounds and costs and re-solves."""
 
-    def __init__(self, site: Site, fleet: Fleet, h: Horizon):
+    def __init__(self, site: Site, fleet: Fleet, h: Horizon, hull: bool = True):
+        """``hull=False`` leaves out the hull's columns: a smaller model for the fixed policies alone."""
         self.site, self.fleet, self.h = site, fleet, h
         T = self.T = len(h.index)
         dt = h.step_h
@@ -209,7 +216,7 @@ class ScheduleModel:
         self.units = [granularity(site, wf, k) for k, wf in enumerate(fleet.workloads)]
         self.verts = [vertices(wf) for wf in fleet.workloads]
         self.work = [
-            _columns(b, wf, g, v, T) for wf, g, v in zip(fleet.workloads, self.units, self.verts, strict=True)
+            _columns(b, wf, g, v, T, hull) for wf, g, v in zip(fleet.workloads, self.units, self.verts, strict=True)
         ]
         self.imp = b.cols(T, 0.0, h.import_mw)
         grid = site.grid

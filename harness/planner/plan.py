@@ -164,8 +164,14 @@ def plan(
     h = build_horizon(site, fleet, grid)
     model = ScheduleModel(site, fleet, h)
 
+    fixed: list[ScheduleModel] = []
+
     def run(sc: Scenario) -> ScenarioResult:
-        return scenario_result(model, sc, model.solve(sc))
+        if sc.only is None:
+            return scenario_result(model, sc, model.solve(sc))
+        if not fixed:  # the fixed policies solve faster in a model without the hull's columns
+            fixed.append(ScheduleModel(site, fleet, h, hull=False))
+        return scenario_result(fixed[0], sc, fixed[0].solve(sc))
 
     target = token_target_gtok or site.token_target_gtok
     done: dict[str, ScenarioResult] = {}
