@@ -129,6 +129,7 @@ def main() -> None:
             c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             e2e_cpu.append(c1.ru_utime - c0.ru_utime + c1.ru_stime - c0.ru_stime)
         rows = len(pd.read_csv(Path(tmp) / "out" / "schedule.csv"))
+        rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest command
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         m = ScheduleModel(site, fleet, h)
@@ -159,7 +160,8 @@ def main() -> None:
         f"{os.cpu_count()} CPUs"
     )
     print(f"  end to end: {_median(e2e)} wall, {statistics.median(e2e_cpu):.2f} s CPU "
-          f"(`tokbench plan` on the year: plan, 3 fixed policies, surplus what-if, {rows} rows, plot)")  # fmt: skip
+          f"(`tokbench plan` on the year: plan, 3 fixed policies, surplus what-if, {rows} rows, plot), "
+          f"peak memory {rss_mb:.0f} MB")  # fmt: skip
     print(f"       build: {_median(build)} wall")
     print(f"       solve: {_median(solve)} wall, {statistics.median(solve_cpu):.2f} s CPU (the plan, read-back incl.)")
     if ref:
