@@ -202,3 +202,17 @@ def test_a_missing_plan_extra_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "highspy", None)  # import highspy → ImportError
     with pytest.raises(UsageError, match=r"needs the 'plan' extra \(highspy is missing\)"):
         _highspy()
+
+
+def test_a_few_gpus_report_the_tokens_of_their_whole_counts():
+    # 5 GPUs on 1.15 kW: the LP runs 1.5 GPUs at 300 W and 3.5 at 200 W; whole, 1 and 4 (1.1 kW)
+    _f, _h, res = run(make_site(gpus=5), make_curve([100, 200, 300, 400], [30_000, 50_000, 60_000, 64_000],
+                                                     [100, 200, 300, 400]), make_grid([1.15e-3]))  # fmt: skip
+    f = res["plan"].frame
+    assert f["gpus_running"].iloc[0] + f["gpus_off"].iloc[0] == 5
+    assert f["tokens_gtok"].to_numpy() == pytest.approx(_counted_tokens(f), rel=1e-12)
+    assert (f["gpus@300"].iloc[0], f["gpus@200"].iloc[0]) == (1, 4)
+    assert f["gpu_mw"].iloc[0] == pytest.approx(1.1e-3) and f["grid_import_mw"].iloc[0] == pytest.approx(1.1e-3)
+    lp = f["lp_tokens_gtok"].iloc[0]
+    assert f["tokens_gtok"].iloc[0] < lp  # the fraction of a GPU is not counted
+    assert res["plan"].totals["relaxation_gap"] == pytest.approx(1 - f["tokens_gtok"].iloc[0] / lp)
