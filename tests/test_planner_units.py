@@ -102,3 +102,31 @@ def test_units_must_divide_the_workload():
     with pytest.raises(ProfileError, match="not a whole number of 1000-GPU units"):
         fleet = build_fleet(site, [CURVE, CURVE])
         ScheduleModel(site, fleet, build_horizon(site, fleet, make_grid([1.0])))
+
+
+def test_the_mip_and_the_gap_are_said_and_export_refuses_what_pypsa_lacks(tmp_path):
+    from harness.errors import UsageError
+    from harness.planner.plan import PlanResult, export_network
+    from harness.planner.steady import best_settings, steady_table
+    from harness.planner.tables import policies
+
+    for integer, said in ((False, "less than its LP relaxation"), (True, "whole units solved exactly")):
+        site = _units(integer=integer)
+        fleet, h, res = run(site, CURVE, make_grid(AVAIL))
+        rows = steady_table(site, fleet)
+        r = PlanResult(site, fleet, rows, best_settings(rows), horizon=h, schedule=res["plan"],
+                       model=ScheduleModel(site, fleet, h))  # fmt: skip
+        assert said in policies(r).caption
+    with pytest.raises(UsageError, match="lacks whole units") as e:
+        export_network(r, tmp_path / "x.nc")
+    assert "\n" not in str(e.value)
+
+
+def test_limits_no_schedule_can_meet_are_one_line():
+    from harness.errors import UsageError
+
+    # 0.5 MW must go back in the stress hour, which offers no import and the site has no battery
+    site = make_site(gpus=3000, grid={"export_mw": 0.5, "export_required_mw": 0.5})
+    with pytest.raises(UsageError, match="no schedule meets the site's limits") as e:
+        run(site, CURVE, make_grid([0.9, 0.0, 0.9], event=[0, 1, 0]))
+    assert "\n" not in str(e.value)

@@ -105,6 +105,14 @@ def policies(r: PlanResult) -> Table:
             _num(x["usd_per_mtok_with_capex"], ".2g"),
             _num(x["carbon_kg"] / 1e3, ",.1f"),
         )
+    gap = r.schedule.totals["relaxation_gap"]
+    if r.model is not None and r.model.integer:
+        t.caption = "whole units solved exactly (HiGHS MIP)"
+    elif gap > 0:
+        t.caption = (
+            f"whole GPUs{' (by unit)' if r.site.schedule_unit == 'unit' else ''}: the plan makes {gap:.2g} "
+            f"less than its LP relaxation ({r.schedule.totals['lp_tokens_gtok']:,.0f} Gtok)"
+        )
     return t
 
 
