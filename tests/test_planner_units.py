@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from planner_fixtures import make_curve, make_grid, make_site, run
 
 from harness.errors import ProfileError
@@ -130,3 +132,21 @@ def test_limits_no_schedule_can_meet_are_one_line():
     with pytest.raises(UsageError, match="no schedule meets the site's limits") as e:
         run(site, CURVE, make_grid([0.9, 0.0, 0.9], event=[0, 1, 0]))
     assert "\n" not in str(e.value)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    avail=st.lists(st.integers(0, 20).map(lambda k: k * STEP), min_size=2, max_size=5),
+    mode=st.sampled_from(["nodes", "job", "ramp"]),
+)
+def test_any_small_case_equals_the_brute_force(avail, mode):
+    """Random offers on the 0.05 MW grid: whole nodes, a synchronous job, or nodes under a ramp limit."""
+    if mode == "job":
+        site = make_site(gpus=3000, battery=BATTERY, workloads=[{"curve": "x.json", "synchronous": True}])
+        expected = _brute_force(avail, groups=1, gpus=3000)
+    else:
+        ramp = 0.15 if mode == "ramp" else None
+        site = _units(integer=True, grid={} if ramp is None else {"ramp_mw_per_interval": ramp})
+        expected = _brute_force(avail, groups=3, gpus=1000, ramp=ramp)
+    _f, _h, res = run(site, CURVE, make_grid(avail))
+    assert res["plan"].totals["tokens_gtok"] == pytest.approx(expected, rel=1e-9, abs=1e-9)
