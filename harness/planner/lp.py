@@ -360,8 +360,7 @@ class ScheduleModel:
         hs.changeColsCost(self.ncol, idx, self._costs(weights(self.site, self.h, sc.objective)))
         lo = -INF if sc.target_gtok is None else sc.target_gtok
         hs.changeRowBounds(self.target_row, lo, INF)
-        with quiet_stdout():
-            hs.run()
+        hs.run()  # silent with output_flag off (only the constructor's banner needs quiet_stdout)
         status = hs.getModelStatus()
         ms = self._highspy.HighsModelStatus
         if status != ms.kOptimal:

@@ -12,6 +12,7 @@ what-if that cannot reach the plan's token target says so: the surplus is needed
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -144,6 +145,20 @@ def _surplus(h, ref_mw, mask, sched, without, value_per_mtok, target, objective)
     }
 
 
+def _solve(model: ScheduleModel, sc: Scenario) -> ScenarioResult:
+    return scenario_result(model, sc, model.solve(sc))
+
+
+def _fixed_policies(model: ScheduleModel, fleet: Fleet, done: dict[str, ScenarioResult]) -> dict[str, ScenarioResult]:
+    """Every fixed policy; one at the same settings as one solved already (Max-P is often the
+    default) is that one."""
+    for k in BASELINES:
+        same = [j for j in done if _settings(fleet, j) == _settings(fleet, k)]
+        if k not in done:
+            done[k] = replace(done[same[0]], key=k) if same else _solve(model, Scenario(k, "tokens", only=k))
+    return done
+
+
 def plan(
     site_path: Path,
     grid_path: Path | None = None,
@@ -163,38 +178,29 @@ def plan(
     grid = load_grid(grid_path, tuple(g.column for g in site.generation if g.column))
     h = build_horizon(site, fleet, grid)
     model = ScheduleModel(site, fleet, h)
-
-    fixed: list[ScheduleModel] = []
-
-    def run(sc: Scenario) -> ScenarioResult:
-        if sc.only is None:
-            return scenario_result(model, sc, model.solve(sc))
-        if not fixed:  # the fixed policies solve faster in a model without the hull's columns
-            fixed.append(ScheduleModel(site, fleet, h, hull=False))
-        return scenario_result(fixed[0], sc, fixed[0].solve(sc))
-
     target = token_target_gtok or site.token_target_gtok
-    done: dict[str, ScenarioResult] = {}
     needs_target = objective == "carbon" or (objective == "cost" and not site.token_value_per_mtok)
+    # the fixed policies solve faster in a model without the hull's columns
+    fixed = ScheduleModel(site, fleet, h, hull=False) if compare or (target is None and needs_target) else None
+    done: dict[str, ScenarioResult] = {}
     if target is None and needs_target:
         # same tokens as the default setting makes, at least cost or carbon
-        done["default"] = run(Scenario("default", "tokens", only="default"))
+        done["default"] = _solve(fixed, Scenario("default", "tokens", only="default"))
         target = done["default"].totals["tokens_gtok"] * (1 - 1e-9)
-    sched = run(Scenario(MAIN, objective, target_gtok=target))
     ref_mw = reference_draw_mw(fleet)
     surplus_mask = h.supply_mw > ref_mw * (1 + 1e-6)
     surplus: dict = {}
     without = None
-    if compare and surplus_mask.any():
-        clipped = np.where(surplus_mask, np.clip(ref_mw - h.generation_mw, 0.0, h.import_mw), h.import_mw)
-        without = run(Scenario(NO_SURPLUS, objective, target_gtok=target, import_mw=clipped, soft=True))
-        surplus = _surplus(h, ref_mw, surplus_mask, sched, without, site.token_value_per_mtok, target, objective)
-    if compare:
-        for k in BASELINES:
-            # a policy at the same settings as one solved already (Max-P is often the default) is that one
-            same = [j for j in done if _settings(fleet, j) == _settings(fleet, k)]
-            if k not in done:
-                done[k] = replace(done[same[0]], key=k) if same else run(Scenario(k, "tokens", only=k))
+    # the fixed policies solve on a second thread while the plan does (HiGHS lets go of the GIL)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        policies = pool.submit(_fixed_policies, fixed, fleet, dict(done)) if compare else None
+        sched = _solve(model, Scenario(MAIN, objective, target_gtok=target))
+        if compare and surplus_mask.any():
+            clipped = np.where(surplus_mask, np.clip(ref_mw - h.generation_mw, 0.0, h.import_mw), h.import_mw)
+            without = _solve(model, Scenario(NO_SURPLUS, objective, target_gtok=target, import_mw=clipped, soft=True))
+            surplus = _surplus(h, ref_mw, surplus_mask, sched, without, site.token_value_per_mtok, target, objective)
+        if policies is not None:
+            done = policies.result()
     bases = {k: done[k] for k in BASELINES if k in done}
     return PlanResult(
         site=site,
