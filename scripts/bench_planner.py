@@ -97,8 +97,8 @@ def write_case(folder: Path, hours: int) -> Path:
         '[[units]]\nname = "node"\ncount = 1100\ngpus_per_unit = 8\noverhead_w_per_unit = 2400.0\n'
         '[[workloads]]\ncurve = "curve.json"\n'
         '[grid]\nfile = "grid.csv"\nexport_mw = 4.0\n'
-        '[battery]\nenergy_mwh = 10.0\ncharge_mw = 4.0\ndischarge_mw = 4.0\nround_trip_efficiency = 0.88\n'
-        'soc_min = 0.1\nsoc_max = 0.95\n'
+        "[battery]\nenergy_mwh = 10.0\ncharge_mw = 4.0\ndischarge_mw = 4.0\nround_trip_efficiency = 0.88\n"
+        "soc_min = 0.1\nsoc_max = 0.95\n"
         '[[generation]]\nname = "solar"\ncolumn = "solar_mw"\n'
     )
     return folder / "site.toml"
@@ -106,6 +106,18 @@ def write_case(folder: Path, hours: int) -> Path:
 
 def _median(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.2f} s (min {min(xs):.2f}, max {max(xs):.2f}, n={len(xs)})"
+
+
+def _timed(fn) -> tuple[float, float, object]:
+    """Wall and CPU seconds (this process and its children) of one call, and what it returned."""
+
+    def cpu() -> float:
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    c0, t0 = cpu(), time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, cpu() - c0, out
 
 
 def main() -> None:
@@ -116,60 +128,72 @@ def main() -> None:
     args = ap.parse_args()
     site, fleet, h, settings = bench_inputs(args.hours)
     sc = Scenario("plan")
-    e2e, e2e_cpu, build, solve, solve_cpu, ref, ref_cpu = [], [], [], [], [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        site_file = write_case(Path(tmp), args.hours)
-        cmd = [sys.executable, "-m", "harness.cli", "plan", str(site_file), "--out", str(Path(tmp) / "out")]
-        env = os.environ | {"PYTHONPATH": str(ROOT)}
-        for _ in range(args.repeats):
-            c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True, env=env)
-            e2e.append(time.perf_counter() - t0)
-            c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            e2e_cpu.append(c1.ru_utime - c0.ru_utime + c1.ru_stime - c0.ru_stime)
-        rows = len(pd.read_csv(Path(tmp) / "out" / "schedule.csv"))
-        rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest command
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        m = ScheduleModel(site, fleet, h)
-        t1 = time.perf_counter()
-        c1 = time.process_time()
-        res = scenario_result(m, sc, m.solve(sc))
-        solve_cpu.append(time.process_time() - c1)
-        t2 = time.perf_counter()
-        build.append(t1 - t0)
-        solve.append(t2 - t1)
-    ours = res.objective_value
     if not args.no_pypsa:
         from harness.planner.network import build_network, optimize
 
         build_network(site, fleet, h, [sc])  # imports and first-call costs, outside the timing
+
+    def ours():
+        m = ScheduleModel(site, fleet, h)
+        return m, scenario_result(m, sc, m.solve(sc))
+
+    def reference():
+        n = build_network(site, fleet, h, [sc])
+        status, cond = optimize(n)
+        assert status == "ok", (status, cond)
+        return n
+
+    # each repeat times the three back to back, so they share the machine's load; ratios per repeat
+    times: dict[str, list[tuple[float, float]]] = {"e2e": [], "solve": [], "ref": []}
+    loads = []
+    with tempfile.TemporaryDirectory() as tmp:
+        site_file = write_case(Path(tmp), args.hours)
+        # the command, reporting its own peak memory on exit: VmHWM of its own address space (ru_maxrss
+        # would keep the pages a child shares with this process, PyPSA included, between fork and exec)
+        wrapper = (
+            "import re, runpy, sys\nsys.argv = ['tokbench', *sys.argv[1:]]\ntry:\n"
+            "    runpy.run_module('harness.cli', run_name='__main__')\nfinally:\n"
+            "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+            "    print('maxrss', hwm, file=sys.stderr)\n"
+        )
+        cmd = [sys.executable, "-c", wrapper, "plan", str(site_file), "--out", str(Path(tmp) / "out")]
+        rss_kb: list[int] = []
+        env = os.environ | {"PYTHONPATH": str(ROOT)}
         for _ in range(args.repeats):
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            n = build_network(site, fleet, h, [sc])
-            status, cond = optimize(n)
-            ref.append(time.perf_counter() - t0)
-            ref_cpu.append(time.process_time() - c0)
-            assert status == "ok", (status, cond)
-        assert abs(n.objective - ours) <= 1e-6 * abs(ours), (n.objective, ours)
+            loads.append(os.getloadavg()[0])
+            wall, cpu, done = _timed(lambda: subprocess.run(cmd, capture_output=True, text=True, env=env))
+            assert done.returncode == 0, done.stderr
+            rss_kb.append(int(done.stderr.strip().splitlines()[-1].split()[1]))
+            times["e2e"].append((wall, cpu))
+            wall, cpu, (m, res) = _timed(ours)
+            times["solve"].append((wall, cpu))
+            if not args.no_pypsa:
+                wall, cpu, n = _timed(reference)
+                times["ref"].append((wall, cpu))
+                assert abs(n.objective - res.objective_value) <= 1e-6 * abs(res.objective_value)
+        rows = len(pd.read_csv(Path(tmp) / "out" / "schedule.csv"))
+        rss_mb = max(rss_kb) / 1024
+
+    def line(key: str) -> str:
+        w = [x[0] for x in times[key]]
+        c = [x[1] for x in times[key]]
+        return f"{_median(w)} wall, median {statistics.median(c):.2f} s CPU"
+
     print(
         f"{args.hours} intervals, {settings} settings ({len(fleet.workloads[0].hull())} on the hull), battery, "
-        f"solar, export: {m.ncol} columns, {m.nrow} rows; load average {os.getloadavg()[0]:.1f} on "
+        f"solar, export: {m.ncol} columns, {m.nrow} rows; load average {min(loads):.1f}-{max(loads):.1f} on "
         f"{os.cpu_count()} CPUs"
     )
-    print(f"  end to end: {_median(e2e)} wall, {statistics.median(e2e_cpu):.2f} s CPU "
-          f"(`tokbench plan` on the year: plan, 3 fixed policies, surplus what-if, {rows} rows, plot), "
-          f"peak memory {rss_mb:.0f} MB")  # fmt: skip
-    print(f"       build: {_median(build)} wall")
-    print(f"       solve: {_median(solve)} wall, {statistics.median(solve_cpu):.2f} s CPU (the plan, read-back incl.)")
-    if ref:
-        r = statistics.median(ref)
-        print(f"PyPSA model: {_median(ref)} wall, {statistics.median(ref_cpu):.2f} s CPU (build + solve, same problem;"
-              f" objective agrees to 1e-6)")  # fmt: skip
-        print(f"      ratios: solve / PyPSA {statistics.median(solve) / r:.2f}, "
-              f"end to end / PyPSA {statistics.median(e2e) / r:.2f}")  # fmt: skip
+    print(f" end to end: {line('e2e')} (`tokbench plan` on the year: plan, 3 fixed policies, surplus what-if, "
+          f"{rows} rows, plot), peak memory {rss_mb:.0f} MB")  # fmt: skip
+    print(f"      solve: {line('solve')} (the plan's model: build, HiGHS, read-back)")
+    if times["ref"]:
+        print(f"PyPSA model: {line('ref')} (build + solve, same problem; objective agrees to 1e-6)")
+        for k in (0, 1):
+            what = ("wall", "CPU")[k]
+            solve = statistics.median(s[k] / r[k] for s, r in zip(times["solve"], times["ref"], strict=True))
+            e2e = statistics.median(e[k] / r[k] for e, r in zip(times["e2e"], times["ref"], strict=True))
+            print(f"     ratios ({what}, median per repeat): solve / PyPSA {solve:.2f}, end to end / PyPSA {e2e:.2f}")
     print(f"tokens {res.totals['tokens_gtok']:,.0f} Gtok over the year")
 
 
