@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -150,3 +151,31 @@ def test_any_small_case_equals_the_brute_force(avail, mode):
         expected = _brute_force(avail, groups=3, gpus=1000, ramp=ramp)
     _f, _h, res = run(site, CURVE, make_grid(avail))
     assert res["plan"].totals["tokens_gtok"] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_a_whole_unit_site_plans_with_its_comparisons(tmp_path):
+    from harness.planner import plan
+    from harness.records.curves import save_curve
+
+    save_curve(CURVE, tmp_path / "c.json")
+    pd.DataFrame({"timestamp": pd.date_range("2026-01-01", periods=4, freq="h"),
+                  "available_mw": [0.9, 0.25, 0.9, 0.6]}).to_csv(tmp_path / "g.csv", index=False)  # fmt: skip
+    (tmp_path / "s.toml").write_text(
+        'name = "u"\nprovision = "mean"\nschedule_unit = "unit"\ninteger = true\n'
+        '[[units]]\nname = "node"\ncount = 3\ngpus_per_unit = 1000\n'
+        '[[workloads]]\ncurve = "c.json"\n[grid]\nfile = "g.csv"\n'
+    )
+    r = plan(tmp_path / "s.toml")
+    assert r.model.integer and set(r.baselines) == {"max_p", "max_q", "default"}
+    assert r.schedule.totals["tokens_gtok"] == pytest.approx(_brute_force_no_battery([0.9, 0.25, 0.9, 0.6]))
+    for b in r.baselines.values():
+        assert b.totals["tokens_gtok"] <= r.schedule.totals["tokens_gtok"] + 1e-9
+
+
+def _brute_force_no_battery(avail) -> float:
+    options = [(0, 0), (100, 1000), (200, 1600), (300, 1800)]
+    return sum(
+        max(sum(o[1] for o in c) * 1000 * GTOK_PER_H for c in itertools.product(options, repeat=3)
+            if sum(o[0] for o in c) * 1000 * 1e-6 <= a + 1e-9)
+        for a in avail
+    )  # fmt: skip

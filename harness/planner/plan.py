@@ -191,9 +191,14 @@ def plan(
     surplus_mask = h.supply_mw > ref_mw * (1 + 1e-6)
     surplus: dict = {}
     without = None
-    # the fixed policies solve on a second thread while the plan does (HiGHS lets go of the GIL)
+    # the fixed policies solve on a second thread while the plan does (HiGHS lets go of the GIL); not
+    # for MIPs, whose solver runs its own parallel tasks
     with ThreadPoolExecutor(max_workers=1) as pool:
-        policies = pool.submit(_fixed_policies, fixed, fleet, dict(done)) if compare else None
+        policies = None
+        if compare and not model.integer:
+            policies = pool.submit(_fixed_policies, fixed, fleet, dict(done))
+        elif compare:
+            done = _fixed_policies(fixed, fleet, done)
         sched = _solve(model, Scenario(MAIN, objective, target_gtok=target))
         if compare and surplus_mask.any():
             clipped = np.where(surplus_mask, np.clip(ref_mw - h.generation_mw, 0.0, h.import_mw), h.import_mw)
