@@ -101,8 +101,7 @@ def _csc(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, nrow: int, ncol: 
 class _Builder:
     """Column blocks of T and row blocks, gathered as COO triplets."""
 
-    def __init__(self, T: int):
-        self.T = T
+    def __init__(self) -> None:
         self.ncol = 0
         self.nrow = 0
         self.lb: list[np.ndarray] = []
@@ -153,22 +152,22 @@ class WorkloadColumns:
 def _columns(
     b: _Builder, wf: WorkloadFleet, g: Granularity, verts: np.ndarray, T: int, hull: bool
 ) -> WorkloadColumns:
-    named = FIXED
+    """A workload's columns; ``hull=False`` leaves out the segments (the fixed policies' model)."""
     if g.integer:
-        hull = np.isin(verts, wf.hull())
+        on_hull = np.isin(verts, wf.hull())
         cols = b.cols(len(verts) * T, 0.0, g.units).reshape(len(verts), T)
-        only = {k: np.where(verts == wf.index(k), g.units, 0.0) for k in named}
+        only = {k: np.where(verts == wf.index(k), g.units, 0.0) for k in FIXED}
         return WorkloadColumns(
             cols, g.gpus * wf.site_w[verts] * 1e-6, g.gpus * wf.tokens_per_s[verts] * 3600e-9,
-            np.where(hull, g.units, 0.0), only, True,
+            np.where(on_hull, g.units, 0.0), only, True,
         )  # fmt: skip
     nom, eff, _v = wf.segments() if hull else (np.zeros(0), np.zeros(0), None)
-    fixed = np.array(sorted({wf.index(k) for k in named}), dtype=int)
+    fixed = np.array(sorted({wf.index(k) for k in FIXED}), dtype=int)
     top = wf.gpus * wf.site_w[fixed] * 1e-6
     ncol = len(nom) + len(fixed)
     cols = b.cols(ncol * T).reshape(ncol, T)
     gt = np.r_[eff, GTOK_PER_MWH_PER_TOKENS_PER_J * wf.tokens_per_s[fixed] / wf.site_w[fixed]]
-    only = {k: np.r_[np.zeros(len(nom)), np.where(fixed == wf.index(k), top, 0.0)] for k in named}
+    only = {k: np.r_[np.zeros(len(nom)), np.where(fixed == wf.index(k), top, 0.0)] for k in FIXED}
     return WorkloadColumns(cols, np.ones(ncol), gt, np.r_[nom, np.zeros(len(fixed))], only, False)
 
 
@@ -223,7 +222,7 @@ class ScheduleModel:
         self.site, self.fleet, self.h = site, fleet, h
         T = self.T = len(h.index)
         dt = h.step_h
-        b = _Builder(T)
+        b = _Builder()
         self.units = [granularity(site, wf, k) for k, wf in enumerate(fleet.workloads)]
         self.verts = [vertices(wf) for wf in fleet.workloads]
         self.work = [
