@@ -97,3 +97,20 @@ def test_a_serving_workload_plans_at_its_slo(tmp_path):
     p.write_text(p.read_text().replace("tpot_ms = 50", "tpot_ms = 10"))
     with pytest.raises(CurveFileError, match="no measured point meets tpot <= 10 ms"):
         build_fleet(load_site(p))
+
+
+def test_the_two_kind_example_parks_the_costlier_nodes_in_stress():
+    from pathlib import Path
+
+    from harness.planner.schedule import per_kind
+
+    site = Path(__file__).resolve().parents[1] / "profiles/sites/example-two-kinds.toml"
+    r = plan(site)
+    air, liquid = per_kind(r.fleet, r.schedule.frame, r.horizon.step_h)
+    assert (air["gpus"], liquid["gpus"]) == (4_800, 4_000)
+    # the same GPU makes more per MWh behind 1.6 kW of node overhead than behind 3.6 kW
+    assert liquid["mtok_per_mwh"] > 1.2 * air["mtok_per_mwh"]
+    assert air["parked_share_in_stress"] > 0.1 and liquid["parked_share_in_stress"] == 0.0
+    # whole nodes: every count is a multiple of 8
+    counts = r.schedule.frame[[c for c in r.schedule.frame if "gpus@" in c]]
+    assert (counts % 8 == 0).all().all()
