@@ -1,13 +1,14 @@
 """`tokbench plan`: site + curves (+ grid signal) → steady answers, a schedule, and what it is worth.
 
-The schedule is compared with three fixed policies run on the same model and battery (every GPU
-at Max-P, at Max-Q, or at the default setting, GPUs switched off to fit the power); each is a
-re-solve of the one model with other bounds, not a second model. Curtailments are
-the intervals where the grid and on-site generation offer less than the fleet draws at its default
-setting; for each the report splits the shortfall into what the battery covered and what lower
-settings or parked GPUs covered, and counts the tokens lost. A surplus is power offered beyond that
-draw; its worth is what the plan gains from it, found by solving again with the surplus taken away (a
-what-if that cannot reach the plan's token target says so: the surplus is needed for it).
+The schedule is compared with three fixed policies run on the same battery (every GPU at Max-P, at
+Max-Q, or at the default setting, GPUs switched off to fit the power), solved in one smaller model
+built once for the three (bounds change between them) on a second thread while the plan solves.
+Curtailments are the intervals where the grid and on-site generation offer less than the fleet
+draws at its default setting; for each the report splits the shortfall into what the battery
+covered and what lower settings or parked GPUs covered, and counts the tokens lost. A surplus is
+power offered beyond that draw; its worth is what the plan gains from it, found by solving again
+with the surplus taken away (a what-if that cannot reach the plan's token target says so: the
+surplus is needed for it).
 """
 
 from __future__ import annotations
