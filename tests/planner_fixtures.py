@@ -7,7 +7,8 @@ import pandas as pd
 
 from harness.planner.capacity import build_fleet
 from harness.planner.grid import GridSignal
-from harness.planner.network import Scenario, build_horizon, solve
+from harness.planner.horizon import Scenario, build_horizon
+from harness.planner.schedule import solve
 from harness.planner.site import Site
 from harness.records.curves import CurveFile, CurveFit, CurvePoint, PartIdentity, Provenance, WorkloadIdentity
 

@@ -1,7 +1,4 @@
-"""The PyPSA schedule: known answers, curtailment orderings, a brute-force DP, battery physics.
-
-Each solve costs ~1 s of PyPSA/linopy overhead, so the cases are few and small.
-"""
+"""The schedule: known answers, curtailment orderings, a brute-force DP, battery physics."""
 
 from __future__ import annotations
 
@@ -14,13 +11,20 @@ from planner_fixtures import make_curve, make_grid, make_site, run
 
 from harness.errors import UsageError
 from harness.planner.capacity import build_fleet, curtailment_options
-from harness.planner.network import Scenario, build_horizon, solve
+from harness.planner.horizon import Scenario, build_horizon
+from harness.planner.schedule import solve
 from harness.records.curves import load_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 H100 = load_curve(ROOT / "profiles/curves/h100-train-llama-1b.json")
 GTOK_PER_H = 3600 / 1e9  # tokens/s → Gtok per hour
 TOL = 1e-6
+
+
+def _counted_tokens(f, curve=None) -> np.ndarray:
+    """Gtok per interval from the schedule's whole GPU counts and the toy curves' tokens/s."""
+    tps = {100: 30_000, 200: 50_000, 300: 60_000, 400: 64_000} if curve is None else curve
+    return sum(f[f"gpus@{s:g}"].to_numpy() * t for s, t in tps.items() if f"gpus@{s:g}" in f) * GTOK_PER_H
 
 
 def test_linear_curve_with_a_budget_that_binds():
@@ -33,7 +37,7 @@ def test_linear_curve_with_a_budget_that_binds():
     assert f["tokens_gtok"].tolist() == pytest.approx([1080.0, 1080.0, 720.0, 180.0, 0.0], rel=1e-6, abs=TOL)
     assert (f["gpu_mw"] <= f["import_available_mw"] + TOL).all()
     # a linear curve gains nothing from lower settings: 2 MW is 5,000 GPUs at the top, 5,000 off
-    assert f["setting_hi"].iloc[2] == 400 and f["gpus_hi"].iloc[2] == 5000 and f["gpus_off"].iloc[2] == 5000
+    assert f["gpus@400"].iloc[2] == 5000 and f["gpus_running"].iloc[2] == 5000 and f["gpus_off"].iloc[2] == 5000
 
 
 def test_concave_curve_without_a_binding_budget_picks_the_mix_on_the_hull():
@@ -45,11 +49,11 @@ def test_concave_curve_without_a_binding_budget_picks_the_mix_on_the_hull():
     tps = np.array([6.4e8, 6.4e8, 5.5e8, 3.0e8, 1.5e8])
     assert f["tokens_gtok"].to_numpy() == pytest.approx(tps * GTOK_PER_H, rel=1e-6)
     row = f.iloc[2]  # 250 W per GPU: half the GPUs at 300 W, half at 200 W
-    assert (row["setting_hi"], row["gpus_hi"], row["setting_lo"], row["gpus_lo"]) == (300, 5000, 200, 5000)
+    assert (row["gpus@300"], row["gpus@200"], row["gpus_off"]) == (5000, 5000, 0)
     row = f.iloc[4]  # 50 W per GPU: below the most efficient setting, park half
-    assert (row["setting_hi"], row["gpus_hi"], row["gpus_off"]) == (100, 5000, 5000)
-    # read back from the link flows, the settings and counts make what the curve says
-    assert f["tokens_per_s_curve"].to_numpy() * GTOK_PER_H == pytest.approx(f["tokens_gtok"].to_numpy(), rel=1e-6)
+    assert (row["gpus@100"], row["gpus_running"], row["gpus_off"]) == (5000, 5000, 5000)
+    # the whole counts make what the curve says
+    assert _counted_tokens(f) == pytest.approx(f["tokens_gtok"].to_numpy(), rel=1e-9)
 
 
 def test_compute_bound_curtailment_keeps_more_tokens_by_lowering_settings_than_by_parking_gpus():
@@ -64,8 +68,11 @@ def test_compute_bound_curtailment_keeps_more_tokens_by_lowering_settings_than_b
     assert opts["plan"] >= opts["lower"] > opts["off"]
     _f, _h, res = run(make_site(gpus=1000, provision="mean"), H100, make_grid([full, 0.6 * full]))
     f = res["plan"].frame
-    assert f["gpus_off"].iloc[1] == 0 and f["setting_hi"].iloc[1] == 450 and f["setting_lo"].iloc[1] == 400
-    assert f["tokens_gtok"].iloc[1] == pytest.approx(opts["plan"] * GTOK_PER_H, rel=1e-6)
+    assert f["gpus_off"].iloc[1] == 0 and f["gpus@450"].iloc[1] + f["gpus@400"].iloc[1] == 1000
+    assert f["lp_tokens_gtok"].iloc[1] == pytest.approx(opts["plan"] * GTOK_PER_H, rel=1e-6)
+    # whole GPUs: one GPU's fraction runs at 400 W instead of 450 W, less than a GPU's worth of tokens
+    gap = f["lp_tokens_gtok"].iloc[1] - f["tokens_gtok"].iloc[1]
+    assert 0 <= gap < 1 * (58_800 - 55_764) * GTOK_PER_H
     assert f["tokens_gtok"].iloc[0] == pytest.approx(1000 * 66_000 * GTOK_PER_H, rel=1e-6)
 
 
@@ -83,8 +90,9 @@ def test_flat_decode_curtailment_keeps_more_tokens_by_parking_gpus_than_by_lower
     assert curtailment_options(wf, 0.15)["lower"] is None  # no cap gets 1,000 GPUs under 150 kW
     _f, _h, res = run(make_site(gpus=1000, provision="mean"), decode, make_grid([0.29, 0.2]))
     row = res["plan"].frame.iloc[1]
-    assert row["setting_hi"] == 300 and row["gpus_hi"] == 689 and row["gpus_off"] == 311
-    assert row["tokens_gtok"] == pytest.approx(opts["plan"] * GTOK_PER_H, rel=1e-6)
+    assert row["gpus@300"] == 689 and row["gpus_off"] == 311
+    assert row["lp_tokens_gtok"] == pytest.approx(opts["plan"] * GTOK_PER_H, rel=1e-6)
+    assert row["tokens_gtok"] == pytest.approx(689 * 12_000 * GTOK_PER_H, rel=1e-9)
 
 
 def _brute_force(avail_mw, soc0_mwh, energy_mwh, charge_mw, discharge_mw, step=0.1):
@@ -121,8 +129,9 @@ def test_schedule_equals_a_brute_force_dynamic_programme():
     assert expected == pytest.approx(105.84)  # the DP's own answer, for the record
     # every interval's read-back settings are curve settings and make the tokens the links carried
     settings = set(fleet.workloads[0].settings.tolist())
-    assert set(f["setting_hi"].dropna()) <= settings and set(f["setting_lo"].dropna()) <= settings
-    assert f["tokens_per_s_curve"].to_numpy() * GTOK_PER_H == pytest.approx(f["tokens_gtok"].to_numpy(), rel=1e-6)
+    assert {float(c.split("@")[1]) for c in f if c.startswith("gpus@")} <= settings
+    counted = _counted_tokens(f, {100: 1000, 200: 1600, 300: 1800})
+    assert counted == pytest.approx(f["tokens_gtok"].to_numpy(), rel=1e-9)
 
 
 def test_battery_covers_a_short_curtailment_and_keeps_its_limits_and_the_energy_balance():
@@ -135,7 +144,7 @@ def test_battery_covers_a_short_curtailment_and_keeps_its_limits_and_the_energy_
     f = res["plan"].frame
     # short curtailment (0.4 MW for an hour): the battery covers it; every GPU stays at 400 W
     assert f["battery_dispatch_mw"].iloc[2] == pytest.approx(0.4, abs=TOL)
-    assert (f["setting_hi"].iloc[2], f["gpus_hi"].iloc[2], f["gpus_off"].iloc[2]) == (400, 10_000, 0)
+    assert (f["gpus@400"].iloc[2], f["gpus_off"].iloc[2]) == (10_000, 0)
     # long curtailment (1 MW for four hours, more than the 1.6 MWh window): settings come down too
     assert (f["gpu_mw"].iloc[6:10] < 4.0 - 1e-3).any()
     assert f["battery_dispatch_mw"].iloc[6:10].sum() == pytest.approx(1.6 * 0.9, abs=1e-6)
@@ -171,7 +180,7 @@ def test_a_workload_mix_shares_the_power_by_efficiency():
     assert f["w0_gpu_mw"].tolist() == pytest.approx([4.0, 4.0], abs=TOL)
     assert f["w1_gpu_mw"].tolist() == pytest.approx([1.0, 4.0], abs=TOL)
     assert f["tokens_gtok"].tolist() == pytest.approx([(400 + 50) * 3.6, (400 + 200) * 3.6], rel=1e-6)
-    assert (f["w1_gpus_hi"].iloc[0], f["w1_gpus_off"].iloc[0]) == (2_500, 7_500)
+    assert (f["w1_gpus@400"].iloc[0], f["w1_gpus_off"].iloc[0]) == (2_500, 7_500)
 
 
 def test_priced_tokens_run_only_where_they_earn_more_than_the_energy_costs():
@@ -188,8 +197,22 @@ def test_priced_tokens_run_only_where_they_earn_more_than_the_energy_costs():
 def test_a_missing_plan_extra_is_named(monkeypatch):
     import sys
 
-    from harness.planner.network import _pypsa
+    from harness.planner.lp import _highspy
 
     monkeypatch.setitem(sys.modules, "highspy", None)  # import highspy → ImportError
     with pytest.raises(UsageError, match=r"needs the 'plan' extra \(highspy is missing\)"):
-        _pypsa()
+        _highspy()
+
+
+def test_a_few_gpus_report_the_tokens_of_their_whole_counts():
+    # 5 GPUs on 1.15 kW: the LP runs 1.5 GPUs at 300 W and 3.5 at 200 W; whole, 1 and 4 (1.1 kW)
+    _f, _h, res = run(make_site(gpus=5), make_curve([100, 200, 300, 400], [30_000, 50_000, 60_000, 64_000],
+                                                     [100, 200, 300, 400]), make_grid([1.15e-3]))  # fmt: skip
+    f = res["plan"].frame
+    assert f["gpus_running"].iloc[0] + f["gpus_off"].iloc[0] == 5
+    assert f["tokens_gtok"].to_numpy() == pytest.approx(_counted_tokens(f), rel=1e-12)
+    assert (f["gpus@300"].iloc[0], f["gpus@200"].iloc[0]) == (1, 4)
+    assert f["gpu_mw"].iloc[0] == pytest.approx(1.1e-3) and f["grid_import_mw"].iloc[0] == pytest.approx(1.1e-3)
+    lp = f["lp_tokens_gtok"].iloc[0]
+    assert f["tokens_gtok"].iloc[0] < lp  # the fraction of a GPU is not counted
+    assert res["plan"].totals["relaxation_gap"] == pytest.approx(1 - f["tokens_gtok"].iloc[0] / lp)

@@ -200,9 +200,30 @@ def _default_index(curve: CurveFile, settings: np.ndarray) -> int:
     return len(settings) - 1  # clocks unlocked: the top of the range
 
 
+def _at_slo(curve: CurveFile, wl, provision: str):
+    """A serving workload's curve at its TPOT SLO: per setting, the measured point (any batch) that
+    makes the most tokens/s with its time per output token within the SLO."""
+    best: dict[float, object] = {}
+    for p in curve.points:
+        if not p.valid or p.tpot_ms is None or p.tpot_ms > wl.tpot_ms or (wl.phase and p.phase != wl.phase):
+            continue
+        if p.setting not in best or p.tokens_per_s > best[p.setting].tokens_per_s:
+            best[p.setting] = p
+    if not best:
+        raise CurveFileError(f"{wl.curve}: no measured point meets tpot <= {wl.tpot_ms:g} ms")
+    pts = [best[s] for s in sorted(best)]
+    stat = {"mean": "power_mean_w", "p99": "power_p99_w", "max_1s": "power_max_1s_w"}[provision]
+    if any(getattr(p, stat) is None for p in pts):
+        raise CurveFileError(
+            f"{wl.curve}: a point within the SLO has no {stat}; provision for another statistic in the site file"
+        )
+    arr = lambda name: np.array([float(getattr(p, name)) for p in pts])  # noqa: E731
+    label = f"{curve.workload.name} {pts[0].phase} tpot<={wl.tpot_ms:g} ms"
+    return arr("setting"), arr("tokens_per_s"), arr(stat), arr("power_mean_w"), label
+
+
 def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
     """Read the site's curves and size its fleet; a budget that cannot power one GPU is refused."""
-    overhead_w = site.it_overhead_w_per_gpu
     capex_h = site.capex.per_gpu / (site.capex.amortisation_years * 8760.0) if site.capex else 0.0
     parts = []
     for k, wl in enumerate(site.workloads):
@@ -218,23 +239,28 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
                 f"{wl.curve}: fits for more than one (phase, batch): {which}; name phase and batch_size in the "
                 "site's [[workloads]]"
             )
-        fit = curve.fit_for(wl.phase, wl.batch_size)
-        settings = np.asarray(fit.settings, dtype=float)
-        tps = np.asarray(fit.tokens_per_s, dtype=float)
+        if wl.tpot_ms is not None:
+            settings, tps, gpu_w, mean_w, label = _at_slo(curve, wl, site.provision)
+        else:
+            fit = curve.fit_for(wl.phase, wl.batch_size)
+            settings = np.asarray(fit.settings, dtype=float)
+            tps = np.asarray(fit.tokens_per_s, dtype=float)
+            gpu_w = _stat(curve, fit, site.provision, wl.curve)
+            mean_w = np.asarray(fit.power_mean_w, dtype=float)
+            label = f"{curve.workload.name} {fit.phase} b{fit.batch_size}"
         if (tps < 0).any() or not np.isfinite(tps).all():
             raise CurveFileError(f"{wl.curve}: tokens_per_s must be finite and non-negative")
-        gpu_w = _stat(curve, fit, site.provision, wl.curve)
-        mean_w = np.asarray(fit.power_mean_w, dtype=float)
         if (gpu_w <= 0).any() or (mean_w <= 0).any():
             raise CurveFileError(f"{wl.curve}: power must be positive at every setting")
-        label = f"{curve.workload.name} {fit.phase} b{fit.batch_size}"
+        if wl.unit is not None:
+            label = f"{wl.unit}: {label}"
         parts.append((wl, curve, settings, tps, gpu_w, mean_w, label))
 
-    def site_w(gpu: np.ndarray) -> np.ndarray:
-        return site.pue * (gpu + overhead_w)
+    def site_w(gpu: np.ndarray, wl) -> np.ndarray:
+        return site.pue * (gpu + site.overhead_w_for(wl))
 
     if site.power_budget_mw is not None:
-        lowest = min(float(site_w(p[4]).min()) for p in parts)
+        lowest = min(float(site_w(p[4], p[0]).min()) for p in parts)
         if site.power_budget_mw * 1e6 < lowest:
             raise ProfileError(
                 f"site '{site.name}': a budget of {site.power_budget_mw:g} MW cannot power a single GPU "
@@ -245,7 +271,7 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
     if total is None:  # size the fleet from the budget at the design setting
         per_gpu = 0.0
         for wl, curve, settings, tps, gpu_w, _mean, _label in parts:
-            w = site_w(gpu_w)
+            w = site_w(gpu_w, wl)
             if isinstance(site.design_setting, float | int):
                 i = int(np.argmin(np.abs(settings - site.design_setting)))
             else:
@@ -257,7 +283,8 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
         total = int(site.power_budget_mw * 1e6 // per_gpu)
     fleets = []
     for wl, curve, settings, tps, gpu_w, mean_w, label in parts:
-        gpus = int(round(total * wl.share))
+        unit = site.unit_of(wl) if wl.unit is not None else None
+        gpus = int(round((unit.count * unit.gpus_per_unit if unit else total) * wl.share))
         if gpus < 1:
             raise ProfileError(f"site '{site.name}': workload {label} gets no GPU (share {wl.share:g} of {total})")
         fleets.append(
@@ -270,8 +297,8 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
                 tokens_per_s=tps,
                 gpu_w=gpu_w,
                 gpu_mean_w=mean_w,
-                site_w=site_w(gpu_w),
-                site_mean_w=site_w(mean_w),
+                site_w=site_w(gpu_w, wl),
+                site_mean_w=site_w(mean_w, wl),
                 default_index=_default_index(curve, settings),
                 capex_per_gpu_h=capex_h,
                 latency=_latency_options(curve, site.provision),

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.planner.plan import PlanResult
+from harness.planner.plan import NO_SURPLUS, PlanResult
+from harness.planner.schedule import per_kind
 from harness.planner.steady import rows_as_dicts
 
 
@@ -59,10 +60,14 @@ def summary(result: PlanResult) -> dict:
     if result.schedule is not None:
         out |= {
             "objective": result.objective,
+            "objective_value": result.schedule.objective_value,
             "token_target_gtok": result.target_gtok,
             "intervals": len(result.schedule.frame),
             "step_h": result.horizon.step_h,
-            "totals": {"plan": result.schedule.totals} | {k: v.totals for k, v in result.baselines.items()},
+            "totals": {"plan": result.schedule.totals}
+            | {k: v.totals for k, v in result.baselines.items()}
+            | ({NO_SURPLUS: result.whatif.totals} if result.whatif else {}),
+            "per_kind": per_kind(result.fleet, result.schedule.frame, result.horizon.step_h),
             "curtailments": [asdict(c) for c in result.curtailments],
             "surplus": result.surplus,
         }
@@ -76,12 +81,29 @@ def _step(ax, index, values, **kw) -> None:
     ax.step(x, y, **kw)
 
 
-def plot(result: PlanResult, path: Path) -> None:
+#: horizons longer than this are plotted as daily bands and duration curves, not interval steps
+LONG_DAYS = 14
+
+
+def is_long(result: PlanResult) -> bool:
+    return len(result.schedule.frame) * result.horizon.step_h > LONG_DAYS * 24
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot(result: PlanResult, path: Path) -> None:
+    """Interval steps for a short horizon; daily bands and duration curves for a long one."""
+    if is_long(result):
+        plot_long(result, path)
+        return
+    plt = _pyplot()
     f = result.schedule.frame
     h = result.horizon
     has_batt = "soc_mwh" in f
@@ -130,9 +152,75 @@ def plot(result: PlanResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _band(ax, series: pd.Series, color: str, label: str) -> None:
+    """Daily min–max as a shaded band, the daily mean as a line."""
+    d = series.resample("D").agg(["min", "mean", "max"])
+    ax.fill_between(d.index, d["min"], d["max"], color=color, alpha=0.25, lw=0)
+    ax.plot(d.index, d["mean"], color=color, lw=1, label=label)
+
+
+def plot_long(result: PlanResult, path: Path) -> None:
+    """A long horizon: GPU power and what was offered as daily bands, tokens per day per policy,
+    the battery's daily range, and duration curves (each power sorted, highest first)."""
+    plt = _pyplot()
+    f = result.schedule.frame
+    h = result.horizon
+    has_batt = "soc_mwh" in f
+    fig, axes = plt.subplots(4 if has_batt else 3, 1, figsize=(11, 11))
+    ax = axes[0]
+    _band(ax, f["import_available_mw"] + h.generation_mw, "0.4", "grid + generation offered (daily range, mean)")
+    _band(ax, f["gpu_mw"], "C0", "GPU power, plan")
+    ax.axhline(result.reference_mw, color="0.7", lw=0.8, ls=":")
+    ax.set_ylabel("MW")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(f"{result.site.name}: plan ({result.objective}), {len(f):,} intervals of {h.step_h:g} h")
+    ax = axes[1]
+    ax.plot(f["tokens_gtok"].resample("D").sum(), color="C0", lw=1, label="plan")
+    for k, r in result.baselines.items():
+        ax.plot(r.frame["tokens_gtok"].resample("D").sum(), lw=0.8, ls="--", label=k)
+    ax.set_ylabel("Gtok per day")
+    ax.legend(loc="lower left", fontsize=8)
+    if has_batt:
+        _band(axes[2], f["soc_mwh"], "C3", "battery state of charge")
+        axes[2].set_ylabel("battery MWh")
+    ax = axes[-1]
+    pick = np.unique(np.linspace(0, len(f) - 1, min(len(f), 1000)).astype(int))  # a curve needs no more
+
+    def duration(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (pick + 0.5) / len(f) * 100, np.sort(values)[::-1][pick]
+
+    ax.plot(*duration(f["gpu_mw"].to_numpy()), color="C0", label="GPU power, plan")
+    if "default" in result.baselines:
+        base = result.baselines["default"].frame["gpu_mw"].to_numpy()
+        ax.plot(*duration(base), color="C1", ls="--", label="GPU power, default setting")
+    ax.plot(*duration((f["import_available_mw"] + h.generation_mw).to_numpy()), color="0.4", label="offered")
+    ax.set_xlabel("% of intervals at or above")
+    ax.set_ylabel("MW (duration curve)")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.96, bottom=0.05, hspace=0.3)  # tight_layout costs a draw
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def default_out_dir(site_name: str) -> Path:
     """results/plan-<site name>, the name made safe for a path."""
     return Path("results") / ("plan-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", site_name).strip("-.") or "site"))
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """A table as CSV through Arrow (a year of intervals in tens of ms, not a second), every float
+    at full round-trip precision so the totals can be re-derived from it; times as ISO 8601."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    out = frame.reset_index() if isinstance(frame.index, pd.DatetimeIndex) else frame.copy()
+    for c in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[c]):
+            out[c] = out[c].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    with open(path, "wb") as fh:
+        fh.write((",".join(map(str, out.columns)) + "\n").encode())
+        opts = pacsv.WriteOptions(include_header=False, quoting_style="none")
+        pacsv.write_csv(pa.Table.from_pandas(out, preserve_index=False), fh, opts)
 
 
 def write_outputs(result: PlanResult, out_dir: Path, plots: bool = True) -> list[Path]:
@@ -143,8 +231,17 @@ def write_outputs(result: PlanResult, out_dir: Path, plots: bool = True) -> list
     written.append(p)
     if result.schedule is not None:
         p = out_dir / "schedule.csv"
-        result.schedule.frame.to_csv(p, float_format="%.6g")
+        write_csv(result.schedule.frame, p)
         written.append(p)
+        others = dict(result.baselines) | ({NO_SURPLUS: result.whatif} if result.whatif else {})
+        for k, r in others.items():  # each fixed policy's schedule and the what-if, to check their figures by
+            p = out_dir / f"schedule-{k}.csv"
+            write_csv(r.frame, p)
+            written.append(p)
+        if result.curtailments:
+            p = out_dir / "curtailments.csv"
+            write_csv(pd.DataFrame([asdict(c) for c in result.curtailments]), p)
+            written.append(p)
         if plots:
             p = out_dir / "plan.png"
             plot(result, p)

@@ -1,17 +1,20 @@
 """`tokbench plan`: site + curves (+ grid signal) → steady answers, a schedule, and what it is worth.
 
-The schedule is compared with three fixed policies run on the same network and battery (every GPU
-at Max-P, at Max-Q, or at the default setting, GPUs switched off to fit the power). Curtailments are
-the intervals where the grid and on-site generation offer less than the fleet draws at its default
-setting; for each the report splits the shortfall into what the battery covered and what lower
-settings or parked GPUs covered, and counts the tokens lost. A surplus is power offered beyond that
-draw; its worth is what the plan gains from it, found by solving again with the surplus taken away.
+The schedule is compared with three fixed policies run on the same battery (every GPU at Max-P, at
+Max-Q, or at the default setting, GPUs switched off to fit the power), solved in one smaller model
+built once for the three (bounds change between them) on a second thread while the plan solves.
+Curtailments are the intervals where the grid and on-site generation offer less than the fleet
+draws at its default setting; for each the report splits the shortfall into what the battery
+covered and what lower settings or parked GPUs covered, and counts the tokens lost. A surplus is
+power offered beyond that draw; its worth is what the plan gains from it, found by solving again
+with the surplus taken away (a what-if that cannot reach the plan's token target says so: the
+surplus is needed for it).
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +23,9 @@ import pandas as pd
 from harness.errors import UsageError
 from harness.planner.capacity import Fleet, build_fleet
 from harness.planner.grid import load_grid
-from harness.planner.network import (
-    OBJECTIVES,
-    PYPSA_OPTIONS,
-    Horizon,
-    Scenario,
-    ScenarioResult,
-    build_horizon,
-    solve,
-)
+from harness.planner.horizon import Horizon, Scenario, ScenarioResult, build_horizon, check_objective
+from harness.planner.lp import ScheduleModel
+from harness.planner.schedule import scenario_result
 from harness.planner.site import Site, load_site
 from harness.planner.steady import SteadyRow, best_settings, steady_table
 
@@ -61,7 +58,8 @@ class PlanResult:
     baselines: dict[str, ScenarioResult] = field(default_factory=dict)
     curtailments: list[Curtailment] = field(default_factory=list)
     surplus: dict[str, float] = field(default_factory=dict)
-    network: object | None = None
+    whatif: ScenarioResult | None = None  # the plan with the surplus taken away
+    model: ScheduleModel | None = None
     reference_mw: float = 0.0
 
 
@@ -82,7 +80,7 @@ def curtailments(h: Horizon, fleet: Fleet, sched: ScenarioResult, default: Scena
     # a fleet capped by its budget makes proportionally less at its default setting
     ref_rate *= ref_mw / fleet.draw_mw("default")
     f = sched.frame
-    supply = h.supply_mw if "import_available_mw" not in f else f["import_available_mw"].to_numpy() + h.generation_mw
+    supply = f["import_available_mw"].to_numpy() + h.generation_mw
     short = np.clip(ref_mw - supply, 0.0, None)
     batt = (f["battery_dispatch_mw"] - f["battery_store_mw"]).clip(lower=0).to_numpy() if "soc_mwh" in f else 0 * short
     settings = np.clip(ref_mw - f["gpu_mw"].to_numpy(), 0.0, None)
@@ -116,6 +114,52 @@ def _gain(r: ScenarioResult, value_per_mtok: float | None, target: float | None)
     return -r.totals["carbon_kg"]
 
 
+def _settings(fleet: Fleet, which: str) -> tuple[int, ...]:
+    return tuple(wf.index(which) for wf in fleet.workloads)
+
+
+def surplus_use(h: Horizon, ref_mw: float, sched: ScenarioResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per interval: power offered beyond the reference draw, the part of it the GPUs drew above that
+    draw, and the part that charged the battery (only what the surplus left after the GPUs)."""
+    f = sched.frame
+    surplus = np.clip(h.supply_mw - ref_mw, 0.0, None)
+    extra = np.minimum(np.clip(f["gpu_mw"].to_numpy() - ref_mw, 0.0, None), surplus)
+    store = f["battery_store_mw"].to_numpy() if "battery_store_mw" in f else np.zeros(len(f))
+    return surplus, extra, np.minimum(store, surplus - extra)
+
+
+def _surplus(h, ref_mw, mask, sched, without, value_per_mtok, target, objective) -> dict[str, float | str | None]:
+    surplus, extra, stored = surplus_use(h, ref_mw, sched)
+    hrs = h.step_h
+    short = without.totals.get("target_shortfall_gtok", 0.0)
+    met = short <= 1e-6 * max(target or 0.0, 1.0)
+    return {
+        "surplus_mwh": float(surplus.sum() * hrs),
+        "intervals": int(mask.sum()),
+        "stored_mwh": float(stored.sum() * hrs),
+        "extra_gpu_mwh": float(extra.sum() * hrs),
+        # what the plan gains from the surplus: more tokens, or less cost or carbon; none when the
+        # target cannot be reached without it (then the shortfall says how much it is needed)
+        "worth": float(_gain(sched, value_per_mtok, target) - _gain(without, value_per_mtok, target)) if met else None,
+        "worth_unit": {"tokens": "Gtok", "cost": "USD", "carbon": "kg CO2"}[objective],
+        "shortfall_without_gtok": 0.0 if met else float(short),
+    }
+
+
+def _solve(model: ScheduleModel, sc: Scenario) -> ScenarioResult:
+    return scenario_result(model, sc, model.solve(sc))
+
+
+def _fixed_policies(model: ScheduleModel, fleet: Fleet, done: dict[str, ScenarioResult]) -> dict[str, ScenarioResult]:
+    """Every fixed policy; one at the same settings as one solved already (Max-P is often the
+    default) is that one."""
+    for k in BASELINES:
+        same = [j for j in done if _settings(fleet, j) == _settings(fleet, k)]
+        if k not in done:
+            done[k] = replace(done[same[0]], key=k) if same else _solve(model, Scenario(k, "tokens", only=k))
+    return done
+
+
 def plan(
     site_path: Path,
     grid_path: Path | None = None,
@@ -124,8 +168,7 @@ def plan(
     compare: bool = True,
 ) -> PlanResult:
     """Answer the steady questions and, given a grid signal, plan the schedule over its horizon."""
-    if objective not in OBJECTIVES:
-        raise UsageError(f"unknown objective '{objective}' (choose one of {', '.join(OBJECTIVES)})")
+    check_objective(objective)
     site = load_site(site_path)
     fleet = build_fleet(site)
     rows = steady_table(site, fleet)
@@ -135,44 +178,36 @@ def plan(
         return result
     grid = load_grid(grid_path, tuple(g.column for g in site.generation if g.column))
     h = build_horizon(site, fleet, grid)
-
+    model = ScheduleModel(site, fleet, h)
     target = token_target_gtok or site.token_target_gtok
-    baselines = [Scenario(k, "tokens", only=k) for k in BASELINES] if compare else []
-    done: dict[str, ScenarioResult] = {}
     needs_target = objective == "carbon" or (objective == "cost" and not site.token_value_per_mtok)
+    # the fixed policies solve faster in a model without the hull's columns
+    fixed = ScheduleModel(site, fleet, h, hull=False) if compare or (target is None and needs_target) else None
+    done: dict[str, ScenarioResult] = {}
     if target is None and needs_target:
         # same tokens as the default setting makes, at least cost or carbon
-        _n, done = solve(site, fleet, h, [Scenario("default", "tokens", only="default")])
+        done["default"] = _solve(fixed, Scenario("default", "tokens", only="default"))
         target = done["default"].totals["tokens_gtok"] * (1 - 1e-9)
-        baselines = [b for b in baselines if b.key != "default"]
-    main = Scenario(MAIN, objective, target_gtok=target)
-    scenarios = [main, *baselines]
     ref_mw = reference_draw_mw(fleet)
     surplus_mask = h.supply_mw > ref_mw * (1 + 1e-6)
-    if compare and surplus_mask.any():
-        clipped = np.where(surplus_mask, np.clip(ref_mw - h.generation_mw, 0.0, h.import_mw), h.import_mw)
-        scenarios.append(Scenario(NO_SURPLUS, objective, target_gtok=target, import_mw=clipped))
-    n, results = solve(site, fleet, h, scenarios)
-    results = {**done, **results}
-    sched = results[MAIN]
-    surplus: dict[str, float] = {}
-    if NO_SURPLUS in results:
-        hrs = h.step_h
-        f = sched.frame
-        charged = (f["battery_store_mw"].to_numpy() if "soc_mwh" in f else np.zeros(len(f)))[surplus_mask]
-        surplus = {
-            "surplus_mwh": float((h.supply_mw - ref_mw).clip(min=0).sum() * hrs),
-            "intervals": int(surplus_mask.sum()),
-            "stored_mwh": float(charged.sum() * hrs),
-            "extra_gpu_mwh": float((f["gpu_mw"].to_numpy()[surplus_mask] - ref_mw).clip(min=0).sum() * hrs),
-            # what the plan gains from the surplus: more tokens, or less cost or carbon
-            "worth": float(
-                _gain(sched, site.token_value_per_mtok, target)
-                - _gain(results[NO_SURPLUS], site.token_value_per_mtok, target)
-            ),
-            "worth_unit": {"tokens": "Gtok", "cost": "USD", "carbon": "kg CO2"}[objective],
-        }
-    bases = {k: results[k] for k in BASELINES if k in results}
+    surplus: dict = {}
+    without = None
+    # the fixed policies solve on a second thread while the plan does (HiGHS lets go of the GIL); not
+    # for MIPs, whose solver runs its own parallel tasks
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        policies = None
+        if compare and not model.integer:
+            policies = pool.submit(_fixed_policies, fixed, fleet, dict(done))
+        elif compare:
+            done = _fixed_policies(fixed, fleet, done)
+        sched = _solve(model, Scenario(MAIN, objective, target_gtok=target))
+        if compare and surplus_mask.any():
+            clipped = np.where(surplus_mask, np.clip(ref_mw - h.generation_mw, 0.0, h.import_mw), h.import_mw)
+            without = _solve(model, Scenario(NO_SURPLUS, objective, target_gtok=target, import_mw=clipped, soft=True))
+            surplus = _surplus(h, ref_mw, surplus_mask, sched, without, site.token_value_per_mtok, target, objective)
+        if policies is not None:
+            done = policies.result()
+    bases = {k: done[k] for k in BASELINES if k in done}
     return PlanResult(
         site=site,
         fleet=fleet,
@@ -185,30 +220,35 @@ def plan(
         baselines=bases,
         curtailments=curtailments(h, fleet, sched, bases.get("default")),
         surplus=surplus,
-        network=n,
+        whatif=without,
+        model=model,
         reference_mw=ref_mw,
     )
 
 
 def export_network(result: PlanResult, path: Path) -> None:
-    """Write the solved plan's own network (without the comparison islands) as NetCDF, so a
-    utility can load the factory's flexibility into its own study with ``pypsa.Network(path)``."""
+    """Write the plan as a solved PyPSA network (NetCDF), so a utility can load the factory's
+    flexibility into its own study with ``pypsa.Network(path)``; its objective is the plan's."""
+    import warnings
+
+    from harness.planner.network import PYPSA_OPTIONS, solve_reference, unsupported
+
+    if result.model is None:
+        raise UsageError("there is no network to export: the plan had no grid signal")
+    missing = unsupported(result.site)
+    if missing:
+        raise UsageError(f"--export-network writes the continuous PyPSA model, which lacks {', '.join(missing)}")
     import pypsa
 
-    if result.network is None:
-        raise UsageError("there is no network to export: the plan had no grid signal")
-    model = getattr(result.network, "model", None)
-    if model is not None:
-        model.solver_model = None  # PyPSA will not copy a network holding a live solver
+    main = Scenario(MAIN, result.objective, target_gtok=result.target_gtok)
+    n = solve_reference(result.site, result.fleet, result.horizon, [main])
     with pypsa.option_context(*PYPSA_OPTIONS), warnings.catch_warnings():
-        # pandas deprecation notices raised inside PyPSA's own remove/export code
+        # pandas deprecation notices raised inside PyPSA's own export code
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        n = result.network.copy()
-        for comp in ("Bus", "Generator", "Link", "StorageUnit"):
-            names = [x for x in n.components[comp].static.index if not x.startswith(MAIN + "|")]
-            if names:
-                n.remove(comp, names)
+        model = getattr(n, "model", None)
+        if model is not None:
+            model.solver_model = None
         try:
             n.export_to_netcdf(str(path))
         except OSError as e:

@@ -38,6 +38,15 @@ class WorkloadShare(_Strict):
     phase: str | None = None
     batch_size: int | None = None
     share: float = Field(1.0, gt=0, le=1)
+    #: the [[units]] kind (by name) whose GPUs run this workload: a site of several GPU generations
+    #: names one per workload, and shares then split each kind's GPUs among the workloads naming it
+    unit: str | None = None
+    #: a serving workload plans at this time-per-output-token SLO: at each setting, the batch from the
+    #: curve file's points that makes the most tokens/s within it (settings where none does drop out)
+    tpot_ms: float | None = Field(None, gt=0)
+    #: one synchronous job (data-parallel training): every GPU at one setting, all running or all
+    #: parked, since the job runs at its slowest GPU's pace; False: independent replicas (mixes allowed)
+    synchronous: bool = False
 
 
 class Capex(_Strict):
@@ -55,6 +64,9 @@ class Battery(_Strict):
     soc_initial: float = Field(0.5, ge=0, le=1)
     #: end the horizon at the state of charge it started with (no free energy from the first charge)
     cyclic: bool = True
+    #: count charging against the facility budget (power at the meter = GPUs + charging); False: the
+    #: battery charges from the grid connection beside the budget, so import may exceed it
+    charge_within_budget: bool = False
 
     @model_validator(mode="after")
     def _soc(self) -> Battery:
@@ -90,6 +102,19 @@ class GridLink(_Strict):
     export_mw: float = Field(0.0, ge=0)
     #: intervals priced at or above this are stress events (besides the file's `event` column)
     stress_price_per_mwh: float | None = None
+    #: what a MWh sent back in stress earns (default: the interval's price); under the tokens
+    #: objective it is weighed against tokens at token_value_per_mtok
+    export_value_per_mwh: float | None = None
+    #: MW the site must send back in every stress interval (a demand-response commitment), under any objective
+    export_required_mw: float = Field(0.0, ge=0)
+    #: most the site's net grid power (import - export) may change from one interval to the next, MW
+    ramp_mw_per_interval: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _export(self) -> GridLink:
+        if self.export_required_mw > self.export_mw:
+            raise ValueError("export_required_mw cannot exceed export_mw")
+        return self
 
 
 class Site(_Strict):
@@ -106,6 +131,10 @@ class Site(_Strict):
     design_setting: Literal["max_p", "max_q", "default"] | float = "max_p"
     #: most segments of each workload's concave hull kept as LP links (a fine fit grid is thinned)
     max_segments: int = Field(12, ge=1, le=200)
+    #: what is parked and powered as one: a GPU, or a whole unit (node) of the site's [[units]]
+    schedule_unit: Literal["gpu", "unit"] = "gpu"
+    #: solve whole units (HiGHS MIP) instead of the LP and its rounding; synchronous jobs always are
+    integer: bool = False
     price_per_mwh: float = 0.0
     carbon_kg_per_mwh: float = Field(0.0, ge=0)
     token_target_gtok: float | None = Field(None, gt=0)
@@ -123,9 +152,26 @@ class Site(_Strict):
             raise ValueError("give gpus or units, not both")
         if self.gpus is None and not self.units and self.power_budget_mw is None:
             raise ValueError("give power_budget_mw, gpus or units")
-        total = sum(w.share for w in self.workloads)
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"workload shares must sum to 1 (they sum to {total:g})")
+        named = [w.unit for w in self.workloads if w.unit is not None]
+        if named and len(named) != len(self.workloads):
+            raise ValueError("name a unit for every workload or for none")
+        kinds = {u.name for u in self.units}
+        for name in named:
+            if name not in kinds:
+                raise ValueError(f"workload names unit '{name}', which is not among the [[units]]")
+        for kind in dict.fromkeys(named) if named else [None]:
+            total = sum(w.share for w in self.workloads if w.unit == kind)
+            if abs(total - 1.0) > 1e-6:
+                of = f" of unit '{kind}'" if kind else ""
+                raise ValueError(f"workload shares{of} must sum to 1 (they sum to {total:g})")
+        if self.schedule_unit == "unit" and not self.units:
+            raise ValueError('schedule_unit = "unit" needs [[units]]')
+        if self.schedule_unit == "unit" and not named and len({u.gpus_per_unit for u in self.units}) != 1:
+            raise ValueError('schedule_unit = "unit" needs [[units]] that all hold the same number of GPUs')
+        if self.grid.export_value_per_mwh is not None and self.token_value_per_mtok is None:
+            raise ValueError(
+                "export_value_per_mwh needs token_value_per_mtok (to weigh energy sent back against tokens)"
+            )
         names = [g.name for g in self.generation]
         if len(set(names)) != len(names):
             raise ValueError("generation names must be unique")
@@ -139,6 +185,20 @@ class Site(_Strict):
         if self.units:
             return sum(u.count * u.gpus_per_unit for u in self.units)
         return None
+
+    def unit_of(self, w: WorkloadShare) -> Unit | None:
+        """The unit kind a workload runs on: the one it names, else the first (all one size when
+        the site schedules by unit without naming them)."""
+        if w.unit is not None:
+            return next(u for u in self.units if u.name == w.unit)
+        return self.units[0] if self.units else None
+
+    def overhead_w_for(self, w: WorkloadShare) -> float:
+        """Non-GPU IT power per running GPU of this workload: its own unit's when it names one."""
+        if w.unit is None:
+            return self.it_overhead_w_per_gpu
+        u = self.unit_of(w)
+        return self.overhead_w_per_gpu + u.overhead_w_per_unit / u.gpus_per_unit
 
     @property
     def it_overhead_w_per_gpu(self) -> float:

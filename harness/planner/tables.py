@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from harness.planner.plan import PlanResult
+from harness.planner.schedule import per_kind
 from harness.planner.steady import SteadyRow
 
 
@@ -104,13 +105,45 @@ def policies(r: PlanResult) -> Table:
             _num(x["usd_per_mtok_with_capex"], ".2g"),
             _num(x["carbon_kg"] / 1e3, ",.1f"),
         )
+    gap = r.schedule.totals["relaxation_gap"]
+    if r.model is not None and r.model.integer:
+        t.caption = "whole units solved exactly (HiGHS MIP)"
+    elif gap > 0:
+        t.caption = (
+            f"whole GPUs{' (by unit)' if r.site.schedule_unit == 'unit' else ''}: the plan makes {gap:.2g} "
+            f"less than its LP relaxation ({r.schedule.totals['lp_tokens_gtok']:,.0f} Gtok)"
+        )
     return t
 
 
-def curtailments(r: PlanResult) -> Table:
+def kinds(r: PlanResult) -> Table:
+    """Per GPU kind (workload): which the plan runs at Max-P, which at Max-Q, which it parks in stress."""
+    cols = ["kind", "GPUs", "Gtok", "GPU MWh", "Mtok/MWh", "at Max-P", "at Max-Q", "parked", "parked in stress"]
+    t = _table("per kind, share of GPU-hours", cols, ("kind",))
+    pct = lambda x: "—" if x is None or x != x else f"{x:.0%}"  # noqa: E731
+    for k in per_kind(r.fleet, r.schedule.frame, r.horizon.step_h):
+        t.add_row(
+            k["workload"], _num(k["gpus"]), _num(k["tokens_gtok"]), _num(k["gpu_energy_mwh"], ",.1f"),
+            _num(k["mtok_per_mwh"]), pct(k["max_p_share"]), pct(k["max_q_share"]), pct(k["parked_share"]),
+            pct(k["parked_share_in_stress"]),
+        )  # fmt: skip
+    return t
+
+
+def curtailments(r: PlanResult, most: int = 12) -> Table:
     cols = ["start", "hours", "short MWh", "battery MWh", "settings MWh", "Gtok lost", "Gtok lost, default"]
     t = _table(f"curtailments (offered power below the default draw, {r.reference_mw:.2f} MW)", cols, ("start",))
-    for e in r.curtailments:
+    shown = r.curtailments
+    if len(shown) > most:  # a year has hundreds: the largest, and the count and totals of all
+        shown = sorted(sorted(shown, key=lambda e: -e.shortfall_mwh)[:most], key=lambda e: e.start)
+        every = r.curtailments
+        t.caption = (
+            f"the {most} largest of {len(every)} events ({sum(e.hours for e in every):,.0f} h, "
+            f"{sum(e.shortfall_mwh for e in every):,.0f} MWh short, "
+            f"{sum(e.tokens_lost_gtok for e in every):,.0f} Gtok lost against "
+            f"{sum(e.tokens_lost_default_gtok for e in every):,.0f} at the default setting); curtailments.csv has all"
+        )
+    for e in shown:
         t.add_row(
             str(e.start),
             f"{e.hours:g}",
@@ -129,13 +162,20 @@ def render(r: PlanResult) -> list[Table | str]:
     if r.schedule is None:
         return out
     out.append(policies(r))
+    if len(r.fleet.workloads) > 1:
+        out.append(kinds(r))
     if r.curtailments:
         out.append(curtailments(r))
     if r.surplus:
         x = r.surplus
+        worth = (
+            f"worth {x['worth']:,.0f} {x['worth_unit']} to the plan"
+            if x["worth"] is not None
+            else f"needed for the target: without it the plan falls {x['shortfall_without_gtok']:,.0f} Gtok short"
+        )
         out.append(
             f"surplus: {x['surplus_mwh']:.1f} MWh offered beyond the default draw in {x['intervals']} "
-            f"intervals; {x['stored_mwh']:.1f} MWh stored; "
-            f"worth {x['worth']:,.0f} {x['worth_unit']} to the plan"
+            f"intervals; {x['extra_gpu_mwh']:.1f} MWh drawn by the GPUs above it, {x['stored_mwh']:.1f} MWh "
+            f"stored; {worth}"
         )
     return out
