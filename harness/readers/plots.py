@@ -39,8 +39,8 @@ def save(fig, outdir: Path, name: str, formats: tuple[str, ...] = FORMATS) -> Pa
     return outdir / f"{name}.png"
 
 
-def knob_label(knob: str) -> str:
-    return knob(knob).label
+def knob_label(field: str) -> str:
+    return knob(field).label
 
 
 def _colors(n: int):
