@@ -76,6 +76,31 @@ class Point:
     #: validity flag names, ";"-separated; empty when the point is clean
     flags: str = ""
     extra: dict = field(default_factory=dict, compare=False, repr=False)
+    # --- serving under load (endpoint workloads, docs/serving.md); None for every other workload.
+    # Means are ttft_ms / tpot_ms above; latencies are over requests that ended in the window.
+    ttft_ms_p50: float | None = None
+    ttft_ms_p90: float | None = None
+    ttft_ms_p99: float | None = None
+    tpot_ms_p50: float | None = None
+    tpot_ms_p90: float | None = None
+    tpot_ms_p99: float | None = None
+    itl_ms_mean: float | None = None
+    itl_ms_p50: float | None = None
+    itl_ms_p90: float | None = None
+    itl_ms_p99: float | None = None
+    e2e_ms_mean: float | None = None
+    e2e_ms_p50: float | None = None
+    e2e_ms_p90: float | None = None
+    e2e_ms_p99: float | None = None
+    output_tokens_per_s: float | None = None
+    requests_ok: int | None = None
+    requests_errors: int | None = None
+    requests_timeouts: int | None = None
+    #: requests (and their output tokens) per second that met the profile's TTFT/TPOT targets
+    goodput_rps: float | None = None
+    goodput_tokens_per_s: float | None = None
+    #: time-averaged requests in flight (closed loop: the concurrency, if the client kept up)
+    mean_in_flight: float | None = None
 
     @property
     def valid(self) -> bool:

@@ -221,9 +221,12 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
             if clock.now() - t0 >= plan.window_s:
                 break
     points = []
-    for d, tot in zip(devices, totals):
+    for w, d, tot in zip(ws, devices, totals):
         wr = window.results[d.info.index]
-        points.append(_point(ctx, d, tot, wr, phase, planned, enforced[d.info.index], warmup_s))
+        # a workload that runs on its own (a load generator against a server) counts the window's
+        # interval itself: ``interval_fields`` replaces the step sums and adds Point fields
+        over = w.interval_fields(wr.t_start, wr.t_end) if hasattr(w, "interval_fields") else {}
+        points.append(_point(ctx, d, tot, wr, phase, planned, enforced[d.info.index], warmup_s, over))
     for p, d in zip(points, devices):
         ctx.run_dir.append_point(p, window.results[d.info.index].samples)
     ctx.status.tokens_per_s = sum(p.tokens_per_s for p in points)
@@ -234,8 +237,11 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
 
 
 def _point(ctx: SweepContext, device: Device, tot: list, wr: Any, phase: str,
-           planned: PlannedPoint, enforced: float, warmup_s: float) -> Point:
+           planned: PlannedPoint, enforced: float, warmup_s: float, over: dict | None = None) -> Point:
+    over = dict(over or {})
     steps, inp, out, seqs, ttfts, tpots = tot
+    inp, out = over.pop("input_tokens", inp), over.pop("output_tokens", out)
+    more_flags = over.pop("flags", [])
     seconds = wr.seconds
     tokens = inp + out
     ttft_ms = tpot_ms = per_user = None
@@ -252,8 +258,12 @@ def _point(ctx: SweepContext, device: Device, tot: list, wr: Any, phase: str,
     index = ctx.next_index
     ctx.next_index += 1
     joules = wr.joules
+    ttft_ms, tpot_ms = over.pop("ttft_ms", ttft_ms), over.pop("tpot_ms", tpot_ms)
+    per_user = over.pop("tokens_per_s_per_user", per_user)
+    fields = wr.point_fields()
+    fields["flags"] = ";".join([f for f in fields["flags"].split(";") if f] + list(more_flags))
     return Point(
-        **wr.point_fields(),
+        **fields,
         point_index=index,
         gpu_uuid=device.info.uuid,
         knob=ctx.plan.knob_field if ctx.guard is not None else "observe",
@@ -273,4 +283,5 @@ def _point(ctx: SweepContext, device: Device, tot: list, wr: Any, phase: str,
         ttft_ms=ttft_ms,
         tpot_ms=tpot_ms,
         tokens_per_s_per_user=per_user,
+        **over,
     )

@@ -21,6 +21,11 @@ FLAG_NAMES: dict[str, str] = {
     "mig_enabled": "MIG is enabled on the GPU",
     "edge_unaligned": "the energy counter did not tick at a window edge within one update period",
     "not_settled": "power and SM clock did not settle before the warm-up timed out",
+    # serving under load (endpoint workloads, docs/serving.md)
+    "server_errors": "the server failed more requests ending in the window than the profile's max_error_rate",
+    "loadgen_lag": "the load generator fell behind (p99 event-loop or dispatch delay above max_lag_ms)",
+    "short_output": "a request came back with fewer tokens than asked (EOS not ignored by the server)",
+    "usage_mismatch": "the server's usage report was missing or counted fewer tokens than chunks streamed",
 }
 
 
