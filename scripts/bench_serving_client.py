@@ -20,42 +20,22 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import serving_server  # noqa: E402  (tests/serving_server.py: the local server)
 
 from workloads.loadgen import LoadGenerator, LoadSpec  # noqa: E402
 
-SERVER = ROOT / "tests" / "serving_server.py"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _server(port: int, *flags: str, cpus: set[int] | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, str(SERVER), "--port", str(port), *flags]
-    if cpus is not None:
-        cmd = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("benchmark server did not start")
+    wrapper = ("taskset", "-c", ",".join(map(str, sorted(cpus)))) if cpus is not None else ()
+    return serving_server.spawn(port, *flags, timeout_s=120, wrapper=wrapper)
 
 
 def _cpu_s() -> float:
@@ -84,7 +64,7 @@ def drive(url: str, seconds: float, concurrency: int, output_len: int, input_len
 
 
 def efficiency(seconds: float, concurrency: int) -> list[dict]:
-    port = _port()
+    port = serving_server.free_port()
     server = _server(port, "--no-model")
     try:
         url = f"http://127.0.0.1:{port}"
@@ -106,7 +86,7 @@ def overhead(seconds: float, concurrency: int, pairs: int) -> dict:
     for _ in range(pairs):
         pair = {}
         for label, client_cpus in (("separate", {cores[1]}), ("shared", {cores[0]})):
-            port = _port()
+            port = serving_server.free_port()
             server = _server(port, cpus={cores[0]})
             os.sched_setaffinity(0, client_cpus)
             try:

@@ -142,9 +142,9 @@ def argv(port: int, *flags: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--port", str(port), *flags]
 
 
-def spawn(port: int, *flags: str, timeout_s: float = 60.0) -> subprocess.Popen:
-    """Start the server and wait until it answers (for tests that use a running server)."""
-    proc = subprocess.Popen(argv(port, *flags), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def spawn(port: int, *flags: str, timeout_s: float = 60.0, wrapper: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Start the server (behind ``wrapper``, e.g. ``taskset -c 0``) and wait until it answers."""
+    proc = subprocess.Popen([*wrapper, *argv(port, *flags)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
