@@ -6,12 +6,12 @@
    is itself slower than the client does not hide the client's cost. Targets: >= 500 streamed
    requests/s (1-token answers) and >= 20,000 streamed chunks/s (64-token answers) per core.
 2. Harness overhead on the server's throughput, the client on the same node: the tiny Llama on
-   the CPU (one thread) under the same closed-loop load, the server pinned to one core, the client
-   either on another core or on the server's own core. The ratio (shared / separate) is the share
-   of throughput the server keeps when the client takes its CPU; on a GPU node the server's work
-   is on the GPU, so this is a bound from below.
+   the CPU (one thread, pinned to one core) under one steady closed-loop load, the client's thread
+   moved between another core and the server's own core in alternating short segments. The ratio
+   (shared / separate) is the share of throughput the server keeps when the client takes its CPU;
+   on a GPU node the server's work is on the GPU, so this is a bound from below.
 
-    python scripts/bench_serving_client.py [--seconds 5] [--concurrency 64] [--pairs 3]
+    python scripts/bench_serving_client.py [--seconds 5] [--concurrency 64] [--pairs 10] [--segment-s 2]
 """
 
 from __future__ import annotations
@@ -74,31 +74,50 @@ def efficiency(seconds: float, concurrency: int) -> list[dict]:
         server.wait(10)
 
 
+def _chunks(records: list, t0: float, t1: float) -> int:
+    return sum(sum(1 for t in r.chunk_times if t0 <= t < t1) for r in records)
+
+
 def overhead(seconds: float, concurrency: int, pairs: int) -> dict:
-    """Server tokens/s with the client on its own core, then on the server's core, in ``pairs``
-    interleaved pairs (a shared host's noise hits both sides of a pair alike); the median ratio."""
+    """Server tokens/s (the tiny Llama, pinned to one core) with the client thread on another core,
+    then on the server's core, alternating in ``pairs`` short segments under one steady load (a
+    shared host's noise hits both sides of a pair alike); the median ratio and its spread."""
     import statistics
 
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         return {"skipped": "needs two cores"}
-    ratios, rows = [], []
-    for _ in range(pairs):
-        pair = {}
-        for label, client_cpus in (("separate", {cores[1]}), ("shared", {cores[0]})):
-            port = serving_server.free_port()
-            server = _server(port, cpus={cores[0]})
-            os.sched_setaffinity(0, client_cpus)
-            try:
-                pair[label] = drive(f"http://127.0.0.1:{port}", seconds, concurrency, output_len=32, input_len=64)
-            finally:
-                os.sched_setaffinity(0, set(cores))
-                server.terminate()
-                server.wait(10)
-        ratios.append(pair["shared"]["chunks_per_s"] / pair["separate"]["chunks_per_s"])
-        rows.append({k: round(v["chunks_per_s"], 1) for k, v in pair.items()}
-                    | {"client_cpu_share": round(pair["shared"]["client_cpu_s"] / pair["shared"]["wall_s"], 4)})
-    return {"pairs": rows, "ratios": [round(r, 3) for r in ratios], "median_ratio": round(statistics.median(ratios), 3)}
+    port = serving_server.free_port()
+    server = _server(port, cpus={cores[0]})
+    gen = LoadGenerator(LoadSpec(url=f"http://127.0.0.1:{port}", model="tiny", concurrency=concurrency,
+                                 input_len=64, output_len=32, max_seconds=2 * pairs * (seconds + 1) + 60)).start()
+    tid = gen._thread.native_id if gen._thread else 0
+    rates: dict[str, list[float]] = {"separate": [], "shared": []}
+    cpu_share: list[float] = []
+    try:
+        time.sleep(2.0)
+        for i in range(pairs):
+            order = ("separate", "shared") if i % 2 == 0 else ("shared", "separate")
+            for label in order:
+                os.sched_setaffinity(tid, {cores[1]} if label == "separate" else {cores[0]})
+                time.sleep(0.3)  # requests in flight move over
+                c0, t0 = _cpu_s(), time.monotonic()
+                time.sleep(seconds)
+                c1, t1 = _cpu_s(), time.monotonic()
+                rates[label].append(_chunks(gen.records(), t0, t1) / (t1 - t0))
+                if label == "shared":
+                    cpu_share.append((c1 - c0) / (t1 - t0))
+                gen.prune(t0 - 1.0)
+    finally:
+        gen.stop()
+        server.terminate()
+        server.wait(10)
+    ratios = [b / a for a, b in zip(rates["separate"], rates["shared"])]
+    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+    return {"server_chunks_per_s": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+            "ratios": [round(r, 3) for r in ratios], "median_ratio": round(statistics.median(ratios), 3),
+            "ratio_iqr": [round(q[0], 3), round(q[2], 3)],
+            "client_cpu_share_of_a_core": round(statistics.median(cpu_share), 4)}
 
 
 def main() -> None:
@@ -106,12 +125,13 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--overhead-concurrency", type=int, default=8)
-    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--pairs", type=int, default=10)
+    p.add_argument("--segment-s", type=float, default=2.0, help="seconds per side of an overhead pair")
     a = p.parse_args()
     eff = efficiency(a.seconds, a.concurrency)
     for row in eff:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
-    print(json.dumps({"overhead": overhead(a.seconds, a.overhead_concurrency, a.pairs)}))
+    print(json.dumps({"overhead": overhead(a.segment_s, a.overhead_concurrency, a.pairs)}))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 import serving_server
 
+pytestmark = pytest.mark.slow  # each test is a CLI run (~5-9 s here)
+
 
 def _profile(tmp_path: Path, *flags: str, ready_timeout_s: float = 30.0, batch_sizes=(2,), points=2,
              window_s=0.6) -> tuple[Path, Path]:
@@ -95,7 +97,8 @@ def _limit_restored(driver, changed: bool = True) -> bool:
 
 
 def test_started_server_is_measured_then_stopped_and_http_errors_and_bad_events_flag_points(tmp_path, driver):
-    profile, pid_file = _profile(tmp_path, "--http-error-every", "4", "--malformed-every", "7")
+    log = tmp_path / "server.jsonl"
+    profile, pid_file = _profile(tmp_path, "--http-error-every", "4", "--malformed-every", "7", "--log", str(log))
     r = subprocess.run(_args(profile, tmp_path / "out"), capture_output=True, text=True, env=driver.env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert _gone(int(pid_file.read_text()))
@@ -104,6 +107,11 @@ def test_started_server_is_measured_then_stopped_and_http_errors_and_bad_events_
     assert (pts["requests_errors"] > 0).all() and (pts["output_tokens"] > 0).all()
     assert all("server_errors" in f for f in pts["flags"])
     assert (pts["mean_in_flight"].between(1.5, 2.05)).all()
+    # each window's output tokens are the chunks the server wrote inside it (+-1 in transit per stream)
+    served = [json.loads(line) for line in log.read_text().splitlines()]
+    for p in pts.itertuples():
+        written = sum(p.window_start_s <= t < p.window_end_s for s in served for t in s["chunk_times"])
+        assert abs(p.output_tokens - written) <= 2
 
 
 def test_a_server_that_never_becomes_ready_is_one_line_and_stopped(tmp_path, driver):
