@@ -172,7 +172,7 @@ def main(cli_args: list[str] | None = None) -> None:
     p.add_argument("--die-after", type=int, default=0)
     p.add_argument("--never-ready", action="store_true")
     p.add_argument("--ready-after-s", type=float, default=0.0)
-    p.add_argument("--pid-file", default=None, help="write this process's pid here once listening")
+    p.add_argument("--pid-file", default=None, help="write this process's pid (and its CUDA_VISIBLE_DEVICES) here")
     args = p.parse_args(cli_args)
     warnings.filterwarnings("ignore")
     # the model runs in worker threads; a short GIL switch interval keeps the event loop's
@@ -180,7 +180,7 @@ def main(cli_args: list[str] | None = None) -> None:
     sys.setswitchinterval(0.0002)
     logging.getLogger("aiohttp").setLevel(logging.CRITICAL)
     if args.pid_file:
-        Path(args.pid_file).write_text(str(os.getpid()))
+        Path(args.pid_file).write_text(f"{os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES', '')}")
     web.run_app(build_app(args), host=args.host, port=args.port, print=None, access_log=None)
 
 

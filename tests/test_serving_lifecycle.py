@@ -66,6 +66,10 @@ def _args(profile: Path, out: Path) -> list[str]:
             "--out", str(out), "--gpus", "0"]
 
 
+def _pid(pid_file: Path) -> int:
+    return int(pid_file.read_text().split()[0])
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -101,8 +105,10 @@ def test_started_server_is_measured_then_stopped_and_http_errors_and_bad_events_
     profile, pid_file = _profile(tmp_path, "--http-error-every", "4", "--malformed-every", "7", "--log", str(log))
     r = subprocess.run(_args(profile, tmp_path / "out"), capture_output=True, text=True, env=driver.env, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert _gone(int(pid_file.read_text()))
+    assert _gone(_pid(pid_file))
     pts = _points(tmp_path / "out")
+    # the server was started on the GPU being swept
+    assert pid_file.read_text().split()[1] == pts["gpu_uuid"][0]
     assert len(pts) == 2 and _limit_restored(driver)
     assert (pts["requests_errors"] > 0).all() and (pts["output_tokens"] > 0).all()
     assert all("server_errors" in f for f in pts["flags"])
@@ -121,7 +127,7 @@ def test_a_server_that_never_becomes_ready_is_one_line_and_stopped(tmp_path, dri
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "not ready after 1.5 s" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
-    assert _gone(int(pid_file.read_text())) and _limit_restored(driver, changed=False)
+    assert _gone(_pid(pid_file)) and _limit_restored(driver, changed=False)
 
 
 def test_a_server_that_dies_mid_run_keeps_the_finished_points(tmp_path, driver):
@@ -147,5 +153,17 @@ def test_ctrl_c_and_sigterm_stop_the_server_and_restore(tmp_path, driver, sig):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "Traceback" not in err
-    assert _gone(int(pid_file.read_text())) and _limit_restored(driver)
+    assert _gone(_pid(pid_file)) and _limit_restored(driver)
     assert len(_points(out)) >= 1
+
+
+def test_an_endpoint_run_refuses_a_second_gpu(tmp_path, fake_nvml_proc):
+    fake_nvml_proc.configure(fake_pynvml.FakeConfig(gpus=[fake_pynvml.FakeGpu(energy_step_mj=5_000),
+                                                          fake_pynvml.FakeGpu(energy_step_mj=5_000)]))
+    profile, pid_file = _profile(tmp_path, points=1)
+    args = _args(profile, tmp_path / "out")
+    args[args.index("--gpus") + 1] = "0,1"
+    r = subprocess.run(args, capture_output=True, text=True, env=fake_nvml_proc.env, timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode != 0 and len(lines) == 1 and "measures one GPU" in lines[0], r.stderr
+    assert _gone(_pid(pid_file))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import TokbenchError
+from harness.errors import TokbenchError, UsageError
 from workloads.base import StepResult, WorkloadSpec
 from workloads.loadgen import LoadGenerator, LoadSpec, RequestRecord
 from workloads.server_process import ServerError, probe, shared_server
@@ -21,6 +21,9 @@ from workloads.serving_metrics import Slo, interval_fields, token_counts
 
 if TYPE_CHECKING:
     from workloads.config import EndpointConfig, WorkloadConfig
+
+#: GPUs (uuids) with a prepared endpoint workload in this process: one at a time
+_LIVE: set[str] = set()
 
 
 def endpoint_spec(config: WorkloadConfig, engine: str, extra: dict[str, Any] | None = None) -> WorkloadSpec:
@@ -60,6 +63,7 @@ class EndpointWorkload:
         self.server: Any = None
         self.gen: LoadGenerator | None = None
         self._clock: Any = None
+        self._uuid = ""
 
     def prepare(self, device: Any) -> None:
         from harness.devices.base import WallClock
@@ -68,8 +72,17 @@ class EndpointWorkload:
         if getattr(self._clock, "simulated", False):
             raise TokbenchError("an endpoint workload on a simulated clock runs as its serving twin")
         e = self.e
+        info = getattr(device, "info", None)
+        if info is not None:
+            if _LIVE - {info.uuid}:
+                raise UsageError("an endpoint run measures one GPU (its server's load is not split across "
+                                 "GPUs); name one with --gpus")
+            _LIVE.add(info.uuid)
+            self._uuid = info.uuid
         if e.command:
-            self.server = shared_server(e.command, e.url, e.env, e.ready_path, e.ready_timeout_s)
+            # the server runs on the GPU being swept, unless the profile says otherwise
+            env = {"CUDA_VISIBLE_DEVICES": info.uuid, **e.env} if info is not None else dict(e.env)
+            self.server = shared_server(e.command, e.url, env, e.ready_path, e.ready_timeout_s)
         elif not probe(e.url, e.ready_path):
             raise ServerError(f"no server answers at {e.url} (GET {e.ready_path}); start it, or give "
                               "[workload.endpoint].command so tokbench starts it")
@@ -117,3 +130,4 @@ class EndpointWorkload:
         if self.gen is not None:
             self.gen.stop()
             self.gen = None
+        _LIVE.discard(self._uuid)
