@@ -79,3 +79,17 @@ def test_the_lag_probe_measures_a_blocked_client_loop():
     f = interval_fields(gen.records(), t_block - 0.02, t_block + 0.4, input_len=1, output_len=1,
                         slo=Slo(max_lag_ms=20), lags=gen.lags())
     assert "loadgen_lag" in f["flags"] and f["requests_errors"] > 0
+
+
+@pytest.mark.parametrize(("burstiness", "cv"), [(1.0, 1.0), (0.25, 2.0), (4.0, 0.5)])
+def test_open_loop_gaps_have_the_rate_and_the_burstiness_asked(burstiness, cv):
+    import random
+
+    import numpy as np
+
+    from workloads.loadgen import next_gap
+
+    rng = random.Random(11)
+    gaps = np.array([next_gap(rng, 50.0, burstiness) for _ in range(20_000)])
+    assert gaps.mean() == pytest.approx(1 / 50.0, rel=0.03)
+    assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.05)

@@ -110,3 +110,26 @@ def test_bad_endpoint_profiles_are_one_line(tmp_path, body, expected):
     with pytest.raises(ProfileError, match=None) as err:
         load_profile(str(path))
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_open_loop_below_capacity_serves_what_arrives():
+    from harness.devices import open_devices
+
+    dev = open_devices("sim", sim_gpu="h100-sxm", sim_node="serving-twin-open").devices[0]
+    cfg = WorkloadConfig(name="endpoint", model="m", batch_size=20, input_len=128, output_len=64,
+                         endpoint=EndpointConfig(twin_model="llama-8b", load="open"))
+    twin = ServingTwin(cfg)
+    twin.prepare(dev)
+    for _ in range(8):  # 2 s to fill up
+        twin.step("serve")
+    t0 = dev.clock.now()
+    for _ in range(40):
+        twin.step("serve")
+    f = twin.interval_fields(t0, dev.clock.now())
+    seconds = dev.clock.now() - t0
+    # 20 requests/s x 64 tokens: the server keeps up, so it emits what arrives (Poisson noise ~ 1/sqrt(200))
+    assert f["output_tokens_per_s"] == pytest.approx(20 * 64, rel=0.15)
+    assert f["requests_ok"] / seconds == pytest.approx(20, rel=0.2)
+    # Little's law: users in flight = arrival rate x time in the system; a light batch decodes fast
+    assert f["mean_in_flight"] == pytest.approx(20 * f["e2e_ms_mean"] / 1000, rel=0.15)
+    assert f["tpot_ms"] < 10

@@ -84,6 +84,12 @@ class RequestRecord:
         return self.completion_tokens if self.completion_tokens is not None else len(self.chunk_times)
 
 
+def next_gap(rng: random.Random, rate: float, burstiness: float = 1.0) -> float:
+    """Seconds to the next open-loop arrival: gamma of shape ``burstiness`` and mean ``1/rate``
+    (shape 1 is the exponential gap of a Poisson process; the gaps' CV is ``1/sqrt(shape)``)."""
+    return rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
+
+
 def prompt_ids(index: int, length: int, seed: int) -> list[int]:
     """A prompt of ``length`` token ids, different from every other index's at its first id."""
     span = PROMPT_ID_HI - PROMPT_ID_LO
@@ -285,11 +291,10 @@ class LoadGenerator:
     async def _arrivals(self, session: Any, deadline: float) -> None:
         s = self.spec
         rng = random.Random(s.seed)
-        shape = s.burstiness
         t_next = time.monotonic()
         running: set[asyncio.Task] = set()
         while t_next < deadline:
-            t_next += rng.gammavariate(shape, 1.0 / (s.rate * shape))
+            t_next += next_gap(rng, s.rate, s.burstiness)
             delay = t_next - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -23,7 +23,7 @@ from harness.errors import UsageError
 from workloads import models
 from workloads.base import StepResult
 from workloads.endpoint import endpoint_spec, slo_of
-from workloads.loadgen import RequestRecord
+from workloads.loadgen import RequestRecord, next_gap
 from workloads.serving_metrics import interval_fields, token_counts
 from workloads.simulated import SimWorkload
 
@@ -100,10 +100,9 @@ class ServingTwin:
         self._waiting.append(rec)
 
     def _poisson_arrivals(self, now: float) -> None:
-        rate, shape = float(self.config.batch_size), self.e.burstiness
         while self._next_arrival <= now:
             self._arrive(self._next_arrival)
-            self._next_arrival += self._rng.gammavariate(shape, 1.0 / (rate * shape))
+            self._next_arrival += next_gap(self._rng, float(self.config.batch_size), self.e.burstiness)
 
     def _iteration(self) -> None:
         """One engine step: admit, prefill the admitted, decode the running, on the simulated GPU."""
