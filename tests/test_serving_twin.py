@@ -100,6 +100,8 @@ def test_the_vllm_profile_runs_on_the_simulated_gpu(tmp_path):
     ('name = "endpoint"\nphases = ["decode"]\n[workload.endpoint]\n', "one phase, serve"),
     ('name = "inference"\n[workload.endpoint]\n', "only the 'endpoint' workload"),
     ('name = "endpoint"\n[workload.endpoint]\nload = "burst"\n', "'closed' or 'open'"),
+    ('name = "endpoint"\n[workload.endpoint]\ncommand = ["srv", "{model_dir}"]\n', "dummy_model (a preset) is not set"),
+    ('name = "endpoint"\n[workload.endpoint]\ntwin_model = "gpt-9"\n', "is not a preset"),
 ])
 def test_bad_endpoint_profiles_are_one_line(tmp_path, body, expected):
     from harness.errors import ProfileError
@@ -133,3 +135,19 @@ def test_open_loop_below_capacity_serves_what_arrives():
     # Little's law: users in flight = arrival rate x time in the system; a light batch decodes fast
     assert f["mean_in_flight"] == pytest.approx(20 * f["e2e_ms_mean"] / 1000, rel=0.15)
     assert f["tpot_ms"] < 10
+
+
+def test_a_dummy_model_directory_is_written_for_the_server_command(tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from workloads import dummy_model
+
+    command = ["vllm", "serve", "{model_dir}", "--load-format", "dummy"]
+    filled = dummy_model.fill(command, "tiny")
+    assert filled[0:2] == ["vllm", "serve"] and filled[3:] == command[3:]
+    where = filled[2]
+    assert dummy_model.fill(command, "tiny") == filled  # one directory per process
+    assert AutoConfig.from_pretrained(where, local_files_only=True).vocab_size == 512
+    tok = AutoTokenizer.from_pretrained(where, local_files_only=True)
+    assert tok.decode([5, 511]) == "t5 t511" and tok("t7 t8")["input_ids"] == [7, 8]
+    assert dummy_model.fill(command, None) == command

@@ -49,6 +49,9 @@ class EndpointConfig(_Strict):
     max_lag_ms: float = Field(20.0, gt=0)
     #: device time per harness step while the load runs on its own (the window is whole steps)
     slice_s: float = Field(0.25, gt=0)
+    #: a preset whose config and a synthetic tokenizer tokbench writes to a directory that
+    #: ``command`` names as ``{model_dir}`` (a server with dummy weights, offline)
+    dummy_model: str | None = None
     #: the preset the simulated serving twin runs (default: ``model`` when it is a preset)
     twin_model: str | None = None
     twin_engine: str = "vllm"
@@ -114,9 +117,13 @@ class WorkloadConfig(_Strict):
             raise ValueError("endpoint: the 'endpoint' workload needs an [workload.endpoint] table (url, ...)")
         if (self.phases or ["serve"]) != ["serve"]:
             raise ValueError("phases: the 'endpoint' workload has one phase, serve")
-        twin = self.endpoint.twin_model
-        if twin is not None and not models.is_preset(twin):
-            raise ValueError(f"endpoint.twin_model: {twin!r} is not a preset ({', '.join(models.PRESETS)})")
+        for key in ("twin_model", "dummy_model"):
+            preset = getattr(self.endpoint, key)
+            if preset is not None and not models.is_preset(preset):
+                raise ValueError(f"endpoint.{key}: {preset!r} is not a preset ({', '.join(models.PRESETS)})")
+        names_dir = any("{model_dir}" in a for a in self.endpoint.command or [])
+        if names_dir and self.endpoint.dummy_model is None:
+            raise ValueError("endpoint.command: names {model_dir} but endpoint.dummy_model (a preset) is not set")
         return self
 
     @property

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import TokbenchError, UsageError
+from workloads import dummy_model
 from workloads.base import StepResult, WorkloadSpec
 from workloads.loadgen import LoadGenerator, LoadSpec, RequestRecord
 from workloads.server_process import ServerError, probe, shared_server
@@ -82,7 +83,8 @@ class EndpointWorkload:
         if e.command:
             # the server runs on the GPU being swept, unless the profile says otherwise
             env = {"CUDA_VISIBLE_DEVICES": info.uuid, **e.env} if info is not None else dict(e.env)
-            self.server = shared_server(e.command, e.url, env, e.ready_path, e.ready_timeout_s)
+            command = dummy_model.fill(e.command, e.dummy_model)
+            self.server = shared_server(command, e.url, env, e.ready_path, e.ready_timeout_s)
         elif not probe(e.url, e.ready_path):
             raise ServerError(f"no server answers at {e.url} (GET {e.ready_path}); start it, or give "
                               "[workload.endpoint].command so tokbench starts it")
