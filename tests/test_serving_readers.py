@@ -72,3 +72,25 @@ def test_curve_file_carries_the_serving_fields(run, tmp_path):
     assert pts and all(p.output_tokens_per_s and p.goodput_tokens_per_j is not None and p.tpot_ms_p99 for p in pts)
     (lp,) = back.latency_points
     assert lp.tpot_ms_target == 9.0 and lp.tokens_per_s_per_user > 0 and lp.goodput_tokens_per_j is not None
+
+
+def test_a_run_written_before_the_serving_columns_still_opens_and_resumes(tmp_path):
+    import shutil
+    from dataclasses import replace
+    from pathlib import Path
+
+    from harness.records.rundir import POINT_COLUMNS, Point, RunDir
+
+    old = tmp_path / "run-v1"
+    shutil.copytree(Path(__file__).parent / "data" / "run-v1", old)
+    run = RunDir.open(old)
+    header = (old / "points.csv").read_text().splitlines()[0].split(",")
+    assert "goodput_rps" not in header and run.columns == tuple(header)
+    df = run.points()
+    assert list(df.columns[: len(header)]) == header and df["goodput_rps"].isna().all()
+    # a resumed run appends rows of its own columns: the file stays one table
+    row = df.iloc[0]
+    first = Point(**{c: row[c] for c in POINT_COLUMNS if c in header})
+    run.write_row(replace(first, point_index=99, goodput_rps=1.0))
+    again = RunDir.open(old).points()
+    assert len(again) == len(df) + 1 and again["goodput_rps"].isna().all()

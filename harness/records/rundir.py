@@ -108,6 +108,10 @@ class Point:
 
 
 POINT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Point) if f.name != "extra")
+#: columns added after ``extra`` (all optional): a points.csv written before them lacks them and
+#: still opens; they read back empty, and a resumed run keeps writing its own columns
+_FIELD_NAMES = [f.name for f in fields(Point)]
+_LATE_COLUMNS: tuple[str, ...] = tuple(_FIELD_NAMES[_FIELD_NAMES.index("extra") + 1:])
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,6 +216,7 @@ class RunDir:
         self.path = path
         self.manifest = manifest
         self._lockf: IO | None = None
+        self.columns: tuple[str, ...] = POINT_COLUMNS  # what this directory's points.csv holds
 
     # --- create / open --------------------------------------------------------------------------
     @classmethod
@@ -269,14 +274,17 @@ class RunDir:
             raise RunDirError(f"{path}: {POINTS} is missing")
         with open(ppath, newline="") as f:
             header = next(csv.reader(f), [])
-        if tuple(header) != POINT_COLUMNS:
+        late = tuple(header) == POINT_COLUMNS[:len(header)] and set(POINT_COLUMNS[len(header):]) <= set(_LATE_COLUMNS)
+        if tuple(header) != POINT_COLUMNS and not late:
             missing = [c for c in POINT_COLUMNS if c not in header]
             extra = [c for c in header if c not in POINT_COLUMNS]
             raise RunDirError(f"{ppath}: columns differ from schema {SCHEMA_VERSION}"
                               + (f"; missing {', '.join(missing)}" if missing else "")
                               + (f"; unexpected {', '.join(extra)}" if extra else "")
                               + ("; same columns in another order" if not missing and not extra else ""))
-        return cls(path, manifest)
+        run = cls(path, manifest)
+        run.columns = tuple(header)
+        return run
 
     # --- writing ------------------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -302,7 +310,7 @@ class RunDir:
 
     def write_row(self, point: Point) -> None:
         line = io.StringIO()
-        csv.writer(line).writerow([_csv_cell(getattr(point, c)) for c in POINT_COLUMNS])
+        csv.writer(line).writerow([_csv_cell(getattr(point, c)) for c in self.columns])
         with open(self.path / POINTS, "a", newline="") as f:
             f.write(line.getvalue())
             f.flush()
@@ -341,6 +349,9 @@ class RunDir:
             df[c] = df[c].astype(str)
         for c in _INT_FIELDS:
             df[c] = df[c].astype("int64")
+        for c in POINT_COLUMNS:
+            if c not in df.columns:  # a late column this directory predates
+                df[c] = float("nan")
         return df
 
     def samples(self, point_index: int) -> pd.DataFrame:
