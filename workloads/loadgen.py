@@ -258,10 +258,13 @@ class LoadGenerator:
             stopper = asyncio.create_task(self._stop.wait())
             work = asyncio.gather(*tasks[1:])
             await asyncio.wait([stopper, work], timeout=s.max_seconds, return_when=asyncio.FIRST_COMPLETED)
+            crashed = work.exception() if work.done() and not work.cancelled() else None
             for t in [*tasks, stopper]:
                 t.cancel()
             work.cancel()
             await asyncio.gather(*tasks, stopper, work, return_exceptions=True)
+            if crashed is not None:
+                raise crashed  # kept as ``failure``: the workload's next step reports it
 
     def _new_record(self, t_scheduled: float) -> RequestRecord | None:
         with self._lock:
