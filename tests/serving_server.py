@@ -58,6 +58,11 @@ class Engine:
         return int(out.logits[0, -1].argmax()), out.past_key_values
 
 
+def _usage(ids: list[int], chunk_times: list[float]) -> dict[str, int]:
+    out = len(chunk_times)
+    return {"prompt_tokens": len(ids), "completion_tokens": out, "total_tokens": len(ids) + out}
+
+
 def build_app(args: argparse.Namespace) -> web.Application:
     engine = None if args.no_model else Engine(args.model)
     log = open(args.log, "a", buffering=1) if args.log else None  # noqa: SIM115 (lives as long as the app)
@@ -78,6 +83,9 @@ def build_app(args: argparse.Namespace) -> web.Application:
         in_flight = state["in_flight"]
         counted = True
         body = await request.json()
+        ids: list[int] = []
+        chunk_times: list[float] = []
+        t_end = None
         try:
             if args.http_error_every and n % args.http_error_every == 0:
                 return web.Response(status=500, text="injected failure")
@@ -87,7 +95,6 @@ def build_app(args: argparse.Namespace) -> web.Application:
             max_tokens = int(body.get("max_tokens", 16))
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(request)
-            chunk_times: list[float] = []
             token, past = (await asyncio.to_thread(engine.first, ids)) if engine else (1, None)
             if args.prefill_delay_ms:
                 await asyncio.sleep(args.prefill_delay_ms / 1000.0)
@@ -103,9 +110,8 @@ def build_app(args: argparse.Namespace) -> web.Application:
                 chunk_times.append(time.monotonic())
                 if i + 1 < max_tokens and engine:
                     token, past = await asyncio.to_thread(engine.next, token, past)
-            usage = {"prompt_tokens": len(ids), "completion_tokens": len(chunk_times),
-                     "total_tokens": len(ids) + len(chunk_times)}
             if (body.get("stream_options") or {}).get("include_usage"):
+                usage = _usage(ids, chunk_times)
                 final = {"id": f"cmpl-{n}", "object": "text_completion", "choices": [], "usage": usage}
                 await resp.write(b"data: " + json.dumps(final).encode() + b"\n\n")
             # leave the in-flight count before the last event, so that a closed-loop client's next
@@ -114,16 +120,16 @@ def build_app(args: argparse.Namespace) -> web.Application:
             counted = False
             await resp.write(b"data: [DONE]\n\n")
             t_end = time.monotonic()
-            if log:
-                first = chunk_times[0] if chunk_times else None
-                log.write(json.dumps({"n": n, "head": ids[:3], "t_arrival": t_arrival, "t_first": first,
-                                      "chunk_times": chunk_times,
-                                      "t_end": t_end, "in_flight": in_flight, **usage}) + "\n")
             await resp.write_eof()
             return resp
         finally:
             if counted:
                 state["in_flight"] -= 1
+            if log and ids:  # every request that started streaming, cut off or not (t_end None)
+                first = chunk_times[0] if chunk_times else None
+                log.write(json.dumps({"n": n, "head": ids[:3], "t_arrival": t_arrival, "t_first": first,
+                                      "chunk_times": chunk_times, "t_end": t_end, "in_flight": in_flight,
+                                      **_usage(ids, chunk_times)}) + "\n")
 
     app = web.Application()
     app.router.add_get("/v1/models", models_route)

@@ -21,7 +21,7 @@ from workloads.serving_metrics import Slo, interval_fields, tpot_s
 def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("srv") / "server.jsonl"
     port = serving_server.free_port()
-    proc = serving_server.spawn(port, "--log", str(log), "--token-delay-ms", "25", "--prefill-delay-ms", "60",
+    proc = serving_server.spawn(port, "--log", str(log), "--token-delay-ms", "30", "--prefill-delay-ms", "150",
                                 timeout_s=120)
     yield f"http://127.0.0.1:{port}", log
     proc.terminate()
@@ -71,26 +71,36 @@ def test_closed_loop_counts_times_and_concurrency_agree_with_the_server(server):
     assert np.median(ttft_c) == pytest.approx(np.median(ttft_s), rel=0.05)
     assert np.mean(tpot_c) == pytest.approx(np.mean(tpot_s_), rel=0.05)
     # exactly n in flight: never more at any arrival, and n on (time-)average once ramped up
+    # (the log also holds the requests cut off by the stop, with t_end None)
     arrivals = sorted(srv.values(), key=lambda s: s["t_arrival"])
     assert max(s["in_flight"] for s in arrivals) == n
     assert [s["in_flight"] for s in arrivals[:n]] == list(range(1, n + 1))
-    f = interval_fields(records, t0 + 0.5, t1 - 0.2, input_len=24, output_len=12, slo=Slo(), lags=gen.lags())
+    # an interval that ends before the first request the stop cut off: all its chunks are in the log
+    a, b = t0 + 0.5, min([t1 - 0.2] + [r.t_send for r in records if not (r.t_end and r.ok)])
+    assert b - a > 1.0
+    f = interval_fields(records, a, b, input_len=24, output_len=12, slo=Slo(), lags=gen.lags())
     assert f["mean_in_flight"] == pytest.approx(n, rel=0.03)
     # the interval's output tokens are the chunks the server wrote inside it (+-1 in transit per stream)
-    written = sum(np.searchsorted(s["chunk_times"], t1 - 0.2) - np.searchsorted(s["chunk_times"], t0 + 0.5)
-                  for s in srv.values())
+    written = sum(np.searchsorted(s["chunk_times"], b) - np.searchsorted(s["chunk_times"], a) for s in srv.values())
     assert abs(f["output_tokens"] - written) <= n
     assert f["flags"] == [] and f["requests_errors"] == 0
 
 
-def test_open_loop_arrivals_are_poisson_at_the_server(server):
-    url, log = server
-    log.write_text("")
-    rate = 60.0
-    _run(url, 3.0, mode="open", rate=rate, input_len=8, output_len=2, seed=3)
+def test_open_loop_arrivals_are_poisson_at_the_server(tmp_path):
+    # a server that answers at once (no model), so that what it sees is the client's schedule
+    log = tmp_path / "server.jsonl"
+    port = serving_server.free_port()
+    proc = serving_server.spawn(port, "--no-model", "--log", str(log))
+    try:
+        rate = 30.0
+        records, gen, t0, t1 = _run(f"http://127.0.0.1:{port}", 4.0, mode="open", rate=rate, input_len=8,
+                                    output_len=2, seed=3)
+    finally:
+        proc.terminate()
+        proc.wait(10)
     arrivals = np.sort([s["t_arrival"] for s in _server_log(log).values()])
     gaps = np.diff(arrivals)
-    assert len(gaps) > 100
+    assert len(gaps) > 90
     # the server sees exponential gaps of mean 1/rate (Kolmogorov-Smirnov against the exact law)
     assert stats.kstest(gaps, "expon", args=(0, 1 / rate)).pvalue > 0.01
     # and not a fixed rate in disguise
