@@ -156,14 +156,3 @@ def test_ctrl_c_and_sigterm_stop_the_server_and_restore(tmp_path, driver, sig):
     assert _gone(_pid(pid_file)) and _limit_restored(driver)
     assert len(_points(out)) >= 1
 
-
-def test_an_endpoint_run_refuses_a_second_gpu(tmp_path, fake_nvml_proc):
-    fake_nvml_proc.configure(fake_pynvml.FakeConfig(gpus=[fake_pynvml.FakeGpu(energy_step_mj=5_000),
-                                                          fake_pynvml.FakeGpu(energy_step_mj=5_000)]))
-    profile, pid_file = _profile(tmp_path, points=1)
-    args = _args(profile, tmp_path / "out")
-    args[args.index("--gpus") + 1] = "0,1"
-    r = subprocess.run(args, capture_output=True, text=True, env=fake_nvml_proc.env, timeout=120)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode != 0 and len(lines) == 1 and "measures one GPU" in lines[0], r.stderr
-    assert _gone(_pid(pid_file))

@@ -93,3 +93,26 @@ def test_open_loop_gaps_have_the_rate_and_the_burstiness_asked(burstiness, cv):
     gaps = np.array([next_gap(rng, 50.0, burstiness) for _ in range(20_000)])
     assert gaps.mean() == pytest.approx(1 / 50.0, rel=0.03)
     assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.05)
+
+
+def test_an_endpoint_workload_refuses_a_second_gpu(monkeypatch):
+    from types import SimpleNamespace
+
+    from harness.devices.base import WallClock
+    from harness.errors import UsageError
+    from workloads import endpoint
+    from workloads.config import EndpointConfig, WorkloadConfig
+
+    monkeypatch.setattr(endpoint, "probe", lambda url, path: True)  # "a server answers" (none needed here)
+    cfg = WorkloadConfig(name="endpoint", model="m", endpoint=EndpointConfig(url="http://127.0.0.1:9"))
+    gpu = [SimpleNamespace(info=SimpleNamespace(uuid=f"GPU-{i}"), clock=WallClock()) for i in range(2)]
+    first, second = endpoint.EndpointWorkload(cfg), endpoint.EndpointWorkload(cfg)
+    first.prepare(gpu[0])
+    try:
+        with pytest.raises(UsageError, match="measures one GPU"):
+            second.prepare(gpu[1])
+    finally:
+        first.close()
+    second.prepare(gpu[1])  # once the first is closed, another GPU may run
+    second.close()
+    assert not endpoint._LIVE

@@ -25,9 +25,9 @@ tpot_ms = 9
 [sweep]
 knob = "power-limit"
 repeats = 1
-warmup_min_s = 2
+warmup_min_s = 1
 warmup_max_s = 10
-window_s = 3
+window_s = 2
 """
 
 

@@ -14,7 +14,7 @@ PROFILE = """
 name = "endpoint"
 model = "served-name"
 input_len = 128
-output_len = 512
+output_len = 256
 
 [workload.endpoint]
 twin_model = "llama-8b"
@@ -23,9 +23,9 @@ tpot_ms = 8
 [sweep]
 knob = "power-limit"
 repeats = 1
-warmup_min_s = 3
-warmup_max_s = 20
-window_s = 5
+warmup_min_s = 2
+warmup_max_s = 10
+window_s = 3
 """
 
 

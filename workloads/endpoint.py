@@ -74,12 +74,9 @@ class EndpointWorkload:
             raise TokbenchError("an endpoint workload on a simulated clock runs as its serving twin")
         e = self.e
         info = getattr(device, "info", None)
-        if info is not None:
-            if _LIVE - {info.uuid}:
-                raise UsageError("an endpoint run measures one GPU (its server's load is not split across "
-                                 "GPUs); name one with --gpus")
-            _LIVE.add(info.uuid)
-            self._uuid = info.uuid
+        if info is not None and _LIVE - {info.uuid}:
+            raise UsageError("an endpoint run measures one GPU (its server's load is not split across "
+                             "GPUs); name one with --gpus")
         if e.command:
             # the server runs on the GPU being swept, unless the profile says otherwise
             env = {"CUDA_VISIBLE_DEVICES": info.uuid, **e.env} if info is not None else dict(e.env)
@@ -89,6 +86,9 @@ class EndpointWorkload:
             raise ServerError(f"no server answers at {e.url} (GET {e.ready_path}); start it, or give "
                               "[workload.endpoint].command so tokbench starts it")
         self.gen = LoadGenerator(self.load).start()
+        if info is not None:
+            _LIVE.add(info.uuid)
+            self._uuid = info.uuid
 
     def _check_alive(self) -> None:
         if self.server is not None and self.server.exited() is not None:
