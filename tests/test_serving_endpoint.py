@@ -21,7 +21,7 @@ from workloads.serving_metrics import Slo, interval_fields, tpot_s
 def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("srv") / "server.jsonl"
     port = serving_server.free_port()
-    proc = serving_server.spawn(port, "--log", str(log), "--token-delay-ms", "30", "--prefill-delay-ms", "150",
+    proc = serving_server.spawn(port, "--log", str(log), "--token-delay-ms", "30", "--prefill-delay-ms", "300",
                                 timeout_s=120)
     yield f"http://127.0.0.1:{port}", log
     proc.terminate()
@@ -52,7 +52,7 @@ def test_closed_loop_counts_times_and_concurrency_agree_with_the_server(server):
     url, log = server
     log.write_text("")
     n = 4
-    records, gen, t0, t1 = _run(url, 2.5, concurrency=n, input_len=24, output_len=12, seed=1)
+    records, gen, t0, t1 = _run(url, 3.0, concurrency=n, input_len=24, output_len=12, seed=1)
     done = [r for r in records if r.t_end and r.ok]
     assert len(done) >= 3 * n
     srv = _server_log(log)
