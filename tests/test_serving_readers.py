@@ -35,8 +35,12 @@ window_s = 2
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving-readers")
     (root / "serve.toml").write_text(PROFILE)
-    r = run_sweep(SweepOptions(profile=str(root / "serve.toml"), backend="sim", out=str(root), yes=True,
-                               values=(450.0, 700.0), batch_sizes=(1, 16, 128)))
+    # module-scoped: runs before the per-test state directories of conftest, so it brings its own
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TOKBENCH_SIM_STATE_DIR", str(root / "sim-state"))
+        mp.setenv("TOKBENCH_STATE_DIR", str(root / "tokbench-state"))
+        r = run_sweep(SweepOptions(profile=str(root / "serve.toml"), backend="sim", out=str(root), yes=True,
+                                   values=(450.0, 700.0), batch_sizes=(1, 16, 128)))
     return r.run_dir.path, r.points
 
 
