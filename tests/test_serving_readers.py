@@ -5,30 +5,12 @@ per joule, and the curve file's serving fields."""
 from __future__ import annotations
 
 import pytest
+from test_serving_twin import PROFILE  # the twin tests' decode-heavy endpoint profile
 
 from harness.readers.analysis import analyse
 from harness.readers.export import export_run
 from harness.records.curves import load_curve
 from harness.sweep.run import SweepOptions, run_sweep
-
-PROFILE = """
-[workload]
-name = "endpoint"
-model = "served-name"
-input_len = 128
-output_len = 256
-
-[workload.endpoint]
-twin_model = "llama-8b"
-tpot_ms = 9
-
-[sweep]
-knob = "power-limit"
-repeats = 1
-warmup_min_s = 1
-warmup_max_s = 10
-window_s = 2
-"""
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +22,7 @@ def run(tmp_path_factory):
         mp.setenv("TOKBENCH_SIM_STATE_DIR", str(root / "sim-state"))
         mp.setenv("TOKBENCH_STATE_DIR", str(root / "tokbench-state"))
         r = run_sweep(SweepOptions(profile=str(root / "serve.toml"), backend="sim", out=str(root), yes=True,
-                                   values=(450.0, 700.0), batch_sizes=(1, 16, 128)))
+                                   values=(450.0, 700.0), batch_sizes=(1, 16, 128), window_s=2, warmup_min_s=1))
     return r.run_dir.path, r.points
 
 
