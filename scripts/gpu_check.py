@@ -50,7 +50,7 @@ Section = tuple[str, float, Callable[[dict], dict]]
 REPORT_VERSION = 1
 DEFAULT_BUDGET_S = 400.0
 #: modules beside this script whose ``SECTIONS`` list is appended when they exist (wired by later issues)
-OPTIONAL_SECTION_MODULES = ("gpu_check_workloads", "gpu_check_telemetry", "gpu_check_sweep")
+OPTIONAL_SECTION_MODULES = ("gpu_check_workloads", "gpu_check_telemetry", "gpu_check_sweep", "gpu_check_serving")
 
 
 # --- observe-only guard ---------------------------------------------------------------------------

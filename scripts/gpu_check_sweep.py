@@ -17,7 +17,7 @@ COLUMNS = ["phase", "batch_size", "setting", "enforced", "seconds", "tokens_per_
            "power_p99_w", "power_max_1s_w", "sm_clock_mean_mhz", "ttft_ms", "tpot_ms", "flags"]
 
 
-def _observe(profile: str, extra: list[str], timeout_s: float) -> dict:
+def _observe(profile: str, extra: list[str], timeout_s: float, columns: list[str] | None = None) -> dict:
     import ctypes.util
 
     if ctypes.util.find_library("cuda") is None:  # NVML without CUDA (a fake driver in CI): nothing to run on
@@ -31,7 +31,7 @@ def _observe(profile: str, extra: list[str], timeout_s: float) -> dict:
         csv = Path(tmp) / "observe" / "points.csv"
         if csv.exists():
             df = pd.read_csv(csv)
-            out["points"] = json.loads(df[[c for c in COLUMNS if c in df]].to_json(orient="records"))
+            out["points"] = json.loads(df[[c for c in (columns or COLUMNS) if c in df]].to_json(orient="records"))
         if r.returncode != 0:
             out["failed"] = f"sweep exited {r.returncode}"
         return out

@@ -136,6 +136,7 @@ def test_sections_list_is_extensible(tmp_path, monkeypatch):
     gpu_check = load_gpu_check()
     assert [s[0] for s in gpu_check.SECTIONS] == BASE_SECTIONS
     assert sum(t for _n, t, _f in gpu_check.SECTIONS) < 7 * 60
-    assert gpu_check.OPTIONAL_SECTION_MODULES == ("gpu_check_workloads", "gpu_check_telemetry", "gpu_check_sweep")
+    assert gpu_check.OPTIONAL_SECTION_MODULES == ("gpu_check_workloads", "gpu_check_telemetry", "gpu_check_sweep",
+                                                 "gpu_check_serving")
     p = subprocess.run([sys.executable, str(SCRIPT), "--list"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and [line.split()[0] for line in p.stdout.splitlines()][:3] == BASE_SECTIONS

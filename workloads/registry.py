@@ -1,6 +1,6 @@
 """Workload registry: a profile's ``[workload]`` → a ``Workload`` for a device.
 
-Built-in names are ``training`` and ``inference``; anything of the form
+Built-in names are ``training``, ``inference`` and ``endpoint`` (a server under load); anything of the form
 ``package.module:callable`` is a user's own workload, called as ``callable(config, device)``
 (see docs/workloads.md). The same profile runs on a real GPU and on a simulated one: on a device
 that accepts simulated load (``supports_sim_load``) the built-ins become their simulated twins.
@@ -77,7 +77,13 @@ def _inference(config: WorkloadConfig, device: Device | None) -> Workload:
     )
 
 
-BUILTIN: dict[str, Factory] = {"training": _training, "inference": _inference}
+def _endpoint(config: WorkloadConfig, device: Device | None) -> Workload:
+    from workloads.endpoint import EndpointWorkload
+
+    return EndpointWorkload(config)
+
+
+BUILTIN: dict[str, Factory] = {"training": _training, "inference": _inference, "endpoint": _endpoint}
 
 
 def get(config: WorkloadConfig, device: Device | None = None) -> Workload:
@@ -88,6 +94,10 @@ def get(config: WorkloadConfig, device: Device | None = None) -> Workload:
                              "GPU (--backend nvml), or use a built-in workload on simulated parts")
         return _user(config, device)
     if device is not None and supports_sim_load(device):
+        if config.name == "endpoint":
+            from workloads.serving_twin import ServingTwin
+
+            return ServingTwin(config)
         from workloads.simulated import twin
 
         return twin(config)

@@ -51,6 +51,11 @@ class SettingStats:
     tokens_per_s_per_user: float | None = None
     flags: tuple[str, ...] = ()
     clock_events: dict[str, float] = field(default_factory=dict)
+    #: serving under load (endpoint runs): output and goodput tokens/s (means), worst repeat's p99s
+    output_tokens_per_s: float | None = None
+    goodput_tokens_per_s: float | None = None
+    ttft_ms_p99: float | None = None
+    tpot_ms_p99: float | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,8 @@ def _opt(x: np.ndarray, how: str) -> float | None:
 
 
 _NUM_COLS = ("setting", "enforced", "tokens_per_s", "tokens_per_j", "power_mean_w", "power_p99_w", "power_max_1s_w",
-             "sm_clock_mean_mhz", "ttft_ms", "tpot_ms", "tokens_per_s_per_user")
+             "sm_clock_mean_mhz", "ttft_ms", "tpot_ms", "tokens_per_s_per_user", "output_tokens_per_s",
+             "goodput_tokens_per_s", "ttft_ms_p99", "tpot_ms_p99")
 
 
 def _arrays(df: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -217,6 +223,9 @@ def setting_stats(points: pd.DataFrame, include_flagged: bool = False) -> list[S
                 tpot_ms=_opt(col["tpot_ms"][m], "mean"), tpot_ms_max=_opt(col["tpot_ms"][m], "max"),
                 tokens_per_s_per_user=_opt(col["tokens_per_s_per_user"][m], "mean"),
                 flags=tuple(flags), clock_events=_shares(shares_col[m]),
+                output_tokens_per_s=_opt(col["output_tokens_per_s"][m], "mean"),
+                goodput_tokens_per_s=_opt(col["goodput_tokens_per_s"][m], "mean"),
+                ttft_ms_p99=_opt(col["ttft_ms_p99"][m], "max"), tpot_ms_p99=_opt(col["tpot_ms_p99"][m], "max"),
             ))
     return out
 

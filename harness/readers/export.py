@@ -20,6 +20,7 @@ from harness.readers.analysis import Curve, RunAnalysis, SettingStats
 from harness.readers.fit import METHOD, fit_grid
 from harness.readers.ranges import Range
 from harness.readers.stats import Interval
+from harness.readers.tokenomics import serving_fields
 from harness.records.curves import (
     CurveFile,
     CurveFit,
@@ -52,7 +53,7 @@ def _point(s: SettingStats, valid: bool = True) -> CurvePoint:
         tokens_per_j_ci=ci(s.tokens_per_j), power_mean_w=s.power_mean_w, power_p99_w=_num(s.power_p99_w),
         power_max_1s_w=_num(s.power_max_1s_w), sm_clock_mean_mhz=_num(s.sm_clock_mean_mhz), ttft_ms=_num(s.ttft_ms),
         tpot_ms=_num(s.tpot_ms), tokens_per_s_per_user=_num(s.tokens_per_s_per_user), flags=list(s.flags),
-        valid=valid,
+        valid=valid, **serving_fields(s),
     )
 
 
@@ -94,7 +95,8 @@ def _latency_points(a: RunAnalysis, tpot_ms: float | None, ttft_ms: float | None
             continue
         out.append(LatencyPoint(tpot_ms_target=tpot, ttft_ms_target=ttft, setting=q.setting, batch_size=q.batch_size,
                                 tokens_per_j=q.tokens_per_j, tokens_per_s=q.tokens_per_s, tpot_ms=q.tpot_ms,
-                                ttft_ms=q.ttft_ms))
+                                ttft_ms=q.ttft_ms, tokens_per_s_per_user=q.tokens_per_s_per_user,
+                                goodput_tokens_per_j=q.goodput_tokens_per_j))
     return out
 
 

@@ -9,6 +9,11 @@ a target every setting meets, the answer is the run's own Max-Q and Max-P.
 
 The decode phase (or a serving mix, ``serve``, when the run has one) gives throughput, tokens/J and
 time per output token; time to first token comes from whichever phase recorded it (prefill).
+
+A run of a server under load (the ``endpoint`` workload, docs/serving.md) counts output tokens:
+tokens/s per GPU and tokens/J are of generated tokens, its latency targets apply to the worst
+repeat's p99 of per-request TTFT and TPOT (an SLO is a percentile), and each point also has its
+goodput per joule: the output tokens of requests that met the run's own targets, per joule.
 """
 
 from __future__ import annotations
@@ -32,6 +37,18 @@ class OperatingPoint:
     tpot_ms_max: float  # worst repeat
     ttft_ms: float | None
     ttft_ms_max: float | None
+    goodput_tokens_per_j: float | None = None  # serving under load only
+
+
+def serving_fields(s) -> dict[str, float | None]:
+    """The serving-under-load figures of one setting's statistics (all None for other runs)."""
+    def per_j(tps: float | None) -> float | None:
+        return tps / s.power_mean_w if tps is not None and s.power_mean_w > 0 else None
+
+    out_tps, good_tps = getattr(s, "output_tokens_per_s", None), getattr(s, "goodput_tokens_per_s", None)
+    return {"output_tokens_per_s": out_tps, "output_tokens_per_j": per_j(out_tps),
+            "goodput_tokens_per_s": good_tps, "goodput_tokens_per_j": per_j(good_tps),
+            "ttft_ms_p99": getattr(s, "ttft_ms_p99", None), "tpot_ms_p99": getattr(s, "tpot_ms_p99", None)}
 
 
 @dataclass(frozen=True)
@@ -66,9 +83,10 @@ class Tokenomics:
             out.setdefault(p.setting, []).append(p)
         return out
 
-    def frontier(self) -> list[OperatingPoint]:
+    def frontier(self, points: list[OperatingPoint] | None = None) -> list[OperatingPoint]:
         """Operating points not beaten on both per-user and per-GPU speed (highest interactivity first)."""
-        pts = sorted(self.points, key=lambda p: (-p.tokens_per_s_per_user, -p.tokens_per_s))
+        pts = sorted(self.points if points is None else points,
+                     key=lambda p: (-p.tokens_per_s_per_user, -p.tokens_per_s))
         out: list[OperatingPoint] = []
         best = -1.0
         for p in pts:
@@ -76,6 +94,15 @@ class Tokenomics:
                 out.append(p)
                 best = p.tokens_per_s
         return out
+
+    def frontier_by_setting(self) -> dict[float, list[OperatingPoint]]:
+        """The frontier at each power (or clock) setting: what each power level sells."""
+        return {setting: self.frontier(pts) for setting, pts in self.by_setting().items()}
+
+    def best_goodput_per_j(self) -> OperatingPoint | None:
+        """The point with the most SLO-meeting output tokens per joule (serving runs), else None."""
+        pts = [p for p in self.points if p.goodput_tokens_per_j is not None]
+        return max(pts, key=lambda p: (p.goodput_tokens_per_j, p.tokens_per_s)) if pts else None
 
 
 def meets(p: OperatingPoint, tpot_ms: float, ttft_ms: float | None) -> bool:
@@ -163,6 +190,14 @@ def tokenomics(stats, tpot_ms: float | None = None, ttft_ms: float | None = None
             continue
         per_user = s.tokens_per_s_per_user if s.tokens_per_s_per_user is not None else 1000.0 / tpot
         t = ttft.get((s.setting, s.batch_size))
+        sv = serving_fields(s)
+        if sv["output_tokens_per_s"] is not None:  # a server under load: output tokens, p99 latencies
+            tpot_max = sv["tpot_ms_p99"] if sv["tpot_ms_p99"] is not None else tpot
+            ttft_max = sv["ttft_ms_p99"] if sv["ttft_ms_p99"] is not None else s.ttft_ms_max
+            pts.append(OperatingPoint(s.setting, s.batch_size, sv["output_tokens_per_s"], per_user,
+                                      sv["output_tokens_per_j"] or 0.0, tpot, tpot_max, s.ttft_ms, ttft_max,
+                                      sv["goodput_tokens_per_j"]))
+            continue
         pts.append(OperatingPoint(s.setting, s.batch_size, s.tokens_per_s.mean, per_user, s.tokens_per_j.mean,
                                   tpot, s.tpot_ms_max if s.tpot_ms_max is not None else tpot,
                                   t[0] if t else None, t[1] if t else None))

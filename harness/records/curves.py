@@ -69,6 +69,13 @@ class CurvePoint(_Strict):
     tokens_per_s_per_user: float | None = None
     flags: list[str] = Field(default_factory=list)
     valid: bool = True
+    # serving under load (endpoint runs, docs/serving.md); null otherwise
+    output_tokens_per_s: float | None = None
+    output_tokens_per_j: float | None = None
+    goodput_tokens_per_s: float | None = None
+    goodput_tokens_per_j: float | None = None
+    ttft_ms_p99: float | None = None
+    tpot_ms_p99: float | None = None
 
 
 class CurveFit(_Strict):
@@ -127,6 +134,8 @@ class LatencyPoint(_Strict):
     tokens_per_s: float
     tpot_ms: float
     ttft_ms: float | None = None
+    tokens_per_s_per_user: float | None = None  # optional: absent in files written before it
+    goodput_tokens_per_j: float | None = None  # serving under load only
 
 
 class Provenance(_Strict):

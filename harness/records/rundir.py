@@ -79,6 +79,31 @@ class Point:
     #: validity flag names, ";"-separated; empty when the point is clean
     flags: str = ""
     extra: dict = field(default_factory=dict, compare=False, repr=False)
+    # --- serving under load (endpoint workloads, docs/serving.md); None for every other workload.
+    # Means are ttft_ms / tpot_ms above; latencies are over requests that ended in the window.
+    ttft_ms_p50: float | None = None
+    ttft_ms_p90: float | None = None
+    ttft_ms_p99: float | None = None
+    tpot_ms_p50: float | None = None
+    tpot_ms_p90: float | None = None
+    tpot_ms_p99: float | None = None
+    itl_ms_mean: float | None = None
+    itl_ms_p50: float | None = None
+    itl_ms_p90: float | None = None
+    itl_ms_p99: float | None = None
+    e2e_ms_mean: float | None = None
+    e2e_ms_p50: float | None = None
+    e2e_ms_p90: float | None = None
+    e2e_ms_p99: float | None = None
+    output_tokens_per_s: float | None = None
+    requests_ok: int | None = None
+    requests_errors: int | None = None
+    requests_timeouts: int | None = None
+    #: requests (and their output tokens) per second that met the profile's TTFT/TPOT targets
+    goodput_rps: float | None = None
+    goodput_tokens_per_s: float | None = None
+    #: time-averaged requests in flight (closed loop: the concurrency, if the client kept up)
+    mean_in_flight: float | None = None
 
     @property
     def valid(self) -> bool:
@@ -86,6 +111,10 @@ class Point:
 
 
 POINT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Point) if f.name != "extra")
+#: columns added after ``extra`` (all optional): a points.csv written before them lacks them and
+#: still opens; they read back empty, and a resumed run keeps writing its own columns
+_FIELD_NAMES = [f.name for f in fields(Point)]
+_LATE_COLUMNS: tuple[str, ...] = tuple(_FIELD_NAMES[_FIELD_NAMES.index("extra") + 1:])
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,6 +181,7 @@ class RunDir:
         self.path = path
         self.manifest = manifest
         self._lockf: IO | None = None
+        self.columns: tuple[str, ...] = POINT_COLUMNS  # what this directory's points.csv holds
 
     # --- create / open --------------------------------------------------------------------------
     @classmethod
@@ -209,14 +239,17 @@ class RunDir:
             raise RunDirError(f"{path}: {POINTS} is missing")
         with open(ppath, newline="") as f:
             header = next(csv.reader(f), [])
-        if tuple(header) != POINT_COLUMNS:
+        late = tuple(header) == POINT_COLUMNS[:len(header)] and set(POINT_COLUMNS[len(header):]) <= set(_LATE_COLUMNS)
+        if tuple(header) != POINT_COLUMNS and not late:
             missing = [c for c in POINT_COLUMNS if c not in header]
             extra = [c for c in header if c not in POINT_COLUMNS]
             raise RunDirError(f"{ppath}: columns differ from schema {SCHEMA_VERSION}"
                               + (f"; missing {', '.join(missing)}" if missing else "")
                               + (f"; unexpected {', '.join(extra)}" if extra else "")
                               + ("; same columns in another order" if not missing and not extra else ""))
-        return cls(path, upgrade(manifest))
+        run = cls(path, upgrade(manifest))
+        run.columns = tuple(header)
+        return run
 
     @classmethod
     def resume(cls, path: Path) -> tuple[RunDir, list[str]]:
@@ -311,7 +344,7 @@ class RunDir:
 
     def write_row(self, point: Point) -> None:
         line = io.StringIO()
-        csv.writer(line).writerow([_csv_cell(getattr(point, c)) for c in POINT_COLUMNS])
+        csv.writer(line).writerow([_csv_cell(getattr(point, c)) for c in self.columns])
         with open(self.path / POINTS, "a", newline="") as f:
             f.write(line.getvalue())
             f.flush()
@@ -364,7 +397,9 @@ class RunDir:
         n_lines = max(text.count("\n") - 1, 0)
         for c in POINT_COLUMNS:
             if c not in df.columns:
-                raise RunDirError(f"{self.path / POINTS}: column {c} is missing")
+                if c not in _LATE_COLUMNS:
+                    raise RunDirError(f"{self.path / POINTS}: column {c} is missing")
+                df[c] = ""  # a late column this directory predates: reads back empty
         ints = df[list(_INT_FIELDS)].apply(pd.to_numeric, errors="coerce")
         ok = ints.notna().all(axis=1)
         df = df[ok].reset_index(drop=True)

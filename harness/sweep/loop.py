@@ -232,9 +232,12 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
             if clock.now() - t0 >= plan.window_s:
                 break
     points = []
-    for d, tot in zip(devices, totals):
+    for w, d, tot in zip(ws, devices, totals):
         wr = window.results[d.info.index]
-        points.append(_point(ctx, d, tot, wr, phase, planned, enforced[d.info.index], warmup_s, settled))
+        # a workload that runs on its own (a load generator against a server) counts the window's
+        # interval itself: ``interval_fields`` replaces the step sums and adds Point fields
+        over = w.interval_fields(wr.t_start, wr.t_end) if hasattr(w, "interval_fields") else {}
+        points.append(_point(ctx, d, tot, wr, phase, planned, enforced[d.info.index], warmup_s, settled, over))
     for p, d in zip(points, devices):
         if not ctx.recorded(d, planned, phase):  # resumed after a kill between two GPUs' rows
             ctx.run_dir.append_point(p, window.results[d.info.index].samples)
@@ -246,8 +249,12 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
 
 
 def _point(ctx: SweepContext, device: Device, tot: list, wr: Any, phase: str,
-           planned: PlannedPoint, enforced: float, warmup_s: float, settled: bool) -> Point:
+           planned: PlannedPoint, enforced: float, warmup_s: float, settled: bool = True,
+           over: dict | None = None) -> Point:
+    over = dict(over or {})
     steps, inp, out, seqs, ttfts, tpots = tot
+    inp, out = over.pop("input_tokens", inp), over.pop("output_tokens", out)
+    more_flags = over.pop("flags", [])
     seconds = wr.seconds
     tokens = inp + out
     ttft_ms = tpot_ms = per_user = None
@@ -264,9 +271,11 @@ def _point(ctx: SweepContext, device: Device, tot: list, wr: Any, phase: str,
     index = ctx.next_index
     ctx.next_index += 1
     joules = wr.joules
+    ttft_ms, tpot_ms = over.pop("ttft_ms", ttft_ms), over.pop("tpot_ms", tpot_ms)
+    per_user = over.pop("tokens_per_s_per_user", per_user)
     fields = wr.point_fields()
-    if not settled:
-        fields["flags"] = ";".join([*wr.flags, "not_settled"])
+    fields["flags"] = ";".join([f for f in fields["flags"].split(";") if f] + list(more_flags)
+                               + ([] if settled else ["not_settled"]))
     return Point(
         **fields,
         point_index=index,
@@ -288,4 +297,5 @@ def _point(ctx: SweepContext, device: Device, tot: list, wr: Any, phase: str,
         ttft_ms=ttft_ms,
         tpot_ms=tpot_ms,
         tokens_per_s_per_user=per_user,
+        **over,
     )

@@ -25,6 +25,11 @@ FLAG_NAMES: dict[str, str] = {
                       "polled power, whose lag makes the energy uncertain beyond tolerance (bound in the notes)",
     "counter_stuck": "the energy counter did not move while the GPU drew power: energy is from integrated power",
     "sampler_error": "the sampler's reads failed during the window (the errors are in the notes)",
+    # serving under load (endpoint workloads, docs/serving.md)
+    "server_errors": "the server failed more requests ending in the window than the profile's max_error_rate",
+    "loadgen_lag": "the load generator fell behind (p99 event-loop or dispatch delay above max_lag_ms)",
+    "short_output": "a request came back with fewer tokens than asked (EOS not ignored by the server)",
+    "usage_mismatch": "the server's usage report was missing or counted fewer tokens than chunks streamed",
 }
 
 
