@@ -19,7 +19,7 @@ from harness.fleet import collect as fleet_collect
 from harness.readers.analysis import analyse
 
 SWEEP = ["--profile", "decode-llama-1b", "--backend", "sim", "--knob", "sm-clock", "--points", "6", "--repeats", "2",
-         "--batch-sizes", "64", "--window", "2", "--warmup-min", "0.5", "--warmup-max", "4"]
+         "--batch-sizes", "64", "--window", "2", "--warmup-min", "0.5", "--warmup-max", "60"]
 
 
 def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:

@@ -158,7 +158,10 @@ def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) 
     seconds spent and whether they settled before ``warmup_max_s``."""
     ctx.status.state = "warm-up"
     plan, clock = ctx.plan, ctx.devices[0].clock
-    detectors = {d.info.index: steady_cls(timeout_s=plan.warmup_max_s) for d in ctx.devices}
+    # settled = power and SM clock in band for the minimum warm-up (a part that settles at once is measured
+    # after warmup_min_s); only a part still drifting runs on to warmup_max_s
+    hold_s = max(plan.warmup_min_s, 0.5)
+    detectors = {d.info.index: steady_cls(hold_s=hold_s, timeout_s=plan.warmup_max_s) for d in ctx.devices}
     temps: dict[int, list[tuple[float, float]]] = {d.info.index: [] for d in ctx.devices}
     t0 = clock.now()
     while True:
@@ -172,7 +175,8 @@ def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) 
                 continue
             _show(ctx, r)
             power = r.power_instant_w if r.power_instant_w is not None else r.power_average_w
-            ok = detectors[d.info.index].update(now, power or 0.0, r.sm_clock_mhz or 0.0)
+            det = detectors[d.info.index]
+            ok = det.update(now, power or 0.0, r.sm_clock_mhz or 0.0) and det.settled_at is not None
             settled = settled and ok and _temperature_settled(temps[d.info.index], now, r.temperature_c, plan)
         if settled and now - t0 >= plan.warmup_min_s:
             return now - t0, True
@@ -181,12 +185,15 @@ def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) 
 
 
 def _temperature_settled(history: list[tuple[float, float]], now: float, temp_c: float | None,
-                         plan: SweepPlan, span_s: float = 5.0, budget_c: float = 2.5) -> bool:
+                         plan: SweepPlan, budget_c: float = 2.5) -> bool:
     """True when the temperature trend of the last ``span_s`` would move it less than
     ``budget_c`` over a window (half the drift that flags a point): leakage follows
     temperature, so a window on a still-warming GPU would measure a moving target."""
     if temp_c is None:
         return True
+    # the trend over the last 5 s, or over the minimum warm-up when that is shorter (a trend needs a span a
+    # warm-up can reach before its timeout, or a short warm-up could never settle)
+    span_s = min(5.0, max(plan.warmup_min_s, 1.0))
     history.append((now, temp_c))
     while len(history) > 2 and history[1][0] <= now - span_s:
         history.pop(0)
