@@ -22,6 +22,7 @@ from typing import IO
 import pandas as pd
 
 from harness.errors import RunDirError
+from harness.records.filelock import held
 from harness.records.manifest import (
     ENDED_STATUSES,
     READABLE_VERSIONS,
@@ -420,18 +421,7 @@ class RunDir:
             raise RunDirError(f"{path}: damaged samples file ({e})") from e
 
     def writer_alive(self) -> bool:
-        if self._lockf is not None:
-            return True
-        lock = self.path / LOCK
-        if not lock.exists():
-            return False
-        with open(lock, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
-        return False
+        return self._lockf is not None or held(self.path / LOCK)
 
     def damaged(self) -> list[str]:
         """What is wrong with this run directory, one line each (empty when nothing is)."""

@@ -26,6 +26,7 @@ from typing import Any
 from harness.devices.base import Device
 from harness.errors import DeviceError, PermissionDenied, TokbenchError, UsageError
 from harness.knobs import POWER_LIMIT, SM_CLOCK, Knob, knob
+from harness.records.filelock import holder_pid
 
 #: the knobs whose original values a guard reads on entry
 _GUARDED = (POWER_LIMIT, SM_CLOCK)
@@ -238,18 +239,7 @@ class Guard:
 
 def gpu_in_use(device: Device) -> int | None:
     """The pid of the tokbench run that holds ``device``'s lock, or None when it is free."""
-    path = _lock_dir() / f"{_safe(device.info.uuid)}.lock"
-    if not path.exists():
-        return None
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            text = f.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return None
+    return holder_pid(_lock_dir() / f"{_safe(device.info.uuid)}.lock")
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
