@@ -7,6 +7,7 @@ need them, so `tokbench --help` and `tokbench devices` start fast.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -345,6 +346,13 @@ def plan(
 
     if export_network is not None and export_network.suffix != ".nc":
         raise UsageError(f"--export-network writes NetCDF: name the file *.nc, not '{export_network.name}'")
+    if token_target is not None and not (math.isfinite(token_target) and token_target > 0):
+        raise UsageError(f"--token-target must be a positive number of Gtok, got {token_target:g}")
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--out {out}: cannot create the folder ({e.strerror})") from e
     r = run_plan(site, grid, objective=objective, token_target_gtok=token_target, compare=compare)
     for item in render(r):
         console.print(item)

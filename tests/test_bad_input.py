@@ -85,3 +85,32 @@ def test_export_into_a_missing_folder_is_one_line(tmp_path):
     run = Path(__file__).parent / "data" / "run-v1"
     _one_line(_cli(["export", str(run), "--out", str(tmp_path / "missing" / "c.json")], tmp_path),
               "does not exist")
+
+
+REPO = Path(__file__).resolve().parents[1]
+SITE = REPO / "profiles" / "sites" / "example-site.toml"
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--out", "/proc/not-a-folder/plan"], "cannot create the folder"),
+    (["--objective", "cost", "--token-target", "-5"], "--token-target must be a positive number"),
+    (["--objective", "cost", "--token-target", "nan"], "--token-target must be a positive number"),
+])
+def test_bad_plan_input_is_one_line(tmp_path, args, words):
+    _one_line(_cli(["plan", str(SITE), *args], tmp_path), words)
+
+
+def test_a_curve_that_makes_no_tokens_is_one_line(tmp_path):
+    import json
+
+    curve = json.loads((REPO / "profiles" / "curves" / "h100-train-llama-1b.json").read_text())
+    for p in curve["points"]:
+        p["tokens_per_s"] = p["tokens_per_j"] = 0.0
+    for f in curve["fits"]:
+        f["tokens_per_s"] = [0.0] * len(f["tokens_per_s"])
+    (tmp_path / "zero.json").write_text(json.dumps(curve))
+    site = SITE.read_text().replace('"../curves/h100-train-llama-1b.json"', f'"{tmp_path / "zero.json"}"')
+    site = site.replace('"../grids/', f'"{SITE.parent.parent / "grids"}/')
+    (tmp_path / "site.toml").write_text(site)
+    _one_line(_cli(["plan", str(tmp_path / "site.toml"), "--out", str(tmp_path / "o")], tmp_path),
+              "makes any tokens")

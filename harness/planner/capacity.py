@@ -250,6 +250,8 @@ def build_fleet(site: Site, curves: list[CurveFile] | None = None) -> Fleet:
             label = f"{curve.workload.name} {fit.phase} b{fit.batch_size}"
         if (tps < 0).any() or not np.isfinite(tps).all():
             raise CurveFileError(f"{wl.curve}: tokens_per_s must be finite and non-negative")
+        if not (tps > 0).any():
+            raise CurveFileError(f"{wl.curve}: no setting of {label} makes any tokens; nothing to plan")
         if (gpu_w <= 0).any() or (mean_w <= 0).any():
             raise CurveFileError(f"{wl.curve}: power must be positive at every setting")
         if wl.unit is not None:
