@@ -65,7 +65,7 @@ def _open(fake: fake_pynvml.FakeNvml, **cfg) -> tuple[NvmlBackend, list[Device]]
 
 def test_identity_units_and_reading(fake_nvml):
     gpus = [FakeGpu(uuid="GPU-aaaa", pci_bus_id="00000000:19:00.0", power_instant_mw=683_250,
-                    power_usage_mw=512_500, memory_power_mw=61_000, energy_mj=123_456_789, sm_clock_mhz=1755,
+                    power_usage_mw=512_500, memory_power_mw=61_000, energy_mj=123_456_789, draw_mw=0, sm_clock_mhz=1755,
                     temperature_c=64, utilization_pct=97, memory_used_mb=40_000, clock_events=0x4,
                     power_limit_mw=500_000, enforced_limit_mw=450_000),
             FakeGpu(uuid="GPU-bbbb", pci_bus_id="00000000:2A:00.0", name="NVIDIA H200")]
