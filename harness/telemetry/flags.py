@@ -21,6 +21,7 @@ FLAG_NAMES: dict[str, str] = {
     "mig_enabled": "MIG is enabled on the GPU",
     "edge_unaligned": "the energy counter did not tick at a window edge within one update period",
     "not_settled": "power and SM clock did not settle before the warm-up timed out",
+    "over_cap": "mean power over the window exceeded the enforced power limit by more than 1%",
 }
 
 
@@ -44,6 +45,8 @@ class Tolerances:
     slowdown_share: float = 0.01
     #: longest wait for an energy-counter tick at an edge (one update period plus margin)
     counter_period_s: float = 0.12
+    #: mean power above the enforced limit by more than this share raises ``over_cap``
+    over_cap_rel: float = 0.01
 
     def __post_init__(self) -> None:
         if self.integral_source not in ("best", "history", "instant", "average"):
