@@ -88,10 +88,28 @@ class SweepRun:
     estimate_s: float = 0.0
 
 
+#: what ``estimate_seconds`` assumes of a GPU it has not seen: its thermal time constant (s), the
+#: temperature step from idle to work and between two points (C), and how far a window runs past
+#: its nominal length to finish the step in progress
+_THERMAL_TAU_S, _FIRST_STEP_C, _NEXT_STEP_C, _WINDOW_OVERRUN = 25.0, 35.0, 8.0, 0.03
+
+
 def estimate_seconds(plan: SweepPlan, n_points: int, phases: int, compile_s: float) -> float:
-    """Device time a plan needs: warm-ups (assumed twice the minimum), windows and compiles."""
-    per_phase = max(plan.warmup_min_s * 2, 1.0) + plan.window_s
-    return n_points * phases * per_phase + compile_s * len(plan.batch_sizes)
+    """Device time a plan needs: warm-ups, windows and compiles.
+
+    A warm-up ends once power and clock hold and the temperature trend would move less than
+    2.5 C over a window (harness/sweep/loop.py): after a temperature step dT that takes
+    tau * ln(dT * window / (2.5 C * tau)) on a first-order thermal response, at least the
+    profile's minimum and ~6 s of history, at most its maximum. The first point starts from idle
+    (a large step), the others from the previous point (a smaller one).
+    """
+    def warm_up(step_c: float) -> float:
+        settle = _THERMAL_TAU_S * math.log(max(1.0, step_c * plan.window_s / (2.5 * _THERMAL_TAU_S)))
+        return min(plan.warmup_max_s, max(plan.warmup_min_s, 6.0, settle))
+
+    windows = n_points * phases
+    warm = warm_up(_FIRST_STEP_C) + (windows - 1) * warm_up(_NEXT_STEP_C) if windows else 0.0
+    return warm + windows * plan.window_s * (1 + _WINDOW_OVERRUN) + compile_s * len(plan.batch_sizes)
 
 
 def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
