@@ -33,7 +33,7 @@ def test_training_is_compute_bound():
     full, full_w = _measure(700, **TRAIN, compile=True)
     assert full_w > 650  # already on the cap at Max-P
     kept = {cap: _measure(cap, **TRAIN, compile=True)[0] / full for cap in (560, 400, 280)}
-    assert 0.93 <= kept[560] <= 0.97  # CALIBRATION.md: 80% cap keeps 93-97%
+    assert 0.93 <= kept[560] <= 0.97  # docs/calibration.md: 80% cap keeps 93-97%
     assert 0.80 <= kept[400] <= 0.90  # ~60% cap keeps 80-90%
     assert 0.55 <= kept[280] <= 0.70  # 40% cap keeps 55-70%
 

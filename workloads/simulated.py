@@ -8,8 +8,9 @@ token step — times an engine factor: the share of the roofline the engine's ke
 simulator (harness/devices/simulated.py) supplies the physics: clocks, caps, power.
 
 The engine factors are calibrated, the physics is not: ``hf-generate``/``hf-static`` decode factors
-reproduce CALIBRATION.md's H100 decode rows (1B preset, 128-token context, 256 new tokens) and the
-training/prefill factors its compute-bound rows; ``scripts/calibrate_twins.py`` refits them.
+reproduce the real H100's decode rows in docs/calibration.md (1B preset, 128 tokens in, 128 out, a
+warm chip) and the training/prefill factors its compute-bound rows; ``scripts/calibrate_twins.py``
+refits them.
 """
 
 from __future__ import annotations
@@ -46,21 +47,21 @@ class EngineFactors:
 
 
 #: (engine, phase) -> factors; "serve" uses the prefill and decode factors of its engine.
-#: Fitted with scripts/calibrate_twins.py against CALIBRATION.md's H100 rows (see docs/workloads.md).
+#: Fitted with scripts/calibrate_twins.py against the real H100 rows of docs/calibration.md (see docs/workloads.md).
 FACTORS: dict[tuple[str, str], EngineFactors] = {
     # host_s of training and prefill: launching a step's kernels (hidden behind big steps, but it
     # keeps a tiny model's step from taking microseconds)
-    ("torch", "train"): EngineFactors(efficiency=0.467, host_s=0.003),
-    ("torch-compile", "train"): EngineFactors(efficiency=0.562, host_s=0.001),
-    ("hf-static", "prefill"): EngineFactors(efficiency=0.499, host_s=0.001),
-    ("hf-generate", "prefill"): EngineFactors(efficiency=0.499, host_s=0.001),  # the same eager forward
+    ("torch", "train"): EngineFactors(efficiency=0.456, host_s=0.003),
+    ("torch-compile", "train"): EngineFactors(efficiency=0.548, host_s=0.001),
+    ("hf-static", "prefill"): EngineFactors(efficiency=0.487, host_s=0.001),
+    ("hf-generate", "prefill"): EngineFactors(efficiency=0.487, host_s=0.001),  # the same eager forward
     # eager generate: Python and launches between token steps, small kernels re-reading their inputs
-    ("hf-generate", "decode"): EngineFactors(efficiency=0.6748, host_s=0.0142503, host_per_seq_s=6e-09,
-                                             traffic=2.1865),
+    ("hf-generate", "decode"): EngineFactors(efficiency=0.6742, host_s=0.0142488, host_per_seq_s=2e-09,
+                                             traffic=2.186),
     # compiled decode with a masked static cache: transformers falls back to repeat_kv; CUDA graphs
     # let the host prepare the next step while the GPU runs (batch 1 host-bound, batch 64 GPU-bound)
     ("hf-static", "decode"): EngineFactors(
-        efficiency=0.86, host_s=0.003367, attends_full_cache=True, expands_kv=True, traffic=2.115,
+        efficiency=0.846, host_s=0.003367, attends_full_cache=True, expands_kv=True, traffic=2.081,
         overlaps_host=True,
     ),
     # vLLM: no calibration row yet (set from its published behaviour: fused kernels, paged KV

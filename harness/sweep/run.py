@@ -88,12 +88,6 @@ class SweepRun:
     estimate_s: float = 0.0
 
 
-#: what ``estimate_seconds`` assumes of a GPU it has not seen: its thermal time constant (s), the
-#: temperature step from idle to work and between two points (C), and how far a window runs past
-#: its nominal length to finish the step in progress
-_THERMAL_TAU_S, _FIRST_STEP_C, _NEXT_STEP_C, _WINDOW_OVERRUN = 25.0, 35.0, 8.0, 0.03
-
-
 def estimate_seconds(plan: SweepPlan, n_points: int, phases: int, compile_s: float) -> float:
     """Device time a plan needs: warm-ups, windows and compiles.
 
@@ -103,13 +97,18 @@ def estimate_seconds(plan: SweepPlan, n_points: int, phases: int, compile_s: flo
     profile's minimum and ~6 s of history, at most its maximum. The first point starts from idle
     (a large step), the others from the previous point (a smaller one).
     """
+    # what it assumes of a GPU it has not seen: thermal time constant (s), the temperature step
+    # from idle to work and between two points (C), how far a window runs past its length to
+    # finish the step in progress
+    tau_s, first_step_c, next_step_c, overrun = 25.0, 35.0, 8.0, 0.03
+
     def warm_up(step_c: float) -> float:
-        settle = _THERMAL_TAU_S * math.log(max(1.0, step_c * plan.window_s / (2.5 * _THERMAL_TAU_S)))
+        settle = tau_s * math.log(max(1.0, step_c * plan.window_s / (2.5 * tau_s)))
         return min(plan.warmup_max_s, max(plan.warmup_min_s, 6.0, settle))
 
     windows = n_points * phases
-    warm = warm_up(_FIRST_STEP_C) + (windows - 1) * warm_up(_NEXT_STEP_C) if windows else 0.0
-    return warm + windows * plan.window_s * (1 + _WINDOW_OVERRUN) + compile_s * len(plan.batch_sizes)
+    warm = warm_up(first_step_c) + (windows - 1) * warm_up(next_step_c) if windows else 0.0
+    return warm + windows * plan.window_s * (1 + overrun) + compile_s * len(plan.batch_sizes)
 
 
 def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
