@@ -53,7 +53,7 @@ def test_same_seed_identical_different_seed_different():
 
 
 def test_an_override_plants_an_outlier():
-    ov = dict([BoardOverrides.parse("2:leakage=1.6"), BoardOverrides.parse("3:efficiency=0.85")])
+    ov = dict([BoardOverrides.parse("2:leakage=4"), BoardOverrides.parse("3:efficiency=0.85")])
     node = SimNode(H100, count=4, seed=1, overrides=ov)
     for _ in range(60):  # 30 s of training-like work on every board
         for g in node.gpus:

@@ -1,4 +1,4 @@
-"""The simulated H100 against shared/CALIBRATION.md: its measured table at the 700 W default and the
+"""The simulated H100 against docs/calibration.md: its measured table at the 700 W default and the
 published power-cap bands. Loads are sized from the table's model (1.104 B params, bf16) and each
 one's efficiency is set so that the simulated part reproduces that row's throughput; the tests
 then check what the physics makes of them (power, clocks, caps, clock locks)."""
@@ -24,8 +24,9 @@ TRAIN = Load(flops=6 * PARAMS * TRAIN_TOKENS, bytes_moved=3 * WEIGHT_BYTES + 8e9
 PREFILL_TOKENS = 16 * 2048
 PREFILL = Load(flops=2 * PARAMS * PREFILL_TOKENS + 4 * 16 * 2048 * 2048 * 2048 / 2 * 16,
                bytes_moved=WEIGHT_BYTES + 4e9, efficiency=0.47)
-#: decode, HF static cache + compile, batch 1 (297 tokens/s, 224 W, 1980 MHz): bytes-bound
-DECODE = Load(flops=2 * PARAMS, bytes_moved=WEIGHT_BYTES + 2e7, efficiency=0.2)
+#: decode, HF static cache + compile, batch 1 (297 tokens/s, 224 W, 1980 MHz): bytes-bound, the
+#: engine moving ~2.1x the weights per token (as the calibrated twin does)
+DECODE = Load(flops=2 * PARAMS, bytes_moved=2.1 * (WEIGHT_BYTES + 2e7), efficiency=0.42)
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,12 @@ def test_lower_locked_sm_clock_cuts_decode_energy_per_token_with_little_throughp
     saved = 1 - (s.mean_w / s.steps_per_s) / j_per_tok
     assert kept >= 0.9  # little throughput loss
     assert 0.15 <= saved <= 0.40  # the paper found up to 32% on an H200
-    # and the same clock cut costs compute-bound work far more throughput than it costs decode
-    t = steady(TRAIN, lock_mhz=(1000, 1000), warmup_s=10.0, window_s=5.0)
-    d = steady(DECODE, lock_mhz=(1000, 1000), warmup_s=10.0, window_s=5.0)
-    assert d.steps_per_s / base.steps_per_s > t.steps_per_s / at_max["train"].steps_per_s + 0.15
+    # and the same clock cut costs compute-bound work far more throughput than it costs decode (above
+    # the clock where DRAM bandwidth starts to fall with it: below, decode slows too)
+    knee = next(f for f in range(H100.sm_clock_min_mhz, H100.sm_clock_max_mhz, H100.sm_clock_step_mhz)
+                if f >= H100.bw_knee_mhz)
+    t = steady(TRAIN, lock_mhz=(knee, knee), warmup_s=10.0, window_s=5.0)
+    d = steady(DECODE, lock_mhz=(knee, knee), warmup_s=10.0, window_s=5.0)
+    d_kept, t_kept = d.steps_per_s / base.steps_per_s, t.steps_per_s / at_max["train"].steps_per_s
+    # decode loses only its engine overhead's clock-bound share; training its compute time
+    assert d_kept >= 0.9 and 1 - t_kept > 1.8 * (1 - d_kept)

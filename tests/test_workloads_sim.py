@@ -1,5 +1,6 @@
 """Simulated twins on the simulated H100: memory-bound decode, compute-bound training, the 1B
-rows of CALIBRATION.md, exact token counts and consistent latencies."""
+rows of docs/calibration.md at their exact shapes on a warm chip, exact token counts and
+consistent latencies."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from workloads import registry
 from workloads.config import WorkloadConfig
 from workloads.simulated import SimWorkload, measure_twin
 
-DECODE = {"name": "inference", "model": "llama-1b", "phases": ["decode"], "input_len": 128, "output_len": 256}
+DECODE = {"name": "inference", "model": "llama-1b", "phases": ["decode"], "input_len": 128, "output_len": 128}
 TRAIN = {"name": "training", "model": "llama-1b", "batch_size": 8, "seq_len": 2048}
 
 
@@ -20,9 +21,11 @@ def _measure(limit_w=None, **workload):
 
 
 def test_decode_is_memory_bound():
+    """Decode draws far below the cap; a cap above its draw does not slow it."""
     for engine in ("hf-static", "hf-generate"):
-        full, _ = _measure(700, **DECODE, engine=engine, batch_size=64)
-        capped, _ = _measure(400, **DECODE, engine=engine, batch_size=64)
+        full, draw = _measure(700, **DECODE, engine=engine, batch_size=64)
+        assert draw < 0.65 * 700
+        capped, _ = _measure(max(1.1 * draw, 200.0), **DECODE, engine=engine, batch_size=64)
         assert capped / full > 0.98, engine
 
 
@@ -30,12 +33,12 @@ def test_training_is_compute_bound():
     full, full_w = _measure(700, **TRAIN, compile=True)
     assert full_w > 650  # already on the cap at Max-P
     kept = {cap: _measure(cap, **TRAIN, compile=True)[0] / full for cap in (560, 400, 280)}
-    assert 0.93 <= kept[560] <= 0.97  # CALIBRATION.md: 80% cap keeps 93-97%
+    assert 0.93 <= kept[560] <= 0.97  # docs/calibration.md: 80% cap keeps 93-97%
     assert 0.80 <= kept[400] <= 0.90  # ~60% cap keeps 80-90%
     assert 0.55 <= kept[280] <= 0.70  # 40% cap keeps 55-70%
 
 
-# CALIBRATION.md, H100 at 700 W: (workload, tokens/s, W)
+# docs/calibration.md, H100 at 700 W: (workload, tokens/s, W)
 ROWS = {
     "train eager": ({**TRAIN, "compile": False}, 56_900, 694),
     "train compile": ({**TRAIN, "compile": True}, 66_000, 688),
@@ -46,16 +49,16 @@ ROWS = {
     "hf-static bs1": ({**DECODE, "engine": "hf-static", "batch_size": 1}, 297, 224),
     "hf-static bs64": ({**DECODE, "engine": "hf-static", "batch_size": 64}, 12_260, 415),
 }
-@pytest.mark.parametrize("row", list(ROWS))
-def test_twin_reproduces_h100_tokens_per_s(row):
-    workload, tokens_per_s, _ = ROWS[row]
-    assert _measure(**workload)[0] == pytest.approx(tokens_per_s, rel=0.15)
 
 
 @pytest.mark.parametrize("row", list(ROWS))
-def test_twin_reproduces_h100_power(row):
-    workload, _, watts = ROWS[row]
-    assert _measure(**workload)[1] == pytest.approx(watts, rel=0.15)
+def test_twin_reproduces_the_h100_row_on_a_warm_chip(row):
+    """Each row within 10% in tokens/s and watts, at its exact shape, after ~2 thermal time
+    constants of warm-up (scripts/calibrate_twins.py fits after five)."""
+    workload, tokens_per_s, watts = ROWS[row]
+    tps, w = measure_twin(WorkloadConfig(**workload), warm_s=50.0, window_s=6.0)
+    assert tps == pytest.approx(tokens_per_s, rel=0.10)
+    assert w == pytest.approx(watts, rel=0.10)
 
 
 @pytest.fixture

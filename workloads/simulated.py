@@ -8,8 +8,9 @@ token step — times an engine factor: the share of the roofline the engine's ke
 simulator (harness/devices/simulated.py) supplies the physics: clocks, caps, power.
 
 The engine factors are calibrated, the physics is not: ``hf-generate``/``hf-static`` decode factors
-reproduce CALIBRATION.md's H100 decode rows (1B preset, 128-token context, 256 new tokens) and the
-training/prefill factors its compute-bound rows; ``scripts/calibrate_twins.py`` refits them.
+reproduce the real H100's decode rows in docs/calibration.md (1B preset, 128 tokens in, 128 out, a
+warm chip) and the training/prefill factors its compute-bound rows; ``scripts/calibrate_twins.py``
+refits them.
 """
 
 from __future__ import annotations
@@ -37,26 +38,36 @@ class EngineFactors:
     #: KV heads materialised per query head group (transformers' ``repeat_kv``): the cache read
     #: once, the expanded copy written and read again, i.e. 1 + 2 x (heads / kv_heads) reads
     expands_kv: bool = False
+    #: DRAM traffic the engine moves per step, as a multiple of the model's minimum (copies, casts,
+    #: padding, re-reads of small kernels); it costs memory power as well as time
+    traffic: float = 1.0
+    #: the host prepares the next step while the GPU runs this one (CUDA graphs): a step takes the
+    #: longer of host and GPU time, not their sum
+    overlaps_host: bool = False
 
 
 #: (engine, phase) -> factors; "serve" uses the prefill and decode factors of its engine.
-#: Fitted with scripts/calibrate_twins.py against CALIBRATION.md's H100 rows (see docs/workloads.md).
+#: Fitted with scripts/calibrate_twins.py against the real H100 rows of docs/calibration.md (see docs/workloads.md).
 FACTORS: dict[tuple[str, str], EngineFactors] = {
     # host_s of training and prefill: launching a step's kernels (hidden behind big steps, but it
     # keeps a tiny model's step from taking microseconds)
-    ("torch", "train"): EngineFactors(efficiency=0.397, host_s=0.003),
-    ("torch-compile", "train"): EngineFactors(efficiency=0.473, host_s=0.001),
-    ("hf-static", "prefill"): EngineFactors(efficiency=0.483, host_s=0.001),
-    ("hf-generate", "prefill"): EngineFactors(efficiency=0.483, host_s=0.001),  # the same eager forward
-    ("hf-generate", "decode"): EngineFactors(efficiency=0.33, host_s=0.014373),
-    # compiled decode with a masked static cache: transformers falls back to repeat_kv
+    ("torch", "train"): EngineFactors(efficiency=0.456, host_s=0.003),
+    ("torch-compile", "train"): EngineFactors(efficiency=0.548, host_s=0.001),
+    ("hf-static", "prefill"): EngineFactors(efficiency=0.487, host_s=0.001),
+    ("hf-generate", "prefill"): EngineFactors(efficiency=0.487, host_s=0.001),  # the same eager forward
+    # eager generate: Python and launches between token steps, small kernels re-reading their inputs
+    ("hf-generate", "decode"): EngineFactors(efficiency=0.6742, host_s=0.0142488, host_per_seq_s=2e-09,
+                                             traffic=2.186),
+    # compiled decode with a masked static cache: transformers falls back to repeat_kv; CUDA graphs
+    # let the host prepare the next step while the GPU runs (batch 1 host-bound, batch 64 GPU-bound)
     ("hf-static", "decode"): EngineFactors(
-        efficiency=0.99, host_s=0.0025176, attends_full_cache=True, expands_kv=True
+        efficiency=0.846, host_s=0.003367, attends_full_cache=True, expands_kv=True, traffic=2.081,
+        overlaps_host=True,
     ),
     # vLLM: no calibration row yet (set from its published behaviour: fused kernels, paged KV
     # read once per step, CUDA graphs); refit once scripts/gpu_check.py has measured it
     ("vllm", "prefill"): EngineFactors(efficiency=0.55, host_s=0.001),
-    ("vllm", "decode"): EngineFactors(efficiency=0.70, host_s=0.0002, host_per_seq_s=2e-6),
+    ("vllm", "decode"): EngineFactors(efficiency=0.70, host_s=0.0002, host_per_seq_s=2e-6, overlaps_host=True),
 }
 
 #: bytes per value the twin assumes: a GPU runs bf16 ("auto")
@@ -105,16 +116,25 @@ class SimWorkload:
         self._device: Any = None
 
     # --- loads --------------------------------------------------------------------------
-    def _load(self, phase: str, flops: float, bytes_moved: float, seqs: int) -> Any:
-        from harness.devices.simulated import Load
+    def _load(self, phase: str, seqs: int, gemm: tuple[float, float], attention: tuple[float, float],
+              elementwise: tuple[float, float]) -> Any:
+        """A step as its three kernel classes, each (FLOPs, bytes): the simulator bounds each by its
+        own roofline at the current clock, so compute in one cannot hide memory in another."""
+        from harness.devices.simulated import Kernel, Load
 
         f = self.factors[(self.engine, phase)]
-        return Load(flops=flops, bytes_moved=bytes_moved, efficiency=f.efficiency,
-                    host_s=f.host_s + f.host_per_seq_s * seqs)
+        kernels = tuple(Kernel(flops, f.traffic * nbytes) for flops, nbytes in (gemm, attention, elementwise))
+        return Load.of(kernels, efficiency=f.efficiency, host_s=f.host_s + f.host_per_seq_s * seqs,
+                       host_overlaps=f.overlaps_host)
 
     @property
     def weight_bytes(self) -> float:
         return float(self.params * self.bytes_per_value)
+
+    def _activation_bytes(self, tokens: int, values_per_layer: int) -> float:
+        """Bytes of per-token activations written and read once (norms, residuals, activations)."""
+        s = self.shape
+        return 2.0 * tokens * s.hidden * s.layers * values_per_layer * self.bytes_per_value
 
     def train_load(self) -> Any:
         c, s = self.config, self.shape
@@ -122,32 +142,37 @@ class SimWorkload:
         flops = models.training_flops_per_token(self.params) * tokens
         if c.checkpointing:  # the forward runs twice
             flops += models.forward_flops_per_token(self.params) * tokens
-        # weights read in forward and backward, gradients written and read, AdamW moments and
-        # weights updated in place, plus activations written and read once
-        optimizer_bytes = 8 * self.params * self.bytes_per_value
-        activation_bytes = 2 * tokens * s.hidden * s.layers * 16 * self.bytes_per_value
-        return self._load("train", flops, optimizer_bytes + activation_bytes, c.batch_size)
+        attention = 3 * 2.0 * c.batch_size * c.seq_len**2 * s.hidden * s.layers  # forward + backward
+        # weights read in forward and backward; gradients written and read, AdamW moments and
+        # weights updated in place (the optimizer's elementwise pass); activations written and read
+        weights = 3 * self.weight_bytes
+        optimizer = 8 * self.params * self.bytes_per_value
+        kv = tokens * s.kv_bytes_per_token(self.bytes_per_value)
+        return self._load("train", c.batch_size, (flops, weights), (attention, 3 * kv),
+                          (0.0, optimizer + self._activation_bytes(tokens, 16)))
 
     def prefill_load(self) -> Any:
         c, s = self.config, self.shape
         tokens = c.batch_size * c.input_len
         attention = 2.0 * c.batch_size * c.input_len**2 * s.hidden * s.layers  # causal QK^T and AV
-        flops = models.forward_flops_per_token(self.params) * tokens + attention
+        gemm = models.forward_flops_per_token(self.params) * tokens
         kv_write = tokens * s.kv_bytes_per_token(self.bytes_per_value)
-        activations = 2 * tokens * s.hidden * s.layers * 4 * self.bytes_per_value
-        return self._load("prefill", flops, self.weight_bytes + kv_write + activations, c.batch_size)
+        return self._load("prefill", c.batch_size, (gemm, self.weight_bytes), (attention, 2 * kv_write),
+                          (0.0, self._activation_bytes(tokens, 4)))
 
     def decode_load(self, context: int) -> Any:
-        """One token step for the batch at ``context`` tokens of cache."""
+        """One token step for the batch at ``context`` tokens of cache: weight GEMMs (the weights
+        read once for the batch), attention over the KV cache (read per sequence), elementwise."""
         c, s = self.config, self.shape
         b = c.batch_size
         f = self.factors[(self.engine, "decode")]
         span = c.input_len + c.output_len if f.attends_full_cache else context
-        flops = models.forward_flops_per_token(self.params) * b + 4.0 * b * span * s.hidden * s.layers
         kv = s.kv_bytes_per_token(self.bytes_per_value)
         reads = 1 + 2 * (s.heads // s.kv_heads) if f.expands_kv else 1
-        bytes_moved = self.weight_bytes + b * span * kv * reads + b * kv
-        return self._load("decode", flops, bytes_moved, b)
+        gemm = (models.forward_flops_per_token(self.params) * b, self.weight_bytes)
+        attention = (4.0 * b * span * s.hidden * s.layers, b * span * kv * reads)
+        elementwise = (0.0, b * kv + self._activation_bytes(b, 8))
+        return self._load("decode", b, gemm, attention, elementwise)
 
     # --- protocol -----------------------------------------------------------------------
     def prepare(self, device: Any) -> None:
@@ -187,6 +212,20 @@ class SimWorkload:
         tpot = (t2 - t1) / (c.output_len - 1) if c.output_len > 1 else None
         return StepResult(b * c.input_len, b * c.output_len, b, ttft_s=t1 - t0, tpot_s=tpot)
 
+    def step_loads(self, phase: str) -> tuple[list[Any], int]:
+        """The GPU loads of one step of ``phase`` and the tokens it counts (as ``step`` submits them)."""
+        c = self.config
+        if phase == "train":
+            return [self.train_load()], c.batch_size * c.seq_len
+        if phase == "prefill":
+            return [self.prefill_load()], c.batch_size * c.input_len
+        if phase == "decode":
+            return [self.decode_load(c.input_len + i) for i in range(c.output_len)], c.batch_size * c.output_len
+        if phase == "serve":
+            decode = [self.decode_load(c.input_len + i) for i in range(c.output_len - 1)]
+            return [self.prefill_load(), *decode], c.batch_size * (c.input_len + c.output_len)
+        raise ValueError(f"unknown phase {phase!r}")
+
     def synchronize(self) -> None:
         self._device.synchronize()
 
@@ -204,25 +243,45 @@ def twin(config: WorkloadConfig) -> SimWorkload:
     return SimWorkload(config)
 
 
-def measure_twin(
+@dataclass(frozen=True)
+class TwinPoint:
+    """One steady operating point of a twin on a simulated GPU."""
+
+    tokens_per_s: float
+    watts: float  # true mean power (the simulator's energy, not a sensor)
+    clock_mean_mhz: float  # SM clock while the GPU works, time-weighted
+    clock_max_mhz: float
+    roofline_tokens_per_s: float  # the per-kernel roofline bound at ``clock_max_mhz``
+
+
+def measure_point(
     config: WorkloadConfig,
     *,
     part: str = "h100-sxm",
     limit_w: float | None = None,
+    lock_mhz: int | None = None,
     warm_s: float = 5.0,
     window_s: float = 10.0,
     factors: dict[tuple[str, str], EngineFactors] | None = None,
     seed: int = 7,
-) -> tuple[float, float]:
-    """Tokens/s and mean watts (energy counter) of a twin's first phase on a fresh simulated GPU,
-    over whole steps: the calibration's and the tests' yardstick, not the sweep's."""
+) -> TwinPoint:
+    """A twin's first phase on a fresh simulated GPU at a power limit (default: the part's) or a
+    locked SM clock, over whole steps after ``warm_s``: the calibration's and the tests' yardstick,
+    not the sweep's. Power is the simulator's true energy (the counter's 100 ms steps would add up to
+    ~2% noise to a short window)."""
     from harness.devices import open_devices
+    from harness.devices.simulated import roofline_s
 
     # a node of its own, its limit set explicitly and put back: a simulated driver's settings
     # outlive the process, and a measurement must neither inherit nor leave one
     dev = open_devices("sim", sim_gpu=part, sim_seed=seed, sim_node=f"tokbench-measure-{part}").devices[0]
     found_w = dev.power_limits().current_w
     dev.set_power_limit(limit_w if limit_w is not None else dev.power_limits().default_w)
+    if lock_mhz is None:
+        dev.reset_sm_clock()
+    else:
+        dev.lock_sm_clock(lock_mhz, lock_mhz)
+    clocks: list[float] = []
     try:
         wl = SimWorkload(config, factors)
         phase = wl.phases[0]
@@ -232,11 +291,24 @@ def measure_twin(
         while clock.now() < end:
             wl.step(phase)
             wl.synchronize()
-        e0, t0, tokens = dev.read_energy_mj(), clock.now(), 0
+        cancel = clock.call_every(0.005, lambda _t: clocks.append(dev.f_now_mhz) if dev.act.busy > 0 else None)
+        e0, t0, tokens = dev.true_energy_mj, clock.now(), 0
         while clock.now() - t0 < window_s:
             tokens += wl.step(phase).tokens
             wl.synchronize()
-        e1, t1 = dev.read_energy_mj(), clock.now()
+        e1, t1 = dev.true_energy_mj, clock.now()
+        cancel()
     finally:
         dev.set_power_limit(found_w)
-    return tokens / (t1 - t0), (e1 - e0) / 1000.0 / (t1 - t0)
+        dev.reset_sm_clock()
+    f_max = max(clocks, default=float(dev.part.sm_clock_max_mhz))
+    loads, step_tokens = wl.step_loads(phase)
+    roof = sum(roofline_s(dev.part, load, f_max) for load in loads)
+    return TwinPoint(tokens / (t1 - t0), (e1 - e0) / 1000.0 / (t1 - t0),
+                     sum(clocks) / len(clocks) if clocks else f_max, f_max, step_tokens / roof)
+
+
+def measure_twin(config: WorkloadConfig, **kwargs: Any) -> tuple[float, float]:
+    """Tokens/s and mean watts of ``measure_point`` (same arguments)."""
+    p = measure_point(config, **kwargs)
+    return p.tokens_per_s, p.watts

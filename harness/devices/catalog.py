@@ -1,7 +1,8 @@
 """Simulated parts, loaded from profiles/gpus/*.toml.
 
 Every physical parameter in a part file carries its source in the file's ``[sources]`` table
-(a public figure, "fitted to CALIBRATION.md (<row>)", or "assumed"), and loading refuses a
+(a public figure, "fitted to docs/calibration.md (<row>)", an "estimate" with its reasoning, or
+"assumed"), and loading refuses a
 parameter without one, so the simulator's numbers stay traceable.
 """
 
@@ -52,15 +53,24 @@ class PartSpec(BaseModel):
     clock_tree_w: float = Field(ge=0)
     busy_dyn_w: float = Field(ge=0)
     compute_dyn_w: float = Field(ge=0)
-    mem_power_w: float = Field(ge=0)
+    #: HBM/GDDR device and PHY power at full bandwidth: the only clock-independent dynamic term
+    hbm_power_w: float = Field(ge=0)
+    #: on-chip data movement (L2, crossbar, load/store) at full bandwidth and v_max
+    onchip_mem_w: float = Field(ge=0)
+    #: SM/L2 clock below which achieved DRAM bandwidth falls with the clock
+    bw_knee_mhz: float = Field(gt=0)
     leak_w: float = Field(ge=0)
     leak_ref_c: float
     leak_per_c: float = Field(ge=0)
     overhead_clock_share: float = Field(ge=0, le=1)
     p0_hold_s: float = Field(ge=0)
     # power-cap controller
-    cap_gain_mhz_per_ws: float = Field(gt=0)
-    cap_filter_s: float = Field(gt=0)
+    cap_settle_s: float = Field(gt=0)  # slow loop: closes its error over this time, holding the mean
+    cap_filter_s: float = Field(gt=0)  # ... over a moving window this long
+    cap_fast_settle_s: float = Field(gt=0)  # fast loop: bounds bursts
+    cap_fast_filter_s: float = Field(gt=0)
+    cap_burst_margin: float = Field(ge=0)  # how far above the limit the fast loop lets a burst go
+    cap_peak_ratio: float = Field(gt=1)  # instantaneous power the board's fast limiter allows, x power_max_w
     # thermal
     ambient_c: float
     thermal_resistance_c_per_w: float = Field(gt=0)
@@ -84,6 +94,7 @@ class PartSpec(BaseModel):
     leak_sigma: float = Field(ge=0)
     vf_offset_sigma_v: float = Field(ge=0)
     sensor_gain_sigma: float = Field(ge=0)
+    speed_sigma: float = Field(ge=0)  # sustained speed at equal clock and power (process, memory, cooling)
     step_jitter_sigma: float = Field(ge=0)
     sources: dict[str, str]
 

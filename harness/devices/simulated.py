@@ -7,19 +7,27 @@ deterministic for its seed.
 
 Per GPU and sub-step:
 
-* the SM clock is the lowest of: the part's maximum, a clock lock, and the power-cap
-  controller's clock (an integral controller on ~0.25 s filtered power, so the cap acts on short
-  averages and instant power can overshoot it at a load edge);
-* voltage follows the V-f curve; power = base + leakage(V, T) + (V/Vmax)^2 * f/fmax * (clock tree
-  + busy + compute-utilisation terms) + memory-bandwidth term; idle parts drop to the idle clock
-  after ``p0_hold_s``;
-* work (``Load``) progresses at the roofline rate for the current clock: compute time scales with
-  1/f, memory time does not, and an engine's inefficiency adds overhead that is only partly
-  clock-bound;
+* the SM clock is the lowest of: the part's maximum, a clock lock, and the power-cap controller's
+  ceiling. The controller regulates on the board's own reading (a sensor gain error moves the
+  true power): a slow loop holds the mean over a 1 s window at the limit, a fast loop lets bursts
+  sit at most ``cap_burst_margin`` above it, and the board's peak limiter holds instantaneous power
+  under ``cap_peak_ratio`` x its maximum (fitted to the real H100 square-wave trace). Below the
+  clock floor the ceiling becomes a duty cycle: the part idles part of the time, so any legal cap
+  can be held;
+* voltage follows the V-f curve; power = static (memory refresh and PHY, fabric) + leakage(V, T)
+  + (V/Vmax)^2 f/fmax x (clock tree + SM activity + tensor work) + (V/Vmax)^2 x on-chip data
+  movement + HBM device power, the last two proportional to the bytes moved per second: every
+  watt above static answers the clock except the HBM term, and that one falls with the bytes;
+* work (``Load``) is a list of kernel classes (weight GEMMs, attention, elementwise), each on its
+  own roofline at the current clock: compute scales with 1/f, DRAM bandwidth holds down to
+  ``bw_knee_mhz`` and falls with the clock below it; an engine's inefficiency adds overhead that
+  is only partly clock-bound; host time runs before the GPU work, or beside it
+  (``host_overlaps``, CUDA graphs);
 * a first-order thermal model feeds leakage back;
 * sensors: instant power (25 ms mean) and average power (1 s mean) fields refreshed every 100 ms,
   an energy counter in mJ refreshed every 100 ms whose read costs ~4 ms, a 20 ms power-sample
-  ring buffer ~2.4 s deep, and an optional proportional gain error per board.
+  ring buffer ~2.4 s deep, and a proportional gain error per board;
+* boards differ in leakage, V-f offset and sustained speed (``*_sigma``), seeded per board.
 
 Settings (power limit, clock lock) live in a state file per node, as a driver outlives processes.
 """
@@ -55,28 +63,71 @@ SIM_EPOCH_S = 1000.0
 #: how often (simulated seconds) the physics re-reads the node state file for settings another
 #: process may have changed; this process's own changes apply at once
 SETTINGS_POLL_S = 0.1
+#: lowest duty cycle the cap controller can throttle a part to below its clock floor
+MIN_DUTY = 0.02
+#: smallest power-vs-ceiling slope the controller assumes (W/MHz): bounds its step when the clock
+#: barely moves the power (idle SMs, host-bound work)
+SLOPE_FLOOR_W_PER_MHZ = 0.02
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel class of a step (weight GEMMs, attention over the KV cache, elementwise ops).
+
+    Each class is bounded by its own roofline at the current clock, so a step's time is the sum of
+    its classes' times: compute in one class cannot hide memory traffic of another.
+    """
+
+    flops: float = 0.0
+    bytes_moved: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.flops < 0 or self.bytes_moved < 0:
+            raise ValueError("Kernel quantities must be non-negative")
 
 
 @dataclass(frozen=True)
 class Load:
     """One step of work for a simulated GPU.
 
-    ``flops`` run on the tensor cores at a rate proportional to the SM clock; ``bytes_moved``
-    cross DRAM at the part's bandwidth; ``efficiency`` (0-1] is the share of the roofline the
-    engine reaches (the rest is overhead: small kernels, launches, synchronisation);
-    ``host_s`` is host-side time (Python, CPU work) during which the GPU waits, clocks up.
+    ``kernels`` are the step's kernel classes, each with its FLOPs (tensor cores, rate
+    proportional to the SM clock) and bytes (DRAM, at the bandwidth the clock sustains); a load
+    given only ``flops`` and ``bytes_moved`` is one class. ``efficiency`` (0-1] is the share of the
+    roofline the engine reaches (the rest is overhead: small kernels, launches, synchronisation);
+    ``host_s`` is host-side time (Python, CPU work) during which the GPU waits, clocks up; with
+    ``host_overlaps`` the host prepares the next step while the GPU runs this one (CUDA graphs,
+    asynchronous launches), so the step takes the longer of the two instead of their sum.
     """
 
     flops: float = 0.0
     bytes_moved: float = 0.0
     efficiency: float = 1.0
     host_s: float = 0.0
+    kernels: tuple[Kernel, ...] = ()
+    host_overlaps: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.efficiency <= 1:
             raise ValueError("Load.efficiency must be in (0, 1]")
         if self.flops < 0 or self.bytes_moved < 0 or self.host_s < 0:
             raise ValueError("Load quantities must be non-negative")
+        if self.kernels:  # the totals are the classes' sums
+            object.__setattr__(self, "flops", sum(k.flops for k in self.kernels))
+            object.__setattr__(self, "bytes_moved", sum(k.bytes_moved for k in self.kernels))
+
+    @classmethod
+    def of(cls, kernels: tuple[Kernel, ...], efficiency: float = 1.0, host_s: float = 0.0,
+           host_overlaps: bool = False) -> Load:
+        return cls(efficiency=efficiency, host_s=host_s, kernels=tuple(kernels), host_overlaps=host_overlaps)
+
+    def classes(self) -> tuple[Kernel, ...]:
+        return self.kernels or (Kernel(self.flops, self.bytes_moved),)
+
+    def scaled(self, factor: float, efficiency: float) -> Load:
+        """The same step with every quantity times ``factor`` (run-to-run jitter) at ``efficiency``."""
+        kernels = tuple(Kernel(k.flops * factor, k.bytes_moved * factor) for k in self.kernels)
+        return Load(self.flops * factor, self.bytes_moved * factor, efficiency, self.host_s * factor, kernels,
+                    self.host_overlaps)
 
 
 @dataclass(frozen=True)
@@ -145,7 +196,12 @@ class Activity:
 
     busy: float  # share of SMs executing something (0 when waiting on the host)
     compute_util: float  # share of tensor-core peak at the current clock
-    mem_util: float  # share of DRAM bandwidth
+    mem_util: float  # share of the part's peak DRAM bandwidth (bytes per second, not per clock)
+
+    def times(self, duty: float) -> Activity:
+        """The activity of a part that works only a share ``duty`` of the time (throttled below its
+        clock floor) and idles the rest."""
+        return Activity(self.busy * duty, self.compute_util * duty, self.mem_util * duty)
 
 
 IDLE = Activity(0.0, 0.0, 0.0)
@@ -153,29 +209,71 @@ IDLE = Activity(0.0, 0.0, 0.0)
 
 def power_w(part: PartSpec, f_mhz: float, v: float, temp_c: float, leak_mult: float,
             act: Activity, p0: bool) -> float:
-    """True board power for an operating point."""
+    """True board power for an operating point.
+
+    Everything above static power answers a lever the controller has: clock tree, SM and tensor
+    work scale with V^2 f; on-chip data movement (L2, crossbar) with V^2 times the bytes moved per
+    second (which the clock bounds, see ``bandwidth_tbs``); only the HBM device term is
+    clock-independent, and the bytes it moves still fall when the clock does.
+    """
     leak = leakage_w(part, v, temp_c, leak_mult)
     if not p0:
         return part.idle_base_w + leak
     s = dynamic_scale(part, f_mhz, v)
     dyn = part.clock_tree_w + part.busy_dyn_w * act.busy + part.compute_dyn_w * act.compute_util
-    return part.p0_base_w + leak + s * dyn + part.mem_power_w * act.mem_util
+    onchip = (v / part.v_max) ** 2 * part.onchip_mem_w * act.mem_util
+    return part.p0_base_w + leak + s * dyn + onchip + part.hbm_power_w * act.mem_util
 
 
-def load_times(part: PartSpec, load: Load, f_mhz: float) -> tuple[float, float, float]:
-    """Seconds of (compute, memory, overhead) for a load at clock ``f_mhz``.
+def bandwidth_tbs(part: PartSpec, f_mhz: float) -> float:
+    """DRAM bandwidth the SMs and L2 can sustain at ``f_mhz``: the full figure down to
+    ``bw_knee_mhz``, below which too few requests are in flight and it falls with the clock."""
+    return part.mem_bandwidth_tbs * min(1.0, f_mhz / part.bw_knee_mhz)
 
-    Compute scales with 1/f; memory does not; the engine's overhead is a multiple of the roofline
-    time at full clock, of which a share ``overhead_clock_share`` stretches with 1/f.
-    """
+
+@dataclass(frozen=True)
+class StepTime:
+    """Seconds a load takes at one clock, split the way the power model needs it."""
+
+    compute_s: float  # tensor-core time summed over the kernel classes
+    roofline_s: float  # sum over kernel classes of max(compute, memory)
+    overhead_s: float  # the engine's shortfall from the roofline
+    bytes_moved: float
+
+    @property
+    def total_s(self) -> float:
+        return self.roofline_s + self.overhead_s
+
+    def activity(self, peak_bw_tbs: float) -> Activity:
+        total = self.total_s
+        if total <= 0:
+            return Activity(1.0, 0.0, 0.0)
+        return Activity(1.0, self.compute_s / total, self.bytes_moved / total / (peak_bw_tbs * 1e12))
+
+
+def step_time(part: PartSpec, load: Load, f_mhz: float) -> StepTime:
+    """Time of ``load`` at clock ``f_mhz``: each kernel class on its own roofline at that clock
+    (compute scales with 1/f, memory with the bandwidth the clock sustains), plus the engine's
+    overhead, a multiple of the roofline time at full clock of which a share
+    ``overhead_clock_share`` stretches with 1/f."""
     fmax = part.sm_clock_max_mhz
-    t_c_full = load.flops / (part.peak_bf16_tflops * 1e12)
-    t_m = load.bytes_moved / (part.mem_bandwidth_tbs * 1e12)
-    t_c = t_c_full * fmax / f_mhz
-    roof_full = max(t_c_full, t_m)
-    k = part.overhead_clock_share
-    t_o = (1.0 / load.efficiency - 1.0) * roof_full * ((1 - k) + k * fmax / f_mhz)
-    return t_c, t_m, t_o
+    peak = part.peak_bf16_tflops * 1e12
+    bw, bw_full = bandwidth_tbs(part, f_mhz) * 1e12, part.mem_bandwidth_tbs * 1e12
+    compute = roof = roof_full = 0.0
+    for k in load.classes():
+        t_c = k.flops / peak * fmax / f_mhz
+        compute += t_c
+        roof += max(t_c, k.bytes_moved / bw)
+        roof_full += max(k.flops / peak, k.bytes_moved / bw_full)
+    share = part.overhead_clock_share
+    overhead = (1.0 / load.efficiency - 1.0) * roof_full * ((1 - share) + share * fmax / f_mhz)
+    return StepTime(compute, roof, overhead, load.bytes_moved)
+
+
+def roofline_s(part: PartSpec, load: Load, f_mhz: float) -> float:
+    """Lower bound on a load's time at ``f_mhz``: its kernel classes at their rooflines, no engine
+    overhead, no host time (what no engine can beat at that clock)."""
+    return step_time(part, Load.of(load.classes()), f_mhz).roofline_s
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,11 +409,16 @@ class SimNode:
 
 @dataclass
 class _Running:
-    """A load in progress: ``host_left`` seconds of host time, then ``work_left`` (0-1) of GPU work."""
+    """A load in progress: ``host_left`` seconds of host time, then (or meanwhile, if the load's host
+    time overlaps) ``work_left`` (0-1) of GPU work."""
 
     load: Load
     host_left: float
     work_left: float = 1.0
+    timing: StepTime | None = None  # at the clock of the current sub-step
+
+    def gpu_active(self) -> bool:
+        return self.work_left > 1e-9 and (self.host_left <= 0 or self.load.host_overlaps)
 
 
 @dataclass
@@ -341,12 +444,15 @@ class SimulatedGPU:
         self.overrides = overrides
         self.clock = node
         rng = random.Random(f"{node.seed}:{index}:board")
-        self.leak_mult = overrides.leakage if overrides.leakage is not None else max(
-            0.5, rng.gauss(1.0, part.leak_sigma))
-        self.vf_offset_v = overrides.vf_offset_v if overrides.vf_offset_v is not None else rng.gauss(
-            0.0, part.vf_offset_sigma_v)
-        self.sensor_gain = overrides.sensor_gain if overrides.sensor_gain is not None else rng.gauss(
-            0.0, part.sensor_gain_sigma)
+        # every board draws all its deviations, so an override changes only what it names
+        leak, vf, gain, speed = (rng.gauss(1.0, part.leak_sigma), rng.gauss(0.0, part.vf_offset_sigma_v),
+                                 rng.gauss(0.0, part.sensor_gain_sigma), rng.gauss(1.0, part.speed_sigma))
+        self.leak_mult = overrides.leakage if overrides.leakage is not None else max(0.5, leak)
+        self.vf_offset_v = overrides.vf_offset_v if overrides.vf_offset_v is not None else vf
+        self.sensor_gain = overrides.sensor_gain if overrides.sensor_gain is not None else gain
+        # process variation beyond leakage and voltage: a board's sustained throughput at a given
+        # clock and power (bins, memory stacks, cooling), part of the published same-SKU spread
+        self.speed = max(0.5, speed)
         self._jitter = random.Random(f"{node.seed}:{index}:jitter")
         uuid_rng = random.Random(f"{node.name}:{index}:uuid")
         self.uuid = "GPU-SIM-" + "-".join(f"{uuid_rng.getrandbits(32):08x}" for _ in range(3))
@@ -379,8 +485,12 @@ class SimulatedGPU:
         for _ in range(50):
             p_idle = power_w(part, part.idle_sm_clock_mhz, v_idle, self.temp_c, self.leak_mult, IDLE, False)
             self.temp_c = part.ambient_c + part.thermal_resistance_c_per_w * p_idle
-        self.f_cap_mhz = float(part.sm_clock_max_mhz)
-        self.p_filt_w = p_idle
+        # the power-cap controller: a slow loop holds the ~1 s mean at the limit, a fast one lets
+        # short bursts exceed it by at most ``cap_burst_margin``; each is a clock ceiling in MHz,
+        # which below the clock floor becomes a duty cycle (the part idles part of the time)
+        self.f_slow_mhz = self.f_fast_mhz = float(part.sm_clock_max_mhz)
+        self.p_slow_w = self.p_fast_w = p_idle * (1.0 + self.sensor_gain)
+        self.duty = 1.0
         self.last_busy_t = -1e9
         self.true_energy_j = 0.0
         self.queue: deque[_Running] = deque()
@@ -463,15 +573,25 @@ class SimulatedGPU:
     # --- work -------------------------------------------------------------------------------
     def submit(self, load: Load) -> None:
         """Queue one step of work (returns at once, like a CUDA launch)."""
-        eff = load.efficiency * (self.overrides.efficiency or 1.0)
+        eff = load.efficiency * (self.overrides.efficiency or 1.0) * self.speed
         jitter = math.exp(self._jitter.gauss(0.0, self.part.step_jitter_sigma)) if self.part.step_jitter_sigma else 1.0
-        load = Load(load.flops * jitter, load.bytes_moved * jitter, min(1.0, eff), load.host_s * jitter)
+        load = load.scaled(jitter, min(1.0, eff))
         self.queue.append(_Running(load, host_left=load.host_s))
 
     def synchronize(self) -> None:
         self.node.run_until_idle(self)
 
     # --- physics step -----------------------------------------------------------------------
+    @property
+    def f_cap_mhz(self) -> float:
+        """The cap controller's clock ceiling (below the clock floor: floor x duty)."""
+        return min(self.f_slow_mhz, self.f_fast_mhz)
+
+    def _clock_and_duty(self, x_mhz: float, f_top: float) -> tuple[float, float]:
+        """SM clock and duty cycle for a controller ceiling ``x_mhz`` while working."""
+        floor = float(self.part.sm_clock_min_mhz)
+        return max(min(f_top, x_mhz), floor), min(1.0, x_mhz / floor)
+
     def _operating_point(self, t: float) -> None:
         part = self.part
         settings = self._cached_settings
@@ -480,20 +600,18 @@ class SimulatedGPU:
         busy_now = bool(self.queue)
         p0 = busy_now or (t - self.last_busy_t) < part.p0_hold_s or lock is not None
         f_top = float(part.sm_clock_max_mhz if lock is None else lock[1])
-        f_floor = float(part.sm_clock_min_mhz if lock is None else lock[0])
         events = 0
+        duty = 1.0
         if not p0:
             f = float(part.idle_sm_clock_mhz)
             events |= ClockEvent.GPU_IDLE
         else:
             f = f_top
-            if busy_now:  # the cap's clock ceiling applies to work; between bursts the clock floats up
-                f = max(min(f_top, self.f_cap_mhz), float(part.sm_clock_min_mhz))
+            if busy_now:  # the cap's ceiling applies to work (it may pull below a lock's floor)
+                f, duty = self._clock_and_duty(self.f_cap_mhz, f_top)
                 if self.f_cap_mhz < f_top - 1.0:
                     events |= ClockEvent.SW_POWER_CAP
-                if self.f_cap_mhz < f_floor:
-                    f = max(self.f_cap_mhz, float(part.sm_clock_min_mhz))
-            else:
+            else:  # between bursts the clock floats up
                 events |= ClockEvent.GPU_IDLE
         if self.temp_c > part.slowdown_c:
             f = min(f, f_top * max(0.3, 1.0 - 0.05 * (self.temp_c - part.slowdown_c)))
@@ -501,18 +619,51 @@ class SimulatedGPU:
         act = IDLE
         if self.queue:
             run = self.queue[0]
-            if run.host_left > 0:
-                act = IDLE
-            else:
-                t_c, t_m, t_o = load_times(part, run.load, f)
-                total = max(t_c, t_m) + t_o
-                act = Activity(1.0, t_c / total if total else 0.0, t_m / total if total else 0.0)
+            run.timing = step_time(part, run.load, f)
+            if run.gpu_active():
+                act = run.timing.activity(part.mem_bandwidth_tbs).times(duty)
         v = voltage(part, f, self.vf_offset_v)
+        ceiling_w = part.power_max_w * part.cap_peak_ratio / (1.0 + self.sensor_gain)
+        if p0 and act.busy > 0 and power_w(part, f, v, self.temp_c, self.leak_mult, act, p0) > ceiling_w:
+            f, v, act = self._peak_limited(f, duty, ceiling_w)
+            events |= ClockEvent.SW_POWER_CAP
+            # anti-windup: the averaging loops take over from the clock the limiter holds
+            self.f_fast_mhz = min(self.f_fast_mhz, f + part.sm_clock_step_mhz)
+            self.f_slow_mhz = min(self.f_slow_mhz, f + part.sm_clock_step_mhz)
         self.f_now_mhz = f
+        self.duty = duty
         self.act = act
         self.events = int(events)
         self.p_now_w = power_w(part, f, v, self.temp_c, self.leak_mult, act, p0)
         self._limit_w = limit
+
+    def _peak_limited(self, f_mhz: float, duty: float, ceiling_w: float) -> tuple[float, float, Activity]:
+        """The highest clock (>= the floor) at which the running load draws at most ``ceiling_w``:
+        the board's fast limiter, which holds instantaneous power under a multiple of its maximum
+        limit within a sample period whatever the averaging loops do (the real trace peaks at
+        ~1.3x the 700 W maximum)."""
+        part, run = self.part, self.queue[0]
+        lo, hi = float(part.sm_clock_min_mhz), f_mhz
+
+        def at(f: float) -> tuple[float, Activity, float]:
+            run.timing = step_time(part, run.load, f)
+            act = run.timing.activity(part.mem_bandwidth_tbs).times(duty)
+            v = voltage(part, f, self.vf_offset_v)
+            return v, act, power_w(part, f, v, self.temp_c, self.leak_mult, act, True)
+
+        for _ in range(12):
+            mid = 0.5 * (lo + hi)
+            if at(mid)[2] > ceiling_w:
+                hi = mid
+            else:
+                lo = mid
+        v, act, _ = at(lo)
+        return lo, v, act
+
+    def _work_seconds(self, run: _Running) -> float:
+        """Seconds the rest of a running load's GPU work takes at the current operating point."""
+        assert run.timing is not None
+        return run.work_left * run.timing.total_s / self.duty
 
     def time_to_next_event(self) -> float:
         """Seconds until this board's next discontinuity: a load phase ending or a sensor refresh."""
@@ -527,10 +678,8 @@ class SimulatedGPU:
             run = self.queue[0]
             if run.host_left > 0:
                 dt = min(dt, run.host_left)
-            else:
-                t_c, t_m, t_o = load_times(self.part, run.load, self.f_now_mhz)
-                total = max(t_c, t_m) + t_o
-                dt = min(dt, run.work_left * total)
+            if run.gpu_active():
+                dt = min(dt, self._work_seconds(run))
         return max(dt, 1e-9)
 
     def integrate(self, t: float, dt: float) -> None:
@@ -541,47 +690,84 @@ class SimulatedGPU:
         # work progress
         if self.queue:
             run = self.queue[0]
+            if run.gpu_active():
+                assert run.timing is not None
+                total = run.timing.total_s / self.duty
+                run.work_left -= dt / total if total > 0 else 1.0
             if run.host_left > 0:
                 run.host_left = max(0.0, run.host_left - dt)
-            else:
-                t_c, t_m, t_o = load_times(part, run.load, self.f_now_mhz)
-                total = max(t_c, t_m) + t_o
-                run.work_left -= dt / total if total > 0 else 1.0
             if run.host_left <= 1e-12 and run.work_left <= 1e-9:
                 self.queue.popleft()
             self.last_busy_t = t + dt
-        # power-cap controller: integral action on filtered power. Stepped implicitly (with the
-        # local slope of power against clock) so that a controller as fast as the real one stays
-        # stable at the longest sub-step; held while the SMs wait, so that the gaps between bursts
-        # do not wind the clock ceiling back up (on the H100 trace each burst starts near the cap).
-        a = dt / (part.cap_filter_s + dt)
-        self.p_filt_w += a * (p - self.p_filt_w)
-        if self.act.busy > 0:
-            k = part.cap_gain_mhz_per_ws * dt
-            self.f_cap_mhz += k * (self._limit_w - self.p_filt_w) / (1.0 + k * a * self._power_slope_w_per_mhz())
-        self.f_cap_mhz = min(max(self.f_cap_mhz, float(part.sm_clock_min_mhz) * 0.5), float(part.sm_clock_max_mhz))
         # thermal
         target = part.ambient_c + part.thermal_resistance_c_per_w * p
         self.temp_c += (target - self.temp_c) * (1.0 - math.exp(-dt / part.thermal_tau_s))
         # energy history for sensor means (keep a little over the longest window)
         self._hist_t.append(t + dt)
         self._hist_e.append(self.true_energy_j)
-        horizon = t + dt - max(part.average_window_s, part.samples_period_s) - 0.2
+        horizon = t + dt - max(part.average_window_s, part.samples_period_s, part.cap_filter_s) - 0.2
         while len(self._hist_t) > 2 and self._hist_t[1] < horizon:
             self._hist_t.popleft()
             self._hist_e.popleft()
+        self._control(t + dt, dt)
+
+    def _control(self, t_end: float, dt: float) -> None:
+        """Power-cap controller: integral action on the board's own power reading (gain error
+        included: a board that over-reads regulates to less true power), filtered twice.
+
+        The slow loop holds the mean over the last ``cap_filter_s`` (~1 s) at the limit; the fast loop
+        (``cap_fast_filter_s``) lets bursts sit at most ``cap_burst_margin`` above it, as on the
+        real square-wave trace. Both hold while no work is pending, so the gaps between bursts do
+        not wind the ceiling back up.
+        """
+        part = self.part
+        gain = 1.0 + self.sensor_gain
+        a_slow = dt / part.cap_filter_s  # share of the slow window one sub-step replaces
+        a_fast = -math.expm1(-dt / part.cap_fast_filter_s)  # exact for power held over the sub-step
+        self.p_slow_w = gain * self._mean_power(t_end, part.cap_filter_s)
+        self.p_fast_w += a_fast * (gain * self.p_now_w - self.p_fast_w)
+        if self.queue:  # work pending (running, or its host part)
+            # integral action in power terms: a ceiling step that closes the error over the loop's
+            # settling time whatever the load's slope, stepped implicitly (the step's own effect on
+            # the filtered power is accounted for), so it stays stable at the longest sub-step
+            slope = max(gain * self._power_slope_w_per_mhz(), SLOPE_FLOOR_W_PER_MHZ)
+            error, recent = self._limit_w - self.p_slow_w, self._limit_w - self.p_fast_w
+            # act on what the window's mean and the recent power agree on, by the smaller margin:
+            # an excess (or a gap) already gone is history
+            step = math.copysign(min(abs(error), abs(recent)), error) if (error > 0) == (recent > 0) else 0.0
+            r = dt / part.cap_settle_s
+            self.f_slow_mhz += r * step / slope / (1.0 + r * a_slow)
+            r = dt / part.cap_fast_settle_s
+            error = self._limit_w * (1.0 + part.cap_burst_margin) - self.p_fast_w
+            self.f_fast_mhz += r * error / slope / (1.0 + r * a_fast)
+        # anti-windup: neither ceiling sits far above the one in force, so whichever loop must act
+        # next acts from there at once
+        lo, hi, step = float(part.sm_clock_min_mhz) * MIN_DUTY, float(part.sm_clock_max_mhz), part.sm_clock_step_mhz
+        self.f_fast_mhz = min(max(self.f_fast_mhz, lo), hi, self.f_slow_mhz + step)
+        self.f_slow_mhz = min(max(self.f_slow_mhz, lo), hi, self.f_fast_mhz + step)
 
     def _power_slope_w_per_mhz(self) -> float:
-        """d(power)/d(SM clock) at the current operating point (W per MHz, >= 0)."""
-        part, f = self.part, self.f_now_mhz
-        lo = max(float(part.sm_clock_min_mhz), f - part.sm_clock_step_mhz)
-        if f - lo < 1.0:
+        """d(power)/d(controller ceiling) at the current operating point (W per MHz, >= 0)."""
+        part = self.part
+        x = self.f_cap_mhz
+        step = float(part.sm_clock_step_mhz)
+        lock = self._cached_settings.get("sm_clock_lock")
+        f_top = float(part.sm_clock_max_mhz if lock is None else lock[1])
+        if x >= f_top:
+            x = f_top
+        # the running load's activity, also while its host part runs: the slope the work will see
+        run = self.queue[0] if self.queue else None
+        work = run.timing.activity(part.mem_bandwidth_tbs) if run is not None and run.timing else IDLE
+
+        def p_at(ceiling: float) -> float:
+            f, duty = self._clock_and_duty(ceiling, f_top)
+            v = voltage(part, f, self.vf_offset_v)
+            return power_w(part, f, v, self.temp_c, self.leak_mult, work.times(duty), True)
+
+        lo = max(x - step, float(part.sm_clock_min_mhz) * MIN_DUTY)
+        if x - lo < 1e-6:
             return 0.0
-
-        def p_at(x: float) -> float:
-            return power_w(part, x, voltage(part, x, self.vf_offset_v), self.temp_c, self.leak_mult, self.act, True)
-
-        return max(0.0, (p_at(f) - p_at(lo)) / (f - lo))
+        return max(0.0, (p_at(x) - p_at(lo)) / (x - lo))
 
     def _energy_at(self, t: float) -> float:
         ts, es = self._hist_t, self._hist_e
@@ -623,7 +809,7 @@ class SimulatedGPU:
             t_s=self.node.now(),
             power_instant_w=s.instant_w if self.part.has_instant_power else None,
             power_average_w=s.average_w,
-            memory_power_w=(self.part.memory_power_idle_w + self.part.mem_power_w * self.act.mem_util)
+            memory_power_w=(self.part.memory_power_idle_w + self.part.hbm_power_w * self.act.mem_util)
             if self.part.has_memory_power else None,
             sm_clock_mhz=self.f_now_mhz,
             mem_clock_mhz=float(self.part.mem_clock_mhz),

@@ -93,9 +93,26 @@ class SweepRun:
 
 
 def estimate_seconds(plan: SweepPlan, n_points: int, phases: int, compile_s: float) -> float:
-    """Device time a plan needs: warm-ups (assumed twice the minimum), windows and compiles."""
-    per_phase = max(plan.warmup_min_s * 2, 1.0) + plan.window_s
-    return n_points * phases * per_phase + compile_s * len(plan.batch_sizes)
+    """Device time a plan needs: warm-ups, windows and compiles.
+
+    A warm-up ends once power and clock hold and the temperature trend would move less than
+    2.5 C over a window (harness/sweep/loop.py): after a temperature step dT that takes
+    tau * ln(dT * window / (2.5 C * tau)) on a first-order thermal response, at least the
+    profile's minimum and ~6 s of history, at most its maximum. The first point starts from idle
+    (a large step), the others from the previous point (a smaller one).
+    """
+    # what it assumes of a GPU it has not seen: thermal time constant (s), the temperature step
+    # from idle to work and between two points (C), how far a window runs past its length to
+    # finish the step in progress
+    tau_s, first_step_c, next_step_c, overrun = 25.0, 35.0, 8.0, 0.03
+
+    def warm_up(step_c: float) -> float:
+        settle = tau_s * math.log(max(1.0, step_c * plan.window_s / (2.5 * tau_s)))
+        return min(plan.warmup_max_s, max(plan.warmup_min_s, 6.0, settle))
+
+    windows = n_points * phases
+    warm = warm_up(first_step_c) + (windows - 1) * warm_up(next_step_c) if windows else 0.0
+    return warm + windows * plan.window_s * (1 + overrun) + compile_s * len(plan.batch_sizes)
 
 
 class RunInterrupted(BaseException):  # noqa: N818 (an interruption, like KeyboardInterrupt)

@@ -30,6 +30,7 @@ FLAG_NAMES: dict[str, str] = {
     "loadgen_lag": "the load generator fell behind (p99 event-loop or dispatch delay above max_lag_ms)",
     "short_output": "a request came back with fewer tokens than asked (EOS not ignored by the server)",
     "usage_mismatch": "the server's usage report was missing or counted fewer tokens than chunks streamed",
+    "over_cap": "mean power over the window exceeded the enforced power limit by more than 1%",
 }
 
 
@@ -58,6 +59,8 @@ class Tolerances:
     counter_period_s: float = 0.12
     #: without power history, a bound on the edge correction above this share of the energy is flagged
     edge_rel: float = 0.005
+    #: mean power above the enforced limit by more than this share raises ``over_cap``
+    over_cap_rel: float = 0.01
 
     def __post_init__(self) -> None:
         if self.integral_source not in ("best", "history", "instant", "average"):

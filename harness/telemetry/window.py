@@ -355,6 +355,7 @@ class Window:
         if shares.get("hw_slowdown", 0) + shares.get("power_brake", 0) > tol.slowdown_share:
             flags.append("hw_slowdown")
         enforced = self._enforced(d, in_win, flags, notes)
+        self._over_cap(d, enforced, float(joules) / seconds if seconds > 0 else math.nan, flags, notes)
         self._state_flags([self._start_state[i], end_state], flags, notes)
 
         samples = _samples_frame(i, polls, edges, hist, start, end, t0, t1, self._start_true[i], true_j)
@@ -425,6 +426,18 @@ class Window:
             flags.append("setting_mismatch")
             notes.append(f"power limit requested {want:g} W, enforced {enforced_w}")
         return enforced_w
+
+    def _over_cap(self, d: Device, enforced: float | None, mean_w: float, flags: list[str], notes: list[str]) -> None:
+        """A window whose mean power exceeds the enforced power limit: the point is not at its cap."""
+        limit_w = enforced if self.knob != "sm_clock_mhz" else None
+        if self.knob == "sm_clock_mhz":
+            try:
+                limit_w = d.power_limits().enforced_w
+            except TokbenchError:
+                limit_w = None
+        if limit_w and mean_w > limit_w * (1.0 + self.tol.over_cap_rel):
+            flags.append("over_cap")
+            notes.append(f"mean power {mean_w:.0f} W above the {limit_w:g} W limit")
 
     def _state_flags(self, states: list[StateCheck | None], flags: list[str], notes: list[str]) -> None:
         pids: set[int] = set()

@@ -1,0 +1,68 @@
+"""Per-part Max-P and Max-Q of the simulated parts (the table in docs/calibration.md).
+
+For each part and workload (train-llama-1b; decode-llama-8b at batch 1 and 64) it sweeps the power
+cap from the part's minimum to its maximum and the locked SM clock from its maximum down to a few
+hundred MHz, each point a steady window of the simulated twin (workloads.simulated.measure_point),
+and prints Max-P (the maximum limit: most tokens/s), Max-Q by cap and by clock (most tokens/J), the
+tokens/J gain of each Max-Q over Max-P and the throughput it keeps.
+
+    python scripts/physics_table.py [--parts h100-sxm,h200-sxm] [--points 11]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from harness.devices.catalog import available_parts, load_part
+from harness.profiles import load_profile
+from workloads.simulated import TwinPoint, measure_point
+
+WORKLOADS = {"train-1b": ("train-llama-1b", 8), "decode-8b b1": ("decode-llama-8b", 1),
+             "decode-8b b64": ("decode-llama-8b", 64)}
+
+
+def sweep(part: str, profile: str, batch: int, points: int) -> tuple[dict[float, TwinPoint], dict[int, TwinPoint]]:
+    p = load_part(part)
+    config = load_profile(profile).workload.model_copy(update={"batch_size": batch})
+
+    def at(**kw: float) -> TwinPoint:
+        return measure_point(config, part=part, warm_s=8.0, window_s=4.0, **kw)
+
+    caps = {float(c): at(limit_w=float(c)) for c in np.linspace(p.power_min_w, p.power_max_w, points).round()}
+    step = p.sm_clock_step_mhz
+    clocks = {int(f): at(lock_mhz=int(f)) for f in
+              (round(x / step) * step for x in np.linspace(p.sm_clock_max_mhz, 0.25 * p.sm_clock_max_mhz, points))}
+    return caps, clocks
+
+
+def row(caps: dict[float, TwinPoint], clocks: dict[int, TwinPoint]) -> str:
+    max_p = max(caps)  # the default (= maximum) limit: most tokens/s
+    ref = caps[max_p]
+
+    def tpj(x: TwinPoint) -> float:
+        return x.tokens_per_s / x.watts
+
+    q_cap = max(caps, key=lambda c: tpj(caps[c]))
+    q_clk = max(clocks, key=lambda f: tpj(clocks[f]))
+    out = [f"{max_p:.0f} W ({ref.tokens_per_s:,.0f} tok/s, {ref.watts:.0f} W)"]
+    for label, x in ((f"{q_cap:.0f} W", caps[q_cap]), (f"{q_clk} MHz", clocks[q_clk])):
+        out.append(f"{label}: {tpj(x) / tpj(ref) - 1:+.0%} tok/J, keeps {x.tokens_per_s / ref.tokens_per_s:.0%}")
+    return " | ".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--parts", default=",".join(available_parts()))
+    ap.add_argument("--points", type=int, default=11)
+    args = ap.parse_args()
+    print("| part | workload | Max-P (max limit: tokens/s, W drawn) | Max-Q by cap | Max-Q by clock |")
+    print("|---|---|---|---|---|")
+    for part in args.parts.split(","):
+        for label, (profile, batch) in WORKLOADS.items():
+            print(f"| {part} | {label} | {row(*sweep(part, profile, batch, args.points))} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
