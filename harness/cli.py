@@ -241,10 +241,20 @@ def report(
     include_flagged: FlaggedOpt = False,
     gpu: GpuOpt = None,
 ) -> None:
-    """Analyse a run: Max-P/Max-Q ranges, curves, frontier, timelines; writes report.md and plots/."""
+    """Analyse a run: Max-P/Max-Q ranges, curves, frontier, timelines; writes report.md and plots/.
+    Given a `tokbench govern` decision log (CSV), plots it and says how well the target was held."""
+    from harness.govern.log import is_decision_log, plot_log, read_log, summary
     from harness.readers.analysis import analyse
     from harness.readers.report import write_report
     from harness.render.readers import analysis_table
+
+    if is_decision_log(run):
+        log = read_log(run)
+        png = Path(out) / f"{Path(run).stem}.png" if out else Path(run).with_suffix(".png")
+        for line in summary(log):
+            console.print(line, highlight=False)
+        console.print(f"wrote {plot_log(log, png, title=f'tokbench govern: {Path(run).name}')}", highlight=False)
+        return
 
     a = analyse(run, include_flagged=include_flagged, gpu=gpu, tpot_ms=tpot_ms, ttft_ms=ttft_ms)
     rep = write_report(a, out)

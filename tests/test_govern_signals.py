@@ -193,3 +193,11 @@ def test_the_command_reports_tokens_lost_against_the_plan(tmp_path, monkeypatch,
     assert lost == pytest.approx(planned - tokens, rel=1e-3, abs=1e3) and planned > 0
     log = (tmp_path / "log.csv").read_text().splitlines()
     assert log[0].startswith("time_utc,t_s,source,target_w,setting,settings") and len(log) > 8
+    # `tokbench report` reads the decision log like a run: a plot and how well the target was held
+    monkeypatch.setattr("sys.argv", ["tokbench", "report", str(tmp_path / "log.csv")])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{len(log) - 1} decisions over" in out and "planned" in out
+    assert (tmp_path / "log.png").stat().st_size > 10_000

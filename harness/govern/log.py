@@ -59,6 +59,31 @@ def read_log(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def is_decision_log(path: str | Path) -> bool:
+    """Whether ``path`` is a governor's decision log (what `tokbench report` then plots)."""
+    p = Path(path)
+    if not (p.is_file() and p.suffix == ".csv"):
+        return False
+    with open(p, newline="") as f:
+        return next(csv.reader(f), []) == COLUMNS
+
+
+def summary(log: pd.DataFrame) -> list[str]:
+    """What a decision log says, in a few lines: span, decisions, compliance with the target, tokens."""
+    if log.empty:
+        return ["the log holds no decision"]
+    t = log["t_s"] - log["t_s"].iloc[0]
+    bound = log.dropna(subset=["target_w", "measured_w"])
+    met = (bound["measured_w"] <= bound["target_w"] * 1.01).mean() if len(bound) else float("nan")
+    lines = [f"{len(log)} decisions over {t.iloc[-1]:.0f} s of device time, settings {log['setting'].min():g}-"
+             f"{log['setting'].max():g}",
+             f"measured node power within 1% of the target or below it at {100 * met:.0f}% of the decisions"
+             if len(bound) else "no decision had both a target and a measured power",
+             f"tokens: {log['tokens'].iloc[-1]:,.0f}"
+             + (f" of {log['planned_tokens'].iloc[-1]:,.0f} planned" if log["planned_tokens"].iloc[-1] else "")]
+    return lines
+
+
 def plot_log(log: pd.DataFrame, path: str | Path, title: str = "tokbench govern") -> Path:
     """Target, measured and expected node power, and the setting, against device time."""
     import matplotlib
