@@ -19,8 +19,9 @@ from harness.telemetry import Sampler, Window
 from harness.testing.shapes import steady
 from workloads.simulated import measure_point
 
-#: (profile, batch) for every shipped profile and each batch its sweep runs
-CASES = [(name, batch) for name in list_profiles()
+#: (profile, batch) for every shipped profile of a built-in workload and each batch its sweep runs (endpoint
+#: profiles run on the serving twin, tests/test_serving_twin.py)
+CASES = [(name, batch) for name in list_profiles() if load_profile(name).workload.name in ("training", "inference")
          for batch in (load_profile(name).sweep.batch_sizes or (load_profile(name).workload.batch_size,))]
 #: simulated seconds of warm-up: the cap controller's 1 s window fills and settles in ~3 s
 WARM_S = 6.0

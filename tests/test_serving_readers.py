@@ -22,7 +22,8 @@ def run(tmp_path_factory):
         mp.setenv("TOKBENCH_SIM_STATE_DIR", str(root / "sim-state"))
         mp.setenv("TOKBENCH_STATE_DIR", str(root / "tokbench-state"))
         r = run_sweep(SweepOptions(profile=str(root / "serve.toml"), backend="sim", out=str(root), yes=True,
-                                   values=(450.0, 700.0), batch_sizes=(1, 16, 128), window_s=2, warmup_min_s=1))
+                                   values=(450.0, 700.0), batch_sizes=(1, 16, 128), window_s=10, warmup_min_s=1,
+                                   warmup_max_s=60))  # 10 s windows: the cap holds on ~1 s means
     return r.run_dir.path, r.points
 
 

@@ -25,13 +25,13 @@ batch_size = 2
 knob = "power-limit"
 points = 3
 repeats = 1
-warmup_min_s = 0.0
-warmup_max_s = 0.3
-window_s = 0.5
+warmup_min_s = 0.5
+warmup_max_s = 3.0
+window_s = 1.0
 """
 
 
-DRAW_MW = 350_000
+DRAW_MW = 150_000  # below the lowest cap (200 W): no point is over its cap
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def profile(tmp_path) -> Path:
 
 @pytest.fixture
 def driver(fake_nvml_proc):
-    """One fake H100 found at 650 W (not its default), drawing 350 W: its energy counter advances with time."""
+    """One fake H100 found at 650 W (not its default), drawing 150 W: its energy counter advances with time."""
     gpu = fake_pynvml.FakeGpu(power_limit_mw=650_000, power_usage_mw=DRAW_MW, power_instant_mw=DRAW_MW)
     fake_nvml_proc.configure(fake_pynvml.FakeConfig(gpus=[gpu]))
     tests_dir = str(Path(__file__).resolve().parent)  # for the user workload module

@@ -340,8 +340,12 @@ def _fit(stats: list[SettingStats], attr: str) -> MonotoneCurve | None:
     return monotone_fit([s.setting for s in stats], vals, _weights(stats, attr))
 
 
-def _repeats(rows: pd.DataFrame) -> tuple[dict[float, np.ndarray], dict[float, np.ndarray]]:
-    """tokens/s and tokens/J of every included repeat, by setting (what the ranges test)."""
+def _repeats(rows: pd.DataFrame, sold: bool = False) -> tuple[dict[float, np.ndarray], dict[float, np.ndarray]]:
+    """tokens/s and tokens/J of every included repeat, by setting (what the ranges test). ``sold``: a
+    server's output tokens where the rows have them (what tokenomics counts for a serving run)."""
+    if sold and "output_tokens_per_s" in rows and rows["output_tokens_per_s"].notna().all():
+        rows = rows.assign(tokens_per_s=rows["output_tokens_per_s"],
+                           tokens_per_j=rows["output_tokens"] / rows["joules"])
     by_s = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_s"]}
     by_j = {float(k): np.asarray(g, dtype=float) for k, g in rows.groupby("setting")["tokens_per_j"]}
     return by_s, by_j
@@ -401,7 +405,7 @@ def analyse(run: RunData | str, include_flagged: bool = False, gpu: int | None =
     repeats: dict[tuple[str, int], tuple[dict, dict]] = {}
     for (phase, batch), rows in use.groupby(["phase", "batch_size"], sort=True):
         stats = [s for s in all_stats if s.phase == phase and s.batch_size == batch]
-        repeats[(str(phase), int(batch))] = _repeats(rows)
+        repeats[(str(phase), int(batch))] = _repeats(rows, sold=True)
         if stats:
             curves.append(_curve(str(phase), int(batch), stats, rows, knob, unit, run.part))
     if not curves:

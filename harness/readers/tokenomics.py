@@ -127,7 +127,9 @@ def choose(points: list[OperatingPoint] | tuple[OperatingPoint, ...], tpot_ms: f
     best_q: tuple[int, Range] | None = None
     best_p: tuple[int, Range] | None = None
     for batch, curve in sorted(curves.items()):
-        sub = [s for s in curve.stats if (batch, s.setting) in allowed]
+        # the operating points' own figures (a server's output tokens), with each setting's repeat count
+        sub = [_Setting(s.setting, s.n, by_point[(batch, s.setting)])
+               for s in curve.stats if (batch, s.setting) in allowed]
         if not sub:
             continue
         rq, rp = best_range(sub, curve.tokens_per_j), max_p_range(sub, curve.tokens_per_s)
@@ -154,6 +156,19 @@ def _span(r: Range, unit: str) -> str:
     if r.wide:
         return f"{r.lo:.0f}-{r.hi:.0f} {unit} (too few repeats to single out one setting)"
     return f"{r.best:.0f} {unit} (range {r.lo:.0f}-{r.hi:.0f} {unit})"
+
+
+@dataclass(frozen=True)
+class _Mean:
+    mean: float
+
+
+class _Setting:
+    """One setting as the ranges read it, from an operating point (tokens/s and tokens/J as sold)."""
+
+    def __init__(self, setting: float, n: int, op: OperatingPoint) -> None:
+        self.setting, self.n = setting, n
+        self.tokens_per_s, self.tokens_per_j = _Mean(op.tokens_per_s), _Mean(op.tokens_per_j)
 
 
 @dataclass(frozen=True)
