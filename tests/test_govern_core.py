@@ -81,10 +81,29 @@ def _limits(count: int = 2) -> list[float]:
     return [d.power_limits().current_w for d in ds.devices]
 
 
-def test_closed_loop_meets_the_target_on_a_board_drawing_8_percent_above_its_curve(tmp_path):
-    over = ("1:sensor_gain=0.08",)
-    # open loop first: both boards at 400 W; board 1 draws 8% more than board 0 (and its curve)
-    ds = open_devices("sim", sim_count=2, sim_overrides=list(over))
+def _optimistic_curve(tmp_path: Path, factor: float) -> str:
+    """The reference curve with every power figure divided by ``factor``: a curve measured on a board that
+    drew less than these do (a simulated board holds its cap on its own reading, so the mismatch between a
+    node and its curve is made on the curve's side)."""
+    curve = json.loads(Path(CURVE).read_text())
+    for p in curve["points"]:
+        for k in ("power_mean_w", "power_p99_w", "power_max_1s_w"):
+            if p.get(k) is not None:
+                p[k] /= factor
+        p["tokens_per_j"] *= factor
+    for f in curve["fits"]:
+        for k in ("power_mean_w", "power_p99_w", "power_max_1s_w"):
+            if f.get(k) is not None:
+                f[k] = [v / factor for v in f[k]]
+    out = tmp_path / "optimistic.json"
+    out.write_text(json.dumps(curve))
+    return str(out)
+
+
+def test_closed_loop_meets_the_target_on_boards_drawing_8_percent_above_their_curve(tmp_path):
+    curve = _optimistic_curve(tmp_path, 1.08)
+    # open loop first: at 400 W the boards draw 8% more than the curve says
+    ds = open_devices("sim", sim_count=2)
     for d in ds.devices:
         d.set_power_limit(400.0)
     from harness.govern.meter import NodeMeter
@@ -99,19 +118,18 @@ def test_closed_loop_meets_the_target_on_a_board_drawing_8_percent_above_its_cur
     meter.sample()
     w = [meter.recent(i) for i in range(2)]
     job.stop()
-    curve_w = _menu().at(400.0).power_w
-    assert w[1] / curve_w > 1.08 and w[1] / w[0] == pytest.approx(1.08, abs=0.01)
+    curve_w = Menu.from_curve(load_curve(Path(curve)), ds.devices[0]).at(400.0).power_w
+    assert all(x / curve_w > 1.07 for x in w)
     for d in ds.devices:
         d.set_power_limit(700.0)
 
-    r = run_governor(GovernOptions(curve=CURVE, target_w=800.0, duration_s=40.0, backend="sim", sim_count=2,
-                                   sim_overrides=over, log=str(tmp_path / "log.csv")))
+    r = run_governor(GovernOptions(curve=curve, target_w=800.0, duration_s=40.0, backend="sim", sim_count=2,
+                                   log=str(tmp_path / "log.csv")))
     late = [d for d in r.rows if d.t_s - r.rows[0].t_s >= 20.0]
     means = window_means(late, 5.0)
     assert len(means) >= 3 and max(means) <= 800.0
     assert min(means) > 0.93 * 800.0  # not by giving everything away
-    last = [float(s) for s in late[-1].settings.split(";")]
-    assert last[1] < last[0] - 15.0  # the high board was stepped down further
+    assert late[-1].ratio == pytest.approx(1.08, abs=0.03)  # what the loop learned of the mismatch
     assert r.tokens > 0 and _limits() == [700.0, 700.0]  # settings back at exit
 
 
