@@ -90,7 +90,7 @@ def test_real_slurm_campaign_finds_the_planted_board(slurm_cluster, tmp_path: Pa
     root = tmp_path / "fleet root"
     sub = _cli(
         "fleet", "submit", "--profile", str(prof), "--nodes", "2", "--gpus-per-node", "2",
-        "--sim-gpu", "h100-sxm", "--sim-seed", "7", "--sim-override", "1:0:leakage=2.0",
+        "--sim-gpu", "h100-sxm", "--sim-seed", "7", "--sim-override", "1:0:leakage=4.0",
         "--results-root", str(root), cwd=tmp_path,
     )  # fmt: skip
     assert sub.returncode == 0, sub.stderr

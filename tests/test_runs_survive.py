@@ -99,7 +99,7 @@ def test_killed_between_two_gpus_rows_measures_the_missing_gpu(done_run):
 def test_twenty_kills_at_random_moments_lose_and_repeat_nothing(tmp_path):
     rng = random.Random(12)
     run = tmp_path / "k"
-    first = ["sweep", *SMALL, "--window", "8", "--repeats", "4", *SIM, "--out", str(tmp_path), "--run-id", "k"]
+    first = ["sweep", *SMALL, "--window", "20", "--repeats", "6", *SIM, "--out", str(tmp_path), "--run-id", "k"]
     kills = 0
     for _ in range(60):
         args = first if not (run / "manifest.json").exists() else ["sweep", "--resume", str(run)]
@@ -119,7 +119,7 @@ def test_twenty_kills_at_random_moments_lose_and_repeat_nothing(tmp_path):
     final = _cli("sweep", "--resume", str(run))
     assert final.returncode == 0 or "nothing to resume" in final.stderr, final.stderr
     assert kills >= 10, f"only {kills} kills landed before the run finished"
-    _assert_every_point_once(run, gpus=1, repeats=4)
+    _assert_every_point_once(run, gpus=1, repeats=6)
     ds = open_devices("sim", sim_gpu="h100-sxm")
     assert ds.devices[0].power_limits().current_w == 700.0  # every kill's setting was put back
     ds.close()
