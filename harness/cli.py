@@ -181,8 +181,8 @@ def _run(opts) -> None:
     from harness.sweep.run import run_sweep
 
     status = LiveStatus()
-    with live_sweep(console, status):
-        result = run_sweep(opts, status=status)
+    with live_sweep(console, status) as live:
+        result = run_sweep(opts, status=status, on_point=live.on_point)
     for m in result.messages:
         err_console.print(f"[yellow]note:[/] {m}", highlight=False, soft_wrap=True)
     if result.status == "dry-run":
@@ -194,6 +194,10 @@ def _run(opts) -> None:
                       f"tokbench sweep --resume {result.run_dir.path}", highlight=False, soft_wrap=True)
     else:
         console.print(f"run {result.status}: {result.run_dir.path}", highlight=False, soft_wrap=True)
+    if result.points:
+        console.print(f"next: tokbench report {result.run_dir.path}   (report.md, plots)\n"
+                      f"      tokbench export {result.run_dir.path}   (curve.json for planners)", highlight=False,
+                      soft_wrap=True)
 
 
 def _analysis_or_none(run_path):

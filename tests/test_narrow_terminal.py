@@ -1,5 +1,5 @@
 """At 80 columns no number or header of the sweep summary, the report table or `devices` is cut to '…':
-columns are dropped by priority instead (and named under the table)."""
+columns are dropped by priority instead (and named under the table). Piped, a sweep prints a line per point."""
 
 from __future__ import annotations
 
@@ -34,4 +34,10 @@ def test_sweep_report_and_devices_fit_80_columns(tmp_path):
         assert all(len(line) <= 80 for line in lines), out
         assert "…" not in out, out
     assert "tokens/J" in sweep and "tokens/s" in sweep and "Max-P" in sweep  # the columns that matter stay
+    # piped, the sweep says what it did point by point (3 settings x 2 repeats x 2 phases), with device time,
+    # and what to run next
+    lines = [line for line in sweep.splitlines() if line.startswith("point ")]
+    assert len(lines) == 12 and all("tokens/J" in line and "of device time" in line for line in lines)
+    assert lines[-1].startswith("point 6/6") and "~" in lines[0] and "min left" in lines[0]
+    assert f"next: tokbench report {tmp_path / 'r'}" in sweep
     assert "not shown at 80 columns" in devices

@@ -65,11 +65,20 @@ def summary_table(points, analysis=None, width: int = 200) -> Table:
 
 
 class live_sweep:  # noqa: N801 (used as a context manager)
-    """A rich live line with the current setting, power, clocks, temperature and tokens/s
-    (only on a terminal; piped output gets the summary alone)."""
+    """Progress of a sweep: on a terminal a rich live line (setting, power, clock, temperature,
+    tokens/s, device time spent and left); anywhere else (CI logs, nohup, Slurm task logs) one plain
+    line per recorded point, through ``on_point``."""
 
     def __init__(self, console, status) -> None:
         self.console, self.status, self.live = console, status, None
+
+    def _time(self) -> str:
+        s = self.status
+        spent = f"{s.device_s / 60:.1f} min"
+        if s.estimate_s:
+            left = max(s.estimate_s - s.device_s, 0.0)
+            return f"{spent} of device time, ~{left / 60:.1f} min left"
+        return f"{spent} of device time"
 
     def _render(self) -> str:
         s = self.status
@@ -80,7 +89,22 @@ class live_sweep:  # noqa: N801 (used as a context manager)
 
         return (f"point {s.point}{total}  setting {f(s.setting, 'g')}  batch {f(s.batch_size, 'd')}  "
                 f"{s.phase} {s.state}  |  {f(s.power_w, '.0f')} W  {f(s.sm_clock_mhz, '.0f')} MHz  "
-                f"{f(s.temperature_c, '.0f')} C  |  {f(s.tokens_per_s, ',.0f')} tokens/s")
+                f"{f(s.temperature_c, '.0f')} C  |  {f(s.tokens_per_s, ',.0f')} tokens/s  |  {self._time()}")
+
+    def on_point(self, points) -> None:
+        """One line per recorded point when no live line is shown (node totals over the GPUs)."""
+        if self.live is not None or not points:
+            return
+        s, p = self.status, points[0]
+        tps = sum(x.tokens_per_s for x in points)
+        joules = sum(x.joules for x in points)
+        tpj = sum(x.tokens for x in points) / joules if joules > 0 else 0.0
+        flags = sorted({f for x in points for f in x.flags.split(";") if f})
+        total = f"/{s.total}" if s.total else ""
+        self.console.print(f"point {s.point}{total}  setting {p.setting:g}  batch {p.batch_size}  {p.phase}  "
+                           f"{sum(x.power_mean_w for x in points):.0f} W  {tps:,.0f} tokens/s  {tpj:.3g} tokens/J"
+                           f"{'  flags ' + ','.join(flags) if flags else ''}  |  {self._time()}",
+                           highlight=False, soft_wrap=True)
 
     def __enter__(self):
         if self.console.is_terminal:

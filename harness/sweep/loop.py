@@ -45,6 +45,9 @@ class LiveStatus:
     sm_clock_mhz: float | None = None
     temperature_c: float | None = None
     tokens_per_s: float | None = None
+    #: device seconds since the run started, and the dry-run estimate of the whole plan (None: unknown)
+    device_s: float = 0.0
+    estimate_s: float | None = None
 
 
 @dataclass
@@ -66,6 +69,8 @@ class SweepContext:
     own_pids: frozenset[int] = frozenset()
     #: set when the loop ended on ``plan.max_time_s`` with points left to measure
     stopped_by_budget: bool = False
+    #: device clock at the loop's start (progress shows device time spent)
+    t_begin: float = 0.0
 
     def recorded(self, device: Device, planned: PlannedPoint, phase: str) -> bool:
         return point_key(device.info.uuid, planned.setting, planned.batch_size, planned.repeat, phase) in self.done
@@ -77,7 +82,7 @@ def run_points(ctx: SweepContext) -> list[Outcome]:
 
     plan, devices = ctx.plan, ctx.devices
     clock = devices[0].clock
-    t_begin = clock.now()
+    t_begin = ctx.t_begin = clock.now()
     outcomes: list[Outcome] = []
     workloads: dict[int, list[Any]] = {}
     try:
@@ -206,6 +211,7 @@ def _temperature_settled(history: list[tuple[float, float]], now: float, temp_c:
 
 def _show(ctx: SweepContext, reading: Any) -> None:
     st = ctx.status
+    st.device_s = ctx.devices[0].clock.now() - ctx.t_begin
     st.power_w = reading.power_instant_w if reading.power_instant_w is not None else reading.power_average_w
     st.sm_clock_mhz, st.temperature_c = reading.sm_clock_mhz, reading.temperature_c
 
@@ -249,6 +255,7 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
         if not ctx.recorded(d, planned, phase):  # resumed after a kill between two GPUs' rows
             ctx.run_dir.append_point(p, window.results[d.info.index].samples)
     ctx.status.tokens_per_s = sum(p.tokens_per_s for p in points)
+    ctx.status.device_s = clock.now() - ctx.t_begin
     ctx.status.state = "recorded"
     if ctx.on_point:
         ctx.on_point(points)

@@ -234,6 +234,7 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
                 ctx = SweepContext(devices, plan, source, make_workload, run_dir, sampler, g,
                                    status or LiveStatus(), on_point, run_dir.next_point_index(), run_dir.done_keys())
                 ctx.status.total = None if plan.search else len(plan.grid())
+                ctx.status.estimate_s = None if plan.search else estimate
                 final = "failed"
                 try:
                     run_points(ctx)
