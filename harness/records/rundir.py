@@ -22,7 +22,7 @@ from typing import IO
 import pandas as pd
 
 from harness.errors import RunDirError
-from harness.records.filelock import held
+from harness.records.filelock import held, holder_pid
 from harness.records.manifest import (
     ENDED_STATUSES,
     READABLE_VERSIONS,
@@ -263,7 +263,8 @@ class RunDir:
         try:
             run._take_lock()
         except BlockingIOError as err:
-            raise RunDirError(f"{run.path}: another process is writing this run (pid {run._lock_holder()}); "
+            pid = holder_pid(run.path / LOCK) or "?"
+            raise RunDirError(f"{run.path}: another process is writing this run (pid {pid}); "
                               "two writers would interleave its rows") from err
         repaired = run._repair()
         return run, repaired
@@ -281,12 +282,6 @@ class RunDir:
         f.write(str(os.getpid()))
         f.flush()
         self._lockf = f
-
-    def _lock_holder(self) -> str:
-        try:
-            return (self.path / LOCK).read_text().strip() or "?"
-        except OSError:
-            return "?"
 
     def _repair(self) -> list[str]:
         """Make a killed run's files consistent again (called with the lock held)."""

@@ -165,14 +165,6 @@ class Guard:
             self._take_back(uuid, before)
             raise
 
-    def set_power_limit(self, device: Device, watts: float) -> float:
-        """Set and read back; returns the enforced limit in W."""
-        return self.apply(device, POWER_LIMIT, watts)
-
-    def lock_sm_clock(self, device: Device, mhz: int) -> float:
-        """Lock the SM clock to one value; returns the value read back where the backend can."""
-        return self.apply(device, SM_CLOCK, mhz)
-
     def _journal(self, device: Device, lever: Knob) -> None:
         uuid = device.info.uuid
         j = self._journals.get(uuid) or Journal(uuid=uuid, index=device.info.index, backend=device.info.backend,

@@ -27,14 +27,13 @@ class PointSource(Protocol):
 
 @dataclass
 class GridSource:
-    """A fixed plan, in order, skipping what a resumed run already has."""
+    """A fixed plan, in order (what a resumed run already has is skipped per GPU and phase by the loop,
+    ``SweepContext.recorded``)."""
 
     plan: SweepPlan
-    skip: set[tuple[float, int, int]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self._todo: Iterator[PlannedPoint] = iter(
-            p for p in self.plan.grid() if (p.setting, p.batch_size, p.repeat) not in self.skip)
+        self._todo: Iterator[PlannedPoint] = iter(self.plan.grid())
 
     def next_point(self, done: Sequence[Outcome]) -> PlannedPoint | None:
         return next(self._todo, None)

@@ -89,7 +89,6 @@ class Sampler:
         self._cancel: list = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self.read_errors = 0
         #: (device time, GPU index, message) of each failed read, for the windows that span them
         self.errors: list[tuple[float, int, str]] = []
         self.ticks = 0
@@ -260,7 +259,6 @@ class Sampler:
         return self._hist[gpu_index].offset_s is not None
 
     def _error(self, d: Device, e: Exception) -> None:
-        self.read_errors += 1
         with self._lock:
             self.errors.append((d.clock.now(), d.info.index, str(e)))
 
