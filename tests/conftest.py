@@ -11,6 +11,11 @@ from pathlib import Path
 import fake_pynvml
 import pytest
 
+# Tests read tables as a pipe shows them (harness/cli.py: 200 columns unless COLUMNS says otherwise);
+# pytest-xdist's workers set COLUMNS=80, which would make a parallel run see other tables.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
 
 @pytest.fixture(autouse=True)
 def _sim_state_dir(tmp_path, monkeypatch):
