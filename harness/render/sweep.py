@@ -11,7 +11,9 @@ def plan_text(plan, estimate_s: float) -> str:
     """The plan of a dry run, in words."""
     unit = plan.lever.unit
     settings = ", ".join(f"{s:g}" for s in plan.settings)
-    n = "adaptive (about 12)" if plan.search else str(len(plan.grid()))
+    n = (f"adaptive, per batch size until the choice is within {plan.search_margin_pct:g}% of the best tokens/J "
+         f"(95%) or {plan.search_budget:.2g} of a 1-repeat grid's device time is spent"
+         if plan.search else str(len(plan.grid())))
     return (f"knob: {plan.knob}  settings ({unit}): {settings}\n"
             f"batch sizes: {', '.join(map(str, plan.batch_sizes))}  repeats: {plan.repeats}  order: {plan.order}\n"
             f"points: {n}  window: {plan.window_s:g} s  warm-up: {plan.warmup_min_s:g}-{plan.warmup_max_s:g} s\n"
