@@ -124,7 +124,7 @@ class MaxQSearch:
     window_s: float = 30.0
     confidence: float = 0.95
     coarse: int = 5
-    local: int = 5
+    local: int = 4
     max_points: int = 40
     max_window_factor: float = 4.0
     snap: Callable[[float], float] = field(default=lambda v: round(v, 1))
