@@ -141,3 +141,20 @@ def test_the_drift_horizon_follows_the_measured_thermal_constant():
         assert abs(drift_horizon_s(history, 30.0) - expected) < 0.1 * expected
     steady_trend = [(t / 10, 50.0 + 0.1 * t / 10) for t in range(41)]
     assert drift_horizon_s(steady_trend, 30.0) == 30.0  # no decay seen: the whole window
+
+
+def test_a_simulated_sm_clock_search_per_batch_size_records_its_answers(tmp_path):
+    import json
+
+    from harness.sweep.run import SweepOptions, run_sweep
+
+    res = run_sweep(SweepOptions(profile="decode-llama-1b", knob="sm-clock", search="max-q", batch_sizes=(1, 64),
+                                 window_s=2.0, warmup_min_s=1.0, warmup_max_s=10.0, backend="sim", out=str(tmp_path)))
+    recorded = json.loads((res.run_dir.path / "manifest.json").read_text())["search"]
+    assert [r["batch_size"] for r in recorded] == [1, 64] == [r.batch_size for r in res.searches]
+    for r in recorded:
+        assert r["stopped"] in ("margin", "budget") and 0.0 <= r["p_within"] <= 1.0
+        assert r["device_s"] <= r["budget_s"] * 1.6  # the coarse pass is always measured; nothing after the budget
+        assert r["setting"] in {p.setting for p in res.points if p.batch_size == r["batch_size"]}
+    batches = [p.batch_size for p in res.points]
+    assert batches == sorted(batches)

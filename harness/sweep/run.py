@@ -199,7 +199,10 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
             raise UsageError("--search max-q chooses its own repeats: give no --repeats")
         phases = len(wcfg.resolved_phases)
         compile_s = 40.0 if (ds.backend == "nvml" and wcfg.compile is not False) else 0.0
-        n_points = len(plan.grid()) if not plan.search else 12
+        source: PointSource = max_q_searches(plan, lever, devices[0]) if plan.search else GridSource(plan)
+        # a search spends at most its budget: that share of its grid's points, per batch size
+        n_points = (sum(math.ceil(s.budget_share * s.grid_points) for s in source.searches)
+                    if isinstance(source, SearchPerBatch) else len(plan.grid()))
         estimate = estimate_seconds(plan, n_points, phases, compile_s)
         if opts.dry_run:
             return SweepRun(None, "dry-run", [], messages, plan, estimate)
@@ -207,7 +210,6 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         def make_workload(device: Device, batch: int) -> Any:
             return get_workload(wcfg.model_copy(update={"batch_size": batch}), device)
 
-        source: PointSource = max_q_searches(plan, lever, devices[0]) if plan.search else GridSource(plan)
         # the per-GPU locks come first, so a refused run leaves nothing behind
         guard = contextlib.nullcontext() if observe else guard_mod.Guard(devices, reopen)
         with guard as g:

@@ -66,9 +66,11 @@ class SearchResult:
     budget_s: float
     #: device time of the knob's equivalent 1-repeat grid, estimated from this search's own points
     grid_s: float
-    #: tokens/J noise of one window at the base window length, percent (None: not yet measured)
+    #: tokens/J noise of one window at the base window length ``window_s``, percent (None: not yet measured)
     noise_pct: float | None
     window_s: float
+    #: the longest window the search chose (longer than ``window_s`` when the noise asked for it)
+    longest_s: float
 
     def sentence(self, unit: str) -> str:
         """One line for the sweep summary."""
@@ -78,7 +80,7 @@ class SearchResult:
         text = (f"Max-Q search, batch {self.batch_size}: {self.setting:g} {unit}, within {self.margin_pct:g}% of the "
                 f"best tokens/J with probability {self.p_within:.2f} ({self.points} points, {share}")
         if self.noise_pct is not None:
-            text += f"; noise {self.noise_pct:.2g}% per window, windows {self.window_s:g} s"
+            text += f"; noise {self.noise_pct:.2g}% per {self.window_s:g} s window, windows up to {self.longest_s:g} s"
         text += ")"
         if self.excluded:
             text += "; left out (flagged): " + ", ".join(f"{s:g} {unit} ({f})" for s, f in self.excluded.items())
@@ -147,12 +149,14 @@ class MaxQSearch:
         return PlannedPoint(setting, self.batch_size, rep, window)
 
     def _grid_s(self, mine: Sequence[Outcome]) -> float:
-        """A 1-repeat grid's device time: its points at the base window after the shortest warm-up seen
-        (a grid steps one setting at a time, so its warm-ups are the short ones)."""
+        """A 1-repeat grid's device time, from this search's own points: the first point as measured (a
+        grid starts from the same state), the others at the base window after the median warm-up of
+        the later points (a part with a slow thermal constant keeps a grid warming up too)."""
         if not mine:
             return 0.0
-        warm = min(o.warmup_s for o in mine)
-        return self.grid_points * (self.window_s + warm)
+        first = mine[0]
+        later = [o.warmup_s for o in mine[1:]] or [first.warmup_s]
+        return first.warmup_s + self.window_s + (self.grid_points - 1) * (self.window_s + statistics.median(later))
 
     def _excluded(self, mine: Sequence[Outcome]) -> dict[float, str]:
         return {o.planned.setting: o.flags or "invalid" for o in mine if not o.valid}
@@ -176,8 +180,9 @@ class MaxQSearch:
         a = self._assessed = assess(mine, self)
         if a is None:
             return self._stop("points")
-        if a.pure_df >= 1:
-            self._noise = a.pure_sigma
+        # the noise of one window: from repeats once there are any, until then the model's residuals
+        # (an upper bound: they also hold whatever the quadratic misses)
+        self._noise = a.pure_sigma if a.pure_df >= 1 else a.sigma
         resolved = min(abs(self.snap(a.peak) - k) for k in {o.planned.setting for o in mine}) <= self.resolution / 2
         if a.p_within >= self.confidence and a.pure_df >= 1 and resolved and not a.misfit:
             return self._stop("margin")
@@ -243,7 +248,8 @@ class MaxQSearch:
         return SearchResult(self.batch_size, best, p, self.margin_pct, self._stopped or "incomplete", len(mine),
                             self._excluded(mine), sum(o.device_s for o in mine),
                             self.budget_share * self._grid_s(mine), self._grid_s(mine),
-                            None if self._noise is None else 100 * self._noise, self._window or self.window_s)
+                            None if self._noise is None else 100 * self._noise, self.window_s,
+                            max((o.planned.window_s or self.window_s for o in mine), default=self.window_s))
 
 
 @dataclass(frozen=True)
