@@ -108,12 +108,10 @@ class MaxQSearch:
     1-repeat grid (``grid_points`` settings), whichever comes first; ``result`` says which and how sure.
 
     Until then it measures the fitted peak when no tried setting is within the resolution of it, and
-    otherwise repeats whichever of the chosen setting and its strongest rival has less weight. The
-    window length is chosen once, from the noise the first repeats show: longer windows when one
-    window's noise exceeds half the margin (up to ``max_window_factor`` times the base window; each
-    window costs a warm-up, so fewer, longer windows spend less device time for the same certainty when
-    the noise averages down with time). A flagged point (``Outcome.valid`` false) never enters the
-    decision: it is measured again once, and left out if flagged again.
+    otherwise repeats whichever of the chosen setting and its strongest rival has less weight. Windows
+    lengthen with the measured noise (``_choose_window``). A flagged point (``Outcome.valid`` false)
+    never enters the decision: after the coarse pass it is measured again once where it matters (near
+    the best), and left out if flagged again or far from the best.
     """
 
     lo: float
@@ -166,15 +164,11 @@ class MaxQSearch:
         mine = self._mine(done)
         if self._stopped:
             return None
-        # a flagged point is measured again once; flagged twice, it stays out of the decision
-        for o in mine:
-            flagged = [x for x in mine if x.planned.setting == o.planned.setting and not x.valid]
-            good = [x for x in mine if x.planned.setting == o.planned.setting and x.valid]
-            if not o.valid and not good and len(flagged) == 1 and len(mine) < self.max_points \
-                    and self._affordable(mine):
-                return self._plan(o.planned.setting, mine)
         if self._queue:
             return self._plan(self._queue.pop(0), mine)
+        again = self._measure_again(mine)
+        if again is not None and len(mine) < self.max_points and self._affordable(mine):
+            return self._plan(again, mine)
         if len(mine) >= self.max_points:
             return self._stop("points")
         a = self._assessed = assess(mine, self)
@@ -205,6 +199,22 @@ class MaxQSearch:
     def _overhead(self, mine: Sequence[Outcome]) -> float:
         """Device time a point spends besides its window (warm-ups, other phases): the median so far."""
         return statistics.median(max(o.device_s - o.window_s, 0.0) for o in mine) if mine else 0.0
+
+    def _measure_again(self, mine: Sequence[Outcome]) -> float | None:
+        """A setting whose only window was flagged, where it matters: among the ``local`` settings nearest
+        the best valid one (the model's), or any when none is valid. Flagged twice, or far from the
+        best, a setting stays out of the decision."""
+        good = {o.planned.setting for o in mine if o.valid}
+        flagged = [o.planned.setting for o in mine if not o.valid]
+        once = [k for k in dict.fromkeys(flagged) if k not in good and flagged.count(k) == 1]
+        if not once:
+            return None
+        if not good:
+            return once[0]
+        means = {k: statistics.fmean(o.tokens_per_j for o in mine if o.valid and o.planned.setting == k) for k in good}
+        best = max(means, key=means.__getitem__)
+        near = sorted({*good, *once}, key=lambda k: (abs(k - best), -k))[: self.local]
+        return next((k for k in once if k in near), None)
 
     def _affordable(self, mine: Sequence[Outcome]) -> bool:
         """Whether one more point (at the current window) fits the budget."""
