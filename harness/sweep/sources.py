@@ -132,7 +132,7 @@ class MaxQSearch:
     def __post_init__(self) -> None:
         n = self.coarse
         self._queue = sorted({self.snap(self.hi - (self.hi - self.lo) * i / (n - 1)) for i in range(n)}, reverse=True)
-        self._window: float | None = None  # chosen after the first repeats
+        self._window: float | None = None  # the next window's length (None: the base window)
         self._noise: float | None = None
         self._assessed: _Assessment | None = None
         self._stopped = ""
