@@ -105,8 +105,11 @@ def sweep(
     values: Annotated[str | None, typer.Option(help="explicit settings, e.g. 300,450,700")] = None,
     percent: Annotated[str | None, typer.Option(help="settings as percent of max, e.g. 40,60,80,100")] = None,
     search: Annotated[str | None, typer.Option(help="max-q: adaptive search for the most tokens/J")] = None,
-    ci_pct: Annotated[float | None, typer.Option(help="adaptive search: stop when the best's 95% CI is this narrow "
-                                                      "(%, default 1)")] = None,
+    margin_pct: Annotated[float | None, typer.Option(help="max-q search: stop once the choice is within this % of the "
+                                                          "best tokens/J with 95% probability (default 1)")] = None,
+    search_budget: Annotated[float | None, typer.Option(help="max-q search: device-time budget per batch size, as a "
+                                                             "share of a 1-repeat grid at the knob's 21 settings "
+                                                             "(default 0.33)")] = None,
     batch_sizes: Annotated[str | None, typer.Option(help="inference batch sizes, e.g. 1,8,64")] = None,
     repeats: Annotated[int | None, typer.Option(min=1)] = None,
     order: Annotated[str | None, typer.Option(help="descending, ascending or interleaved")] = None,
@@ -135,7 +138,8 @@ def sweep(
 
     opts = SweepOptions(
         profile=profile, gpus=gpus, knob=knob, points=points, step=step, values=_floats(values, "--values"),
-        percent=_floats(percent, "--percent"), search=search, search_ci_pct=ci_pct,
+        percent=_floats(percent, "--percent"), search=search, search_margin_pct=margin_pct,
+        search_budget=search_budget,
         batch_sizes=_ints(batch_sizes, "--batch-sizes"), repeats=repeats, order=order, window_s=window,
         warmup_min_s=warmup_min, warmup_max_s=warmup_max, observe=observe, yes=yes, allow_busy=allow_busy,
         dry_run=dry_run, max_time_s=max_time, out=out, resume=resume, run_id=run_id, backend=backend,
@@ -189,6 +193,8 @@ def _run(opts) -> None:
         console.print(plan_text(result.plan, result.estimate_s))
         return
     console.print(summary_table(result.points, _analysis_or_none(result.run_dir.path), console.width))
+    for search in result.searches:
+        console.print(search.sentence(result.plan.lever.unit), highlight=False, soft_wrap=True)
     if result.status == "stopped":
         console.print(f"run stopped by --max-time: {result.remaining} planned measurement(s) remain; continue with "
                       f"tokbench sweep --resume {result.run_dir.path}", highlight=False, soft_wrap=True)

@@ -49,7 +49,10 @@ class SweepConfig(_Strict):
     warmup_min_s: float = Field(5.0, ge=0, le=86400, allow_inf_nan=False)
     warmup_max_s: float = Field(120.0, gt=0, le=86400, allow_inf_nan=False)
     window_s: float = Field(30.0, gt=0, le=86400, allow_inf_nan=False)
-    ci_pct: float = Field(1.0, gt=0, le=100, allow_inf_nan=False)  # --search max-q: the interval to stop at
+    # --search max-q: the practical margin (% of the best tokens/J) the chosen setting must be within, and
+    # the device-time budget as a share of the knob's equivalent 1-repeat grid
+    margin_pct: float = Field(1.0, gt=0, le=50, allow_inf_nan=False)
+    search_budget: float = Field(1 / 3, gt=0, le=10, allow_inf_nan=False)
     max_time_s: float | None = Field(None, gt=0, allow_inf_nan=False)  # device-time budget of one invocation
     seed: int = 0
 
@@ -123,7 +126,7 @@ def parse_profile(data: dict[str, Any], source: str = "<profile>") -> Profile:
 CLI_OPTIONS = {"knob": "--knob", "points": "--points", "step": "--step", "values": "--values", "percent": "--percent",
                "batch_sizes": "--batch-sizes", "repeats": "--repeats", "order": "--order",
                "warmup_min_s": "--warmup-min", "warmup_max_s": "--warmup-max", "window_s": "--window",
-               "ci_pct": "--ci-pct", "max_time_s": "--max-time"}
+               "margin_pct": "--margin-pct", "search_budget": "--search-budget", "max_time_s": "--max-time"}
 _POINT_KEYS = ("points", "step", "values", "percent")
 
 

@@ -68,7 +68,8 @@ def search_vs_grid(parts: list[str], seeds: int, out: Path) -> list[dict]:
             for name, opts in (("grid 25 W x3", dict(step=25, repeats=3)), ("search max-q", dict(search="max-q"))):
                 res = run_sweep(SweepOptions(profile="train-llama-1b", sim_gpu=part, sim_seed=seed,
                                              out=str(out), **opts, **WINDOW))
-                chosen = _by_setting(res).tpj.idxmax()
+                # the search's own answer; for the grid, the setting of most measured tokens/J
+                chosen = res.searches[0].setting if res.searches else _by_setting(res).tpj.idxmax()
                 rows.append(dict(part=part, seed=seed, method=name, points=len(res.points),
                                  device_s=_device_seconds(res), chosen_w=chosen,
                                  loss_pct=100 * (1 - _interp(true_curve, chosen) / true_best)))

@@ -20,13 +20,13 @@ SWEEP_CASES = {
     "--window nan": "--window: Input should be a finite number",
     "--window inf": "--window: Input should be a finite number",
     "--warmup-min 50 --warmup-max 1": "--warmup-min: 50.0 exceeds --warmup-max 1.0",
-    "--ci-pct -3": "--ci-pct: Input should be greater than 0",
+    "--margin-pct -3": "--margin-pct: Input should be greater than 0",
+    "--search-budget 0": "--search-budget: Input should be greater than 0",
     "--points 1000000000": "--points: Input should be less than or equal to 500",
     "--repeats 1000000000": "--repeats: Input should be less than or equal to 100",
     "--step 1e-9": "at most 500",
     "--values 300,nan": "--values: Input should be a finite number",
     "--points 3 --step 50": "one way only (got --points and --step)",
-    "--profile decode-llama-1b --search max-q --batch-sizes 1,8": "searches one batch size",
     "--search max-q --repeats 3": "chooses its own repeats",
 }
 

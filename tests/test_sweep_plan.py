@@ -1,15 +1,12 @@
-"""The sweep plan and the adaptive Max-Q search, without a device loop."""
+"""The sweep plan: settings, order and grid, without a device loop (the Max-Q search: test_sweep_search.py)."""
 
 from __future__ import annotations
-
-import random
 
 import pytest
 
 from harness.devices import open_devices
 from harness.errors import UsageError
-from harness.sweep.plan import PlannedPoint, SweepPlan, ordered, resolve_settings
-from harness.sweep.sources import MaxQSearch, Outcome
+from harness.sweep.plan import SweepPlan, ordered, resolve_settings
 
 
 @pytest.fixture
@@ -63,33 +60,3 @@ def test_grid_measures_every_setting_batch_pair_each_repeat():
     assert len(grid) == 3 * 2 * 2
     assert {(p.setting, p.batch_size, p.repeat) for p in grid} == {
         (s, b, r) for s in (700, 450, 200) for b in (1, 64) for r in (0, 1)}
-
-
-def _run_search(truth, lo, hi, noise, seed, ci_pct=1.0):
-    rng = random.Random(seed)
-    search = MaxQSearch(lo, hi, 1, resolution=(hi - lo) / 20, ci_pct=ci_pct)
-    done: list[Outcome] = []
-    while (p := search.next_point(done)) is not None:
-        tpj = truth(p.setting) * (1 + rng.gauss(0, noise))
-        done.append(Outcome(p, 0.0, tpj, True))
-    return search, done
-
-
-def test_search_finds_a_sharp_peak_with_few_points():
-    def truth(w):  # concave, peak at 330 W
-        return 1.6 - ((w - 330) / 400) ** 2
-
-    for seed in range(5):
-        _, done = _run_search(truth, 200, 700, noise=0.002, seed=seed)
-        means: dict[float, list[float]] = {}
-        for o in done:
-            means.setdefault(o.planned.setting, []).append(o.tokens_per_j)
-        best = max(means, key=lambda s: sum(means[s]) / len(means[s]))
-        assert truth(best) >= 0.99 * truth(330)
-        assert len(done) <= 21  # a 25 W grid has 21 settings, each needing repeats
-
-
-def test_search_ends_on_a_flat_noisy_peak():
-    _, done = _run_search(lambda w: 1.0, 200, 700, noise=0.003, seed=3)
-    assert len(done) < 40  # stopped by the interval, not by the cap on points
-    assert isinstance(done[0].planned, PlannedPoint)

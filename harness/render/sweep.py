@@ -10,10 +10,13 @@ from harness.render.fit import Column, fitted_table
 def plan_text(plan, estimate_s: float) -> str:
     """The plan of a dry run, in words."""
     unit = plan.lever.unit
-    settings = ", ".join(f"{s:g}" for s in plan.settings)
-    n = "adaptive (about 12)" if plan.search else str(len(plan.grid()))
+    settings = "searched over the knob's range" if plan.search else ", ".join(f"{s:g}" for s in plan.settings)
+    n = (f"adaptive, per batch size until the choice is within {plan.search_margin_pct:g}% of the best tokens/J "
+         f"(95%) or {plan.search_budget:.2g} of a 1-repeat grid's device time is spent"
+         if plan.search else str(len(plan.grid())))
     return (f"knob: {plan.knob}  settings ({unit}): {settings}\n"
-            f"batch sizes: {', '.join(map(str, plan.batch_sizes))}  repeats: {plan.repeats}  order: {plan.order}\n"
+            f"batch sizes: {', '.join(map(str, plan.batch_sizes))}  "
+            f"{'repeats: as the search needs' if plan.search else f'repeats: {plan.repeats}  order: {plan.order}'}\n"
             f"points: {n}  window: {plan.window_s:g} s  warm-up: {plan.warmup_min_s:g}-{plan.warmup_max_s:g} s\n"
             f"estimated device time: {estimate_s / 60:.1f} min (warm-ups and compiles included)")
 

@@ -15,6 +15,7 @@ adaptive Max-Q search (``MaxQSearch``), which chooses each next setting from the
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,26 +105,34 @@ def run_points(ctx: SweepContext) -> list[Outcome]:
             todo = [ph for ph in ws[0].phases if not all(ctx.recorded(d, planned, ph) for d in devices)]
             if not todo:
                 continue  # a resumed run has this point on every GPU
+            t_point = clock.now()
             enforced = _apply(ctx, planned.setting)
             ctx.status.setting, ctx.status.batch_size = planned.setting, planned.batch_size
             first_phase_points: list[Point] = []
             for phase in todo:
                 ctx.status.phase = phase
-                warmup_s, settled = _warm_up(ctx, ws, phase, SteadyState)
+                warmup_s, settled = _warm_up(ctx, ws, phase, SteadyState, planned.window_s)
                 points = _measure(ctx, ws, phase, planned, enforced, warmup_s, settled, Window)
                 ctx.sampler.forget_before(clock.now() - KEEP_SAMPLES_S)  # memory stays flat in long runs
                 if not first_phase_points:
                     first_phase_points = points
             if first_phase_points:
-                tps = sum(p.tokens_per_s for p in first_phase_points)
-                joules_per_s = sum(p.joules / p.seconds for p in first_phase_points if p.seconds > 0)
-                outcomes.append(Outcome(planned, tps, tps / joules_per_s if joules_per_s else 0.0,
-                                        all(p.valid for p in first_phase_points)))
+                outcomes.append(_outcome(planned, first_phase_points, clock.now() - t_point))
     finally:
         for ws in workloads.values():
             for w in ws:
                 w.close()
     return outcomes
+
+
+def _outcome(planned: PlannedPoint, points: Sequence[Point], device_s: float) -> Outcome:
+    """The node's tokens/J at one point (first phase), with what a search needs to weigh and budget it."""
+    tps = sum(p.tokens_per_s for p in points)
+    joules_per_s = sum(p.joules / p.seconds for p in points if p.seconds > 0)
+    flags = sorted({f for p in points for f in p.flags.split(";") if f})
+    return Outcome(planned, tps, tps / joules_per_s if joules_per_s else 0.0, all(p.valid for p in points),
+                   device_s=device_s, warmup_s=max(p.warmup_s for p in points),
+                   window_s=max(p.seconds for p in points), flags=",".join(flags))
 
 
 def _prepare(ctx: SweepContext, batch_size: int) -> list[Any]:
@@ -158,9 +167,11 @@ def _step_all(ws: Sequence[Any], phase: str) -> list[Any]:
     return results
 
 
-def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) -> tuple[float, bool]:
+def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any,
+             window_s: float | None = None) -> tuple[float, bool]:
     """Run ``phase`` until every GPU's power, SM clock and temperature hold steady; returns the
-    seconds spent and whether they settled before ``warmup_max_s``."""
+    seconds spent and whether they settled before ``warmup_max_s``. ``window_s``: the window that
+    follows (the plan's unless a search chose another)."""
     ctx.status.state = "warm-up"
     plan, clock = ctx.plan, ctx.devices[0].clock
     # settled = power and SM clock in band for the minimum warm-up (a part that settles at once is measured
@@ -182,7 +193,10 @@ def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) 
             power = r.power_instant_w if r.power_instant_w is not None else r.power_average_w
             det = detectors[d.info.index]
             ok = det.update(now, power or 0.0, r.sm_clock_mhz or 0.0) and det.settled_at is not None
-            settled = settled and ok and _temperature_settled(temps[d.info.index], now, r.temperature_c, plan)
+            # the temperature's history is kept from the first reading (not from when power and clock
+            # settled), so a part steady from the start is measured after the minimum warm-up
+            temp_ok = _temperature_settled(temps[d.info.index], now, r.temperature_c, plan, window_s or plan.window_s)
+            settled = settled and ok and temp_ok
         if settled and now - t0 >= plan.warmup_min_s:
             return now - t0, True
         if now - t0 >= plan.warmup_max_s:
@@ -190,10 +204,15 @@ def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) 
 
 
 def _temperature_settled(history: list[tuple[float, float]], now: float, temp_c: float | None,
-                         plan: SweepPlan, budget_c: float = 2.5) -> bool:
-    """True when the temperature trend of the last ``span_s`` would move it less than
-    ``budget_c`` over a window (half the drift that flags a point): leakage follows
-    temperature, so a window on a still-warming GPU would measure a moving target."""
+                         plan: SweepPlan, window_s: float, budget_c: float = 2.5) -> bool:
+    """True when the temperature would drift less than ``budget_c`` over the coming window (half
+    the drift that flags a point): leakage follows temperature, so a window on a still-warming GPU
+    would measure a moving target.
+
+    The drift is the present trend carried over the window, or, once the trend is seen to decay,
+    over the part's thermal constant measured from that decay (a first-order response moves
+    ``rate * tau * (1 - exp(-window / tau))`` more): a part that settles fast is measured as soon as
+    it has, a slow one waits as long as its own constant needs."""
     if temp_c is None:
         return True
     # the trend over the last 5 s, or over the minimum warm-up when that is shorter (a trend needs a span a
@@ -206,7 +225,25 @@ def _temperature_settled(history: list[tuple[float, float]], now: float, temp_c:
     if now - t_old < span_s * 0.8:
         return False
     rate = (temp_c - temp_old) / (now - t_old)
-    return abs(rate) * plan.window_s < budget_c
+    return abs(rate) * drift_horizon_s(history, window_s) < budget_c
+
+
+def drift_horizon_s(history: Sequence[tuple[float, float]], window_s: float) -> float:
+    """Seconds over which the present temperature trend still acts in a window of ``window_s``:
+    ``tau * (1 - exp(-window / tau))`` with the thermal constant ``tau`` measured from how the trend
+    decays between the two halves of ``history``; the whole window when no decay shows."""
+    t_mid = (history[0][0] + history[-1][0]) / 2
+    first = [h for h in history if h[0] <= t_mid]
+    second = [h for h in history if h[0] >= t_mid]
+    if len(first) < 2 or len(second) < 2:
+        return window_s
+    r1 = (first[-1][1] - first[0][1]) / ((first[-1][0] - first[0][0]) or 1e-9)
+    r2 = (second[-1][1] - second[0][1]) / ((second[-1][0] - second[0][0]) or 1e-9)
+    dt = (second[0][0] + second[-1][0]) / 2 - (first[0][0] + first[-1][0]) / 2
+    if r1 * r2 <= 0 or abs(r2) >= 0.95 * abs(r1) or dt <= 0:
+        return window_s
+    tau = dt / math.log(r1 / r2)
+    return tau * (1.0 - math.exp(-window_s / tau))
 
 
 def _show(ctx: SweepContext, reading: Any) -> None:
@@ -228,6 +265,7 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
         for w in ws:
             w.synchronize()
 
+    window_s = planned.window_s or plan.window_s
     totals = [[0, 0, 0, 0, [], []] for _ in ws]  # steps, input, output, sequences, ttfts, tpots
     with window_cls(devices, ctx.sampler, sync, requested=requested, knob=plan.lever.field,
                     own_pids=ctx.own_pids) as window:
@@ -242,7 +280,7 @@ def _measure(ctx: SweepContext, ws: Sequence[Any], phase: str, planned: PlannedP
                     tot[4].append(res.ttft_s)
                 if getattr(res, "tpot_s", None) is not None:
                     tot[5].append(res.tpot_s)
-            if clock.now() - t0 >= plan.window_s:
+            if clock.now() - t0 >= window_s:
                 break
     points = []
     for w, d, tot in zip(ws, devices, totals):

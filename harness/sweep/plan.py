@@ -19,6 +19,8 @@ class PlannedPoint:
     setting: float
     batch_size: int
     repeat: int
+    #: this point's window length when a search chose one (None: the plan's ``window_s``)
+    window_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,10 @@ class SweepPlan:
     warmup_max_s: float = 120.0
     window_s: float = 30.0
     search: str | None = None
-    search_ci_pct: float = 1.0
+    #: --search max-q: the practical margin (%) within which the chosen setting must be of the best tokens/J,
+    #: and the device-time budget as a share of the knob's equivalent 1-repeat grid
+    search_margin_pct: float = 1.0
+    search_budget: float = 1 / 3
     max_time_s: float | None = None
 
     def __post_init__(self) -> None:

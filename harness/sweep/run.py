@@ -7,7 +7,7 @@ import contextlib
 import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from harness.records.manifest import build_manifest, utc_now
 from harness.records.rundir import Point
 from harness.sweep.loop import LiveStatus, SweepContext, run_points
 from harness.sweep.plan import SweepPlan, resolve_settings
-from harness.sweep.sources import GridSource, MaxQSearch, PointSource
+from harness.sweep.sources import GridSource, MaxQSearch, PointSource, SearchPerBatch, SearchResult
 
 
 def check_can_change(devices: Sequence[Device], lever: Knob) -> None:
@@ -54,7 +54,8 @@ class SweepOptions:
     values: tuple[float, ...] | None = None
     percent: tuple[float, ...] | None = None
     search: str | None = None
-    search_ci_pct: float | None = None
+    search_margin_pct: float | None = None
+    search_budget: float | None = None
     batch_sizes: tuple[int, ...] | None = None
     repeats: int | None = None
     order: str | None = None
@@ -90,6 +91,8 @@ class SweepRun:
     estimate_s: float = 0.0
     #: points of the plan still to measure when the run stopped on its budget
     remaining: int = 0
+    #: the answer of each Max-Q search (one per batch size) and how sure it is
+    searches: list[SearchResult] = field(default_factory=list)
 
 
 def estimate_seconds(plan: SweepPlan, n_points: int, phases: int, compile_s: float) -> float:
@@ -164,7 +167,8 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         scfg = with_options(profile.sweep, knob=opts.knob, points=opts.points, step=opts.step, values=opts.values,
                             percent=opts.percent, batch_sizes=opts.batch_sizes, repeats=opts.repeats,
                             order=opts.order, warmup_min_s=opts.warmup_min_s, warmup_max_s=opts.warmup_max_s,
-                            window_s=opts.window_s, ci_pct=opts.search_ci_pct, max_time_s=opts.max_time_s)
+                            window_s=opts.window_s, margin_pct=opts.search_margin_pct,
+                            search_budget=opts.search_budget, max_time_s=opts.max_time_s)
         lever = knob(scfg.knob)
         observe = opts.observe
         if ds.backend == "nvml" and not observe and opts.gpus is None and not opts.yes:
@@ -184,18 +188,21 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         plan = SweepPlan(
             knob=lever.name, settings=settings, batch_sizes=batch_sizes, repeats=scfg.repeats, order=scfg.order,
             warmup_min_s=scfg.warmup_min_s, warmup_max_s=scfg.warmup_max_s, window_s=scfg.window_s,
-            search=opts.search, search_ci_pct=scfg.ci_pct, max_time_s=scfg.max_time_s,
+            search=opts.search, search_margin_pct=scfg.margin_pct, search_budget=scfg.search_budget,
+            max_time_s=scfg.max_time_s,
         )
         if plan.search not in (None, "max-q"):
             raise UsageError(f"unknown search '{plan.search}' (only max-q)")
         if plan.search and observe:
             raise UsageError("--search changes settings; it cannot run with --observe")
-        if plan.search and (len(plan.batch_sizes) > 1 or opts.repeats is not None):
-            raise UsageError("--search max-q chooses its own repeats and searches one batch size: give at most one "
-                             "--batch-sizes value and no --repeats")
+        if plan.search and opts.repeats is not None:
+            raise UsageError("--search max-q chooses its own repeats: give no --repeats")
         phases = len(wcfg.resolved_phases)
         compile_s = 40.0 if (ds.backend == "nvml" and wcfg.compile is not False) else 0.0
-        n_points = len(plan.grid()) if not plan.search else 12
+        source: PointSource = max_q_searches(plan, lever, devices[0]) if plan.search else GridSource(plan)
+        # a search spends at most its budget: that share of its grid's points, per batch size
+        n_points = (sum(math.ceil(s.budget_share * s.grid_points) for s in source.searches)
+                    if isinstance(source, SearchPerBatch) else len(plan.grid()))
         estimate = estimate_seconds(plan, n_points, phases, compile_s)
         if opts.dry_run:
             return SweepRun(None, "dry-run", [], messages, plan, estimate)
@@ -203,15 +210,6 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         def make_workload(device: Device, batch: int) -> Any:
             return get_workload(wcfg.model_copy(update={"batch_size": batch}), device)
 
-        source: PointSource
-        if plan.search:
-            lo, hi, discrete = lever.range(devices[0])
-            snap = (lambda v: min(discrete, key=lambda c: abs(c - v))) if discrete else (lambda v: round(v, 1))
-            # resolve the location to a 21-point grid's step, never finer than the knob's own floor
-            resolution = max((hi - lo) / 20, lever.min_resolution)
-            source = MaxQSearch(lo, hi, batch_sizes[0], resolution=resolution, ci_pct=plan.search_ci_pct, snap=snap)
-        else:
-            source = GridSource(plan)
         # the per-GPU locks come first, so a refused run leaves nothing behind
         guard = contextlib.nullcontext() if observe else guard_mod.Guard(devices, reopen)
         with guard as g:
@@ -233,12 +231,18 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
                     run_dir = RunDir.create(opts.out, run_id, manifest)
                 ctx = SweepContext(devices, plan, source, make_workload, run_dir, sampler, g,
                                    status or LiveStatus(), on_point, run_dir.next_point_index(), run_dir.done_keys())
+                searches: list[SearchResult] = []
                 ctx.status.total = None if plan.search else len(plan.grid())
                 ctx.status.estimate_s = None if plan.search else estimate
                 final = "failed"
                 try:
-                    run_points(ctx)
+                    outcomes = run_points(ctx)
                     final = "stopped" if ctx.stopped_by_budget else "complete"
+                    if isinstance(source, SearchPerBatch):
+                        searches = source.results(outcomes)
+                        run_dir.update_manifest(search=[asdict(r) | {"excluded": {f"{k:g}": v for k, v in
+                                                                                 r.excluded.items()}}
+                                                        for r in searches])
                 except (KeyboardInterrupt, guard_mod.Terminated) as e:
                     final = "interrupted"
                     name, code = ("SIGINT", 130) if isinstance(e, KeyboardInterrupt) else (e.signal_name, e.exit_code)
@@ -248,7 +252,7 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
                     run_dir.close()
             finally:
                 sampler.stop()
-        result = SweepRun(run_dir, final, _points_of(run_dir), messages, plan, estimate)
+        result = SweepRun(run_dir, final, _points_of(run_dir), messages, plan, estimate, searches=searches)
         if final == "stopped":
             result.remaining = _remaining(plan, devices, wcfg.resolved_phases, run_dir)
         return result
@@ -256,6 +260,19 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         ds.close()
         if resumed is not None:
             resumed.close()
+
+
+def max_q_searches(plan: SweepPlan, lever: Knob, device: Device) -> SearchPerBatch:
+    """One Max-Q search per batch size over the knob's whole range; its budget is the plan's share of the
+    knob's equivalent grid: 21 settings (25 W steps over an H100's 200-700 W), one repeat each."""
+    lo, hi, discrete = lever.range(device)
+    snap = (lambda v: min(discrete, key=lambda c: abs(c - v))) if discrete else (lambda v: round(v, 1))
+    # resolve the location to a 21-point grid's step, never finer than the knob's own floor
+    resolution = max((hi - lo) / 20, lever.min_resolution)
+    grid_points = int(round((hi - lo) / resolution)) + 1
+    return SearchPerBatch([MaxQSearch(lo, hi, b, resolution=resolution, margin_pct=plan.search_margin_pct,
+                                      budget_share=plan.search_budget, grid_points=grid_points,
+                                      window_s=plan.window_s, snap=snap) for b in plan.batch_sizes])
 
 
 def check_not_swept(devices: Sequence[Device]) -> None:

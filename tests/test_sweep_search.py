@@ -1,0 +1,161 @@
+"""The Max-Q search's stopping rule on synthetic noisy outcomes (no device loop), and the warm-up on a
+device whose readings never change. Every case is seeded, so each runs the same way every time."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from types import SimpleNamespace
+
+from harness.devices.base import Reading
+from harness.sweep.loop import LiveStatus, _warm_up, drift_horizon_s
+from harness.sweep.plan import SweepPlan
+from harness.sweep.sources import MaxQSearch, Outcome, SearchPerBatch
+from harness.telemetry import SteadyState
+from workloads.base import StepResult
+
+BASE_S, WARM_S = 10.0, 3.0  # each point: a 3 s warm-up and a 10 s window (a longer one when the search asks)
+GRID_S = 21 * (BASE_S + WARM_S)  # a 25 W x 1-repeat grid over 200-700 W
+
+
+def peaked(w: float) -> float:
+    """Tokens/J of a compute-bound part: speed (w - static)^0.45 over power, peak at 180 / 0.55 = 327 W."""
+    return (w - 180) ** 0.45 / w
+
+
+BEST = max(peaked(w) for w in range(200, 701))
+
+
+def _search(truth: Callable[[float], float], noise: float, seed: int, flag: Callable[[int], bool] = lambda i: False,
+            batches: tuple[int, ...] = (1,), **kw) -> tuple[SearchPerBatch, list[Outcome]]:
+    """Run searches against ``truth`` with ``noise`` per base window (falling as 1/sqrt(window length));
+    ``flag(i)`` marks the i-th point's window as suspect and makes it read 40% low."""
+    rng = random.Random(seed)
+    source = SearchPerBatch([MaxQSearch(200, 700, b, resolution=25, window_s=BASE_S, **kw) for b in batches])
+    done: list[Outcome] = []
+    while (p := source.next_point(done)) is not None:
+        window = p.window_s or BASE_S
+        bad = flag(len(done))
+        tpj = truth(p.setting) * p.batch_size ** 0.1 * (1 + rng.gauss(0, noise * (BASE_S / window) ** 0.5))
+        done.append(Outcome(p, 0.0, tpj * (0.6 if bad else 1.0), not bad, device_s=WARM_S + window,
+                            warmup_s=WARM_S, window_s=window, flags="sample_gap" if bad else ""))
+    return source, done
+
+
+def test_three_percent_noise_stops_within_a_third_of_the_grid_and_within_one_percent():
+    misses = 0
+    for seed in range(8):
+        source, done = _search(peaked, 0.03, seed)
+        (r,) = source.results(done)
+        assert sum(o.device_s for o in done) <= GRID_S / 3 + 1e-9
+        assert r.stopped in ("margin", "budget") and 0.0 <= r.p_within <= 1.0
+        if peaked(r.setting) < 0.99 * BEST:
+            misses += 1
+            assert r.stopped == "budget" and r.p_within < 0.95  # a miss is never reported as sure
+    assert misses <= 1
+
+
+def test_a_flat_peak_stops_on_the_margin_and_is_sure_of_it():
+    for seed in range(2):  # given a whole grid's budget, it stops on the decision long before spending it
+        source, done = _search(lambda w: 1.0 - 0.01 * ((w - 450) / 250) ** 2, 0.003, seed, budget_share=1.0)
+        (r,) = source.results(done)
+        assert r.stopped == "margin" and r.p_within >= 0.95 and r.device_s < 0.6 * GRID_S
+        assert r.noise_pct is not None and r.noise_pct < 1.0
+
+
+def test_the_budget_binds_with_a_message_that_says_so():
+    source, done = _search(peaked, 0.03, seed=1, budget_share=0.25)
+    (r,) = source.results(done)
+    assert r.stopped == "budget" and r.device_s <= r.budget_s + 1e-9
+    line = r.sentence("W")
+    assert "budget" in line and "--search-budget" in line and f"probability {r.p_within:.2f}" in line
+
+
+def test_a_flagged_point_is_measured_again_and_never_averaged_in():
+    source, done = _search(peaked, 0.002, seed=0, flag=lambda i: i == 3)  # the 4th window (325 W) is suspect
+    (r,) = source.results(done)
+    flagged = [o for o in done if not o.valid]
+    again = [o for o in done[4:] if o.planned.setting == flagged[0].planned.setting]
+    assert len(flagged) == 1 and again and again[0].valid  # measured again (after the coarse pass: it is the best)
+    assert r.excluded == {flagged[0].planned.setting: "sample_gap"}
+    assert peaked(r.setting) >= 0.99 * BEST  # a 40%-low reading at the peak would have moved the choice away
+
+
+def test_each_batch_size_gets_its_own_search():
+    source, done = _search(peaked, 0.01, seed=0, batches=(1, 8))
+    results = source.results(done)
+    assert [r.batch_size for r in results] == [1, 8]
+    assert all(r.setting is not None and peaked(r.setting) >= 0.99 * BEST for r in results)
+    batches = [o.planned.batch_size for o in done]
+    assert batches == sorted(batches)  # one batch after the other: each workload is prepared once
+
+
+def test_a_search_over_sm_clocks_snaps_to_supported_clocks():
+    clocks = list(range(210, 1981, 15))
+    search = MaxQSearch(210, 1980, 1, resolution=(1980 - 210) / 20, window_s=BASE_S,
+                        snap=lambda v: min(clocks, key=lambda c: abs(c - v)))
+    rng, done = random.Random(0), []
+    while (p := search.next_point(done)) is not None:
+        tpj = (1.0 - ((p.setting - 1100) / 1500) ** 2) * (1 + rng.gauss(0, 0.005))
+        done.append(Outcome(p, 0.0, tpj, True, device_s=WARM_S + BASE_S, warmup_s=WARM_S, window_s=BASE_S))
+    assert all(o.planned.setting in clocks for o in done)
+    assert abs(search.result(done).setting - 1100) <= 200
+
+
+class _Clock:
+    simulated = True
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+
+def test_a_device_whose_readings_are_constant_warms_up_for_the_minimum_only():
+    clock = _Clock()
+    reading = Reading(0.0, 300.0, 300.0, None, 1500.0, 2619.0, 55.0, 100.0, 1000.0, 0, 300.0)
+    device = SimpleNamespace(info=SimpleNamespace(index=0), clock=clock)
+
+    class Steps:
+        spec = SimpleNamespace(name="constant")
+
+        def step(self, phase: str) -> StepResult:
+            clock.t += 0.05
+            return StepResult(input_tokens=100, output_tokens=0)
+
+        def synchronize(self) -> None:
+            """Nothing runs asynchronously."""
+
+    plan = SweepPlan(knob="power-limit", settings=(300.0,), batch_sizes=(1,), warmup_min_s=2.0, warmup_max_s=60.0,
+                     window_s=30.0)
+    ctx = SimpleNamespace(devices=[device], plan=plan, sampler=SimpleNamespace(latest=lambda i: reading),
+                          status=LiveStatus(), t_begin=0.0)
+    seconds, settled = _warm_up(ctx, [Steps()], "train", SteadyState)
+    assert settled and 2.0 <= seconds <= 2.0 + 0.05 + 1e-9
+
+
+def test_the_drift_horizon_follows_the_measured_thermal_constant():
+    for tau in (1.0, 4.0):  # a first-order response sampled over 4 s: the trend decays with the part's constant
+        history = [(t / 10, 60.0 - 10.0 * 2.718281828 ** (-(t / 10) / tau)) for t in range(41)]
+        expected = tau * (1 - 2.718281828 ** (-30.0 / tau))
+        assert abs(drift_horizon_s(history, 30.0) - expected) < 0.1 * expected
+    steady_trend = [(t / 10, 50.0 + 0.1 * t / 10) for t in range(41)]
+    assert drift_horizon_s(steady_trend, 30.0) == 30.0  # no decay seen: the whole window
+
+
+def test_a_simulated_sm_clock_search_per_batch_size_records_its_answers(tmp_path):
+    import json
+
+    from harness.sweep.run import SweepOptions, run_sweep
+
+    res = run_sweep(SweepOptions(profile="decode-llama-1b", knob="sm-clock", search="max-q", batch_sizes=(1, 64),
+                                 window_s=2.0, warmup_min_s=1.0, warmup_max_s=10.0, backend="sim", out=str(tmp_path)))
+    recorded = json.loads((res.run_dir.path / "manifest.json").read_text())["search"]
+    assert [r["batch_size"] for r in recorded] == [1, 64] == [r.batch_size for r in res.searches]
+    for r in recorded:
+        assert r["stopped"] in ("margin", "budget") and 0.0 <= r["p_within"] <= 1.0
+        assert r["device_s"] <= r["budget_s"] * 1.6  # the coarse pass is always measured; nothing after the budget
+        assert r["setting"] in {p.setting for p in res.points if p.batch_size == r["batch_size"]}
+    batches = [p.batch_size for p in res.points]
+    assert batches == sorted(batches)
