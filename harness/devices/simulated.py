@@ -602,6 +602,7 @@ class SimulatedGPU:
         f_top = float(part.sm_clock_max_mhz if lock is None else lock[1])
         events = 0
         duty = 1.0
+        dither = 0.0
         if not p0:
             f = float(part.idle_sm_clock_mhz)
             events |= ClockEvent.GPU_IDLE
@@ -611,21 +612,29 @@ class SimulatedGPU:
                 f, duty = self._clock_and_duty(self.f_cap_mhz, f_top)
                 if self.f_cap_mhz < f_top - 1.0:
                     events |= ClockEvent.SW_POWER_CAP
+                    # a binding cap holds its mean by hopping between V-f states either side of the
+                    # ceiling; the swing closes at the top (the cap stops binding) and at the floor
+                    dither = max(0.0, min(part.cap_dither_mhz, f_top - f, f - part.sm_clock_min_mhz))
             else:  # between bursts the clock floats up
                 events |= ClockEvent.GPU_IDLE
         if self.temp_c > part.slowdown_c:
             f = min(f, f_top * max(0.3, 1.0 - 0.05 * (self.temp_c - part.slowdown_c)))
             events |= ClockEvent.SW_THERMAL_SLOWDOWN
         act = IDLE
+        working = bool(self.queue) and self.queue[0].gpu_active()
         if self.queue:
             run = self.queue[0]
             run.timing = step_time(part, run.load, f)
-            if run.gpu_active():
+            if working:
                 act = run.timing.activity(part.mem_bandwidth_tbs).times(duty)
         v = voltage(part, f, self.vf_offset_v)
+        p = power_w(part, f, v, self.temp_c, self.leak_mult, act, p0)
+        if working and dither > 0:
+            p, act = self._dithered(f, dither)
         ceiling_w = part.power_max_w * part.cap_peak_ratio / (1.0 + self.sensor_gain)
-        if p0 and act.busy > 0 and power_w(part, f, v, self.temp_c, self.leak_mult, act, p0) > ceiling_w:
+        if p0 and act.busy > 0 and p > ceiling_w:
             f, v, act = self._peak_limited(f, duty, ceiling_w)
+            p = power_w(part, f, v, self.temp_c, self.leak_mult, act, p0)
             events |= ClockEvent.SW_POWER_CAP
             # anti-windup: the averaging loops take over from the clock the limiter holds
             self.f_fast_mhz = min(self.f_fast_mhz, f + part.sm_clock_step_mhz)
@@ -634,8 +643,34 @@ class SimulatedGPU:
         self.duty = duty
         self.act = act
         self.events = int(events)
-        self.p_now_w = power_w(part, f, v, self.temp_c, self.leak_mult, act, p0)
+        self.p_now_w = p
         self._limit_w = limit
+
+    def _dithered(self, f_mhz: float, dither_mhz: float) -> tuple[float, Activity]:
+        """Power and activity of the running load while the cap controller hops between the V-f
+        states ``f_mhz`` +- ``dither_mhz``, half the time in each, faster than the 20 ms power
+        samples: the work advances at the mean of the two rates (the load's timing becomes the
+        mix), power is the mean of the two powers. Under a convex power curve and a throughput that
+        saturates with the clock, the mix costs more energy per token than a steady clock at the
+        same mean, which is why a locked clock beats a cap at equal throughput."""
+        part, run = self.part, self.queue[0]
+        states = []
+        for f in (f_mhz - dither_mhz, f_mhz + dither_mhz):
+            t = step_time(part, run.load, f)
+            a = t.activity(part.mem_bandwidth_tbs)
+            v = voltage(part, f, self.vf_offset_v)
+            states.append((t, a, power_w(part, f, v, self.temp_c, self.leak_mult, a, True)))
+        (t_lo, a_lo, p_lo), (t_hi, a_hi, p_hi) = states
+        total = 2.0 / (1.0 / t_lo.total_s + 1.0 / t_hi.total_s)  # half the time at each rate
+        run.timing = StepTime(
+            compute_s=0.5 * total * (t_lo.compute_s / t_lo.total_s + t_hi.compute_s / t_hi.total_s),
+            roofline_s=0.5 * total * (t_lo.roofline_s / t_lo.total_s + t_hi.roofline_s / t_hi.total_s),
+            overhead_s=0.5 * total * (t_lo.overhead_s / t_lo.total_s + t_hi.overhead_s / t_hi.total_s),
+            bytes_moved=t_lo.bytes_moved,
+        )
+        act = Activity(0.5 * (a_lo.busy + a_hi.busy), 0.5 * (a_lo.compute_util + a_hi.compute_util),
+                       0.5 * (a_lo.mem_util + a_hi.mem_util))
+        return 0.5 * (p_lo + p_hi), act
 
     def _peak_limited(self, f_mhz: float, duty: float, ceiling_w: float) -> tuple[float, float, Activity]:
         """The highest clock (>= the floor) at which the running load draws at most ``ceiling_w``:
