@@ -276,6 +276,16 @@ def roofline_s(part: PartSpec, load: Load, f_mhz: float) -> float:
     return step_time(part, Load.of(load.classes()), f_mhz).roofline_s
 
 
+@dataclass(frozen=True)
+class SteadyStep:
+    """A workload step once it runs steadily at a setting (``SimulatedGPU.steady_step``)."""
+
+    seconds: float
+    watts: float  # true mean power over the step, host gaps included
+    temp_c: float  # the temperature that power settles at
+    thermal_tau_s: float  # how fast the temperature gets there
+
+
 # --------------------------------------------------------------------------------------------
 # node state file (what a driver would keep)
 
@@ -580,6 +590,57 @@ class SimulatedGPU:
 
     def synchronize(self) -> None:
         self.node.run_until_idle(self)
+
+    def steady_step(self, loads: list[Load], limit_w: float | None = None,
+                    lock_mhz: float | None = None) -> SteadyStep:
+        """How long the sequence ``loads`` takes on this board once it runs steadily at a power limit
+        (default: the one in force) and a clock lock (default: none), from the physics alone, without
+        advancing the clock: the highest clock at which the sequence's mean power (host gaps
+        included) stays under the limit, at the temperature that power settles to; below the clock
+        floor, the duty cycle that holds it. The cap's V-f dither and its transients are left out, so
+        this is a planning figure (what ``--dry-run`` needs), within a few percent of a window."""
+        part = self.part
+        scale = (self.overrides.efficiency or 1.0) * self.speed
+        runs = [load.scaled(1.0, min(1.0, load.efficiency * scale)) for load in loads]
+        limit = (limit_w if limit_w is not None else
+                 float(self._setting().get("power_limit_w", part.power_default_w))) / (1.0 + self.sensor_gain)
+        f_top = float(min(lock_mhz, part.sm_clock_max_mhz) if lock_mhz is not None else part.sm_clock_max_mhz)
+        floor = float(part.sm_clock_min_mhz)
+
+        def at(f: float, temp_c: float) -> tuple[float, float]:
+            """(seconds, joules) of the sequence at clock ``f``."""
+            v = voltage(part, f, self.vf_offset_v)
+            waiting = power_w(part, f, v, temp_c, self.leak_mult, IDLE, True)
+            seconds = joules = 0.0
+            for load in runs:
+                t = step_time(part, load, f)
+                busy = power_w(part, f, v, temp_c, self.leak_mult, t.activity(part.mem_bandwidth_tbs), True)
+                total = max(load.host_s, t.total_s) if load.host_overlaps else load.host_s + t.total_s
+                seconds += total
+                joules += busy * t.total_s + waiting * (total - t.total_s)
+            return seconds, joules
+
+        temp = part.ambient_c + part.thermal_resistance_c_per_w * limit
+        f = f_top
+        for _ in range(3):  # the temperature follows the power it settles at
+            lo, hi = floor, f_top
+            s, j = at(hi, temp)
+            if j / s > limit:
+                for _ in range(20):
+                    mid = 0.5 * (lo + hi)
+                    s, j = at(mid, temp)
+                    lo, hi = (mid, hi) if j / s <= limit else (lo, mid)
+                f = lo
+            else:
+                f = hi
+            s, j = at(f, temp)
+            temp = part.ambient_c + part.thermal_resistance_c_per_w * j / s
+        if f <= floor + 1e-6 and j / s > limit:  # idles part of the time to hold the cap
+            idle = power_w(part, floor, voltage(part, floor, self.vf_offset_v), temp, self.leak_mult, IDLE, True)
+            stretch = max(1.0, (j / s - idle) / max(limit - idle, 1e-9))
+            s, j = s * stretch, j + idle * s * (stretch - 1.0)
+            temp = part.ambient_c + part.thermal_resistance_c_per_w * j / s
+        return SteadyStep(s, j / s, temp, part.thermal_tau_s)
 
     # --- physics step -----------------------------------------------------------------------
     @property
