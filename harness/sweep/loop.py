@@ -179,7 +179,9 @@ def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any) 
                 settled = False
                 continue
             _show(ctx, r)
-            power = r.power_instant_w if r.power_instant_w is not None else r.power_average_w
+            # power holds on the ~1 s mean: a 25 ms instant reading swings with where it falls among a step's
+            # host gaps (a host-bound decode, a prefill's launch gap) although nothing drifts
+            power = r.power_average_w if r.power_average_w is not None else r.power_instant_w
             det = detectors[d.info.index]
             ok = det.update(now, power or 0.0, r.sm_clock_mhz or 0.0) and det.settled_at is not None
             settled = settled and ok and _temperature_settled(temps[d.info.index], now, r.temperature_c, plan)
