@@ -11,9 +11,10 @@ Per GPU and sub-step:
   ceiling. The controller regulates on the board's own reading (a sensor gain error moves the
   true power): a slow loop holds the mean over a 1 s window at the limit, a fast loop lets bursts
   sit at most ``cap_burst_margin`` above it, and the board's peak limiter holds instantaneous power
-  under ``cap_peak_ratio`` x its maximum (fitted to the real H100 square-wave trace). Below the
-  clock floor the ceiling becomes a duty cycle: the part idles part of the time, so any legal cap
-  can be held;
+  under ``cap_peak_ratio`` x its maximum (fitted to the real H100 square-wave trace). While the
+  cap binds, the part hops between V-f states ``cap_dither_mhz`` either side of the ceiling (a
+  locked clock runs steady), which costs energy at equal throughput. Below the clock floor the
+  ceiling becomes a duty cycle: the part idles part of the time, so any legal cap can be held;
 * voltage follows the V-f curve; power = static (memory refresh and PHY, fabric) + leakage(V, T)
   + (V/Vmax)^2 f/fmax x (clock tree + SM activity + tensor work) + (V/Vmax)^2 x on-chip data
   movement + HBM device power, the last two proportional to the bytes moved per second: every
@@ -30,6 +31,8 @@ Per GPU and sub-step:
 * boards differ in leakage, V-f offset and sustained speed (``*_sigma``), seeded per board.
 
 Settings (power limit, clock lock) live in a state file per node, as a driver outlives processes.
+``SimulatedGPU.steady_step`` answers from the same physics, without running, how long a sequence
+of loads takes at a setting (what ``--dry-run`` needs).
 """
 
 from __future__ import annotations
