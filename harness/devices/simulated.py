@@ -686,15 +686,16 @@ class SimulatedGPU:
             events |= ClockEvent.SW_THERMAL_SLOWDOWN
         act = IDLE
         working = bool(self.queue) and self.queue[0].gpu_active()
-        if self.queue:
-            run = self.queue[0]
-            run.timing = step_time(part, run.load, f)
-            if working:
-                act = run.timing.activity(part.mem_bandwidth_tbs).times(duty)
         v = voltage(part, f, self.vf_offset_v)
-        p = power_w(part, f, v, self.temp_c, self.leak_mult, act, p0)
         if working and dither > 0:
             p, act = self._dithered(f, dither)
+        else:
+            if self.queue:
+                run = self.queue[0]
+                run.timing = step_time(part, run.load, f)
+                if working:
+                    act = run.timing.activity(part.mem_bandwidth_tbs).times(duty)
+            p = power_w(part, f, v, self.temp_c, self.leak_mult, act, p0)
         ceiling_w = part.power_max_w * part.cap_peak_ratio / (1.0 + self.sensor_gain)
         if p0 and act.busy > 0 and p > ceiling_w:
             f, v, act = self._peak_limited(f, duty, ceiling_w)
