@@ -4,7 +4,10 @@ response, and warm-ups and windows end on whole workload steps, whose length the
 tells from its physics (a decode step of 8B at batch 128 is a whole 256-token request, ~14 s).
 
 Short plans keep it fast: each profile's largest batch (its longest step) at the part's highest and
-lowest limit, 4 s windows. scripts/bench_estimate.py runs the profiles' own plans."""
+lowest limit, 4 s windows. scripts/bench_estimate.py runs the profiles' own plans, the endpoint
+profile (serve-vllm-8b, on the serving twin) included: its warm-ups last until the users' queue
+settles after a setting change, which the estimate covers only on the profile's own windows and
+warm-ups (a few users: to the maximum), not on plans this short."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from harness.sweep.run import SweepOptions, run_sweep
 PART = load_part("h100-sxm")
 
 
-@pytest.mark.parametrize("profile", list_profiles())
+@pytest.mark.parametrize("profile", [n for n in list_profiles() if load_profile(n).workload.name != "endpoint"])
 def test_dry_run_estimate_within_15_percent_of_simulated_device_time(tmp_path, profile):
     p = load_profile(profile)
     batch = max(p.sweep.batch_sizes or (p.workload.batch_size,))

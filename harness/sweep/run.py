@@ -96,7 +96,7 @@ class SweepRun:
 
 def estimate_seconds(plan: SweepPlan, points: Sequence[PlannedPoint], phases: Sequence[str], compile_s: float,
                      step: Callable[[float, int, str], Any] | None = None, start_temp_c: float | None = None,
-                     steady_load: bool = True) -> float:
+                     steady_load: Callable[[int], bool] | None = None) -> float:
     """Device time a plan needs: per batch size the workload's first steps (and a compile), per
     point and phase a warm-up and a window, each ending on a whole workload step (the loop checks
     after each step).
@@ -111,8 +111,8 @@ def estimate_seconds(plan: SweepPlan, points: Sequence[PlannedPoint], phases: Se
     ``temp_c`` it settles at and its ``thermal_tau_s``: a simulated part answers from its physics),
     or None: then a GPU it has not seen is assumed (steps short against the window, a 25 s
     thermal constant, a 35 C step from idle to the first point and 8 C between points).
-    A workload whose load is not steady (``steady_load`` False: a load generator against a server,
-    requests arriving and leaving) rarely holds power in band, so its warm-ups run to the maximum.
+    ``steady_load`` (batch) -> False where the workload's own load swings more than the warm-up's
+    band (a few users of a server arriving and leaving): those warm-ups run to the maximum.
     """
     tau_s, first_step_c, next_step_c, overrun = 25.0, 35.0, 8.0, 0.03
     #: seconds a part's readings take to come into band after a change (the power fields' 100 ms
@@ -136,7 +136,7 @@ def estimate_seconds(plan: SweepPlan, points: Sequence[PlannedPoint], phases: Se
         x = step_c / (tau * rate_c_per_s)
         thermal = whole(tau * math.log(x) + span_s / 2, step_s) if x > 1.0 else 0.0
         longest = whole(plan.warmup_max_s, step_s)
-        return min(max(trend, thermal), longest) if steady_load else longest
+        return min(max(trend, thermal), longest)
 
     def window(step_s: float) -> float:
         if not step_s:
@@ -149,6 +149,7 @@ def estimate_seconds(plan: SweepPlan, points: Sequence[PlannedPoint], phases: Se
         if p.batch_size not in batches:  # the workload is prepared (one step per phase) and compiled
             batches.append(p.batch_size)
             total += compile_s + sum(s.seconds for s in steps.values() if s is not None)
+        unsteady = steady_load is not None and not steady_load(p.batch_size)
         for ph in phases:
             s = steps[ph]
             if s is None or temp is None:
@@ -156,9 +157,24 @@ def estimate_seconds(plan: SweepPlan, points: Sequence[PlannedPoint], phases: Se
             else:
                 step_c, tau = abs(s.temp_c - temp), s.thermal_tau_s
             step_s = s.seconds if s is not None else 0.0
-            total += warm_up(step_c, tau, step_s) + window(step_s)
+            warm = whole(plan.warmup_max_s, step_s) if unsteady else warm_up(step_c, tau, step_s)
+            total += warm + window(step_s)
             temp = s.temp_c if s is not None else None
     return total
+
+
+def _steady_load(wcfg: Any) -> Callable[[int], bool] | None:
+    """Whether a workload's own load holds its power within the warm-up's band at a batch size. A
+    built-in workload repeats one step. An endpoint's closed loop of users changes the engine's
+    batch at every arrival and departure: with fewer than ~100 users its 1 s power swings more than
+    the band, and its warm-ups run to their maximum (seen on the serving twin, every setting)."""
+    if wcfg.name != "endpoint":
+        return None
+    return lambda users: users >= ENDPOINT_STEADY_USERS
+
+
+#: users of an endpoint's closed loop from which its power holds steady (``_steady_load``)
+ENDPOINT_STEADY_USERS = 100
 
 
 def _steady_step(device: Device, lever: Knob, wcfg: Any, get_workload: Callable[..., Any]) -> Callable[..., Any]:
@@ -298,7 +314,7 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         step = _steady_step(devices[0], lever, wcfg, get_workload) if ds.backend == "sim" else None
         estimate = estimate_seconds(plan, planned_points, wcfg.resolved_phases, compile_s, step,
                                     devices[0].read().temperature_c if step is not None else None,
-                                    steady_load=wcfg.name != "endpoint")
+                                    steady_load=_steady_load(wcfg))
         if opts.dry_run:
             sim_wall = None
             if ds.backend == "sim":
