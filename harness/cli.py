@@ -190,7 +190,7 @@ def _run(opts) -> None:
     for m in result.messages:
         err_console.print(f"[yellow]note:[/] {m}", highlight=False, soft_wrap=True)
     if result.status == "dry-run":
-        console.print(plan_text(result.plan, result.estimate_s))
+        console.print(plan_text(result.plan, result.estimate_s, result.sim_wall_s))
         return
     console.print(summary_table(result.points, _analysis_or_none(result.run_dir.path), console.width))
     for search in result.searches:

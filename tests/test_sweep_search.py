@@ -139,9 +139,18 @@ def test_the_drift_horizon_follows_the_measured_thermal_constant():
     for tau in (1.0, 4.0):  # a first-order response sampled over 4 s: the trend decays with the part's constant
         history = [(t / 10, 60.0 - 10.0 * 2.718281828 ** (-(t / 10) / tau)) for t in range(41)]
         expected = tau * (1 - 2.718281828 ** (-30.0 / tau))
-        assert abs(drift_horizon_s(history, 30.0) - expected) < 0.1 * expected
+        assert abs(drift_horizon_s(history, 30.0, resolution_c=0.0) - expected) < 0.1 * expected
+        # read in whole degrees (as NVML reports) the decay is judged at its slowest: never a shorter horizon
+        whole = [(t, float(round(v))) for t, v in history]
+        assert expected <= drift_horizon_s(whole, 30.0) <= 30.0
     steady_trend = [(t / 10, 50.0 + 0.1 * t / 10) for t in range(41)]
     assert drift_horizon_s(steady_trend, 30.0) == 30.0  # no decay seen: the whole window
+    # a part warming ~1 C/s on a 25 s constant, read in whole degrees over 2 s: one-degree steps show no
+    # decay, so the trend is carried over the whole window and the warm-up goes on
+    # (readings of a simulated H100 2 s into 700 W from idle: the old rule read a 2.1 s horizon here)
+    warming = [(0.0, 33.0), (0.257, 33.0), (0.518, 34.0), (0.779, 34.0), (1.039, 35.0), (1.302, 35.0), (1.563, 35.0),
+               (1.826, 35.0), (2.089, 36.0)]
+    assert drift_horizon_s(warming, 4.0) == 4.0
 
 
 def test_a_simulated_sm_clock_search_per_batch_size_records_its_answers(tmp_path):

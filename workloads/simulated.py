@@ -51,17 +51,17 @@ class EngineFactors:
 FACTORS: dict[tuple[str, str], EngineFactors] = {
     # host_s of training and prefill: launching a step's kernels (hidden behind big steps, but it
     # keeps a tiny model's step from taking microseconds)
-    ("torch", "train"): EngineFactors(efficiency=0.456, host_s=0.003),
-    ("torch-compile", "train"): EngineFactors(efficiency=0.548, host_s=0.001),
-    ("hf-static", "prefill"): EngineFactors(efficiency=0.487, host_s=0.001),
-    ("hf-generate", "prefill"): EngineFactors(efficiency=0.487, host_s=0.001),  # the same eager forward
-    # eager generate: Python and launches between token steps, small kernels re-reading their inputs
-    ("hf-generate", "decode"): EngineFactors(efficiency=0.6742, host_s=0.0142488, host_per_seq_s=2e-09,
-                                             traffic=2.186),
+    ("torch", "train"): EngineFactors(efficiency=0.461, host_s=0.003),
+    ("torch-compile", "train"): EngineFactors(efficiency=0.554, host_s=0.001),
+    ("hf-static", "prefill"): EngineFactors(efficiency=0.492, host_s=0.001),
+    ("hf-generate", "prefill"): EngineFactors(efficiency=0.492, host_s=0.001),  # the same eager forward
+    # eager generate: Python and launches between token steps, small kernels far below the roofline
+    ("hf-generate", "decode"): EngineFactors(efficiency=0.3862, host_s=0.0146793, host_per_seq_s=1.436e-06,
+                                             traffic=1.0),
     # compiled decode with a masked static cache: transformers falls back to repeat_kv; CUDA graphs
     # let the host prepare the next step while the GPU runs (batch 1 host-bound, batch 64 GPU-bound)
     ("hf-static", "decode"): EngineFactors(
-        efficiency=0.846, host_s=0.003367, attends_full_cache=True, expands_kv=True, traffic=2.081,
+        efficiency=0.7718, host_s=0.003367, attends_full_cache=True, expands_kv=True, traffic=1.898,
         overlaps_host=True,
     ),
     # vLLM: no calibration row yet (set from its published behaviour: fused kernels, paged KV

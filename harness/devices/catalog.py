@@ -71,6 +71,9 @@ class PartSpec(BaseModel):
     cap_fast_filter_s: float = Field(gt=0)
     cap_burst_margin: float = Field(ge=0)  # how far above the limit the fast loop lets a burst go
     cap_peak_ratio: float = Field(gt=1)  # instantaneous power the board's fast limiter allows, x power_max_w
+    #: while a cap binds, the controller holds its mean by hopping between V-f states this far above and
+    #: below its ceiling (a locked clock runs steady)
+    cap_dither_mhz: float = Field(ge=0)
     # thermal
     ambient_c: float
     thermal_resistance_c_per_w: float = Field(gt=0)

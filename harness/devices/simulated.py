@@ -11,9 +11,10 @@ Per GPU and sub-step:
   ceiling. The controller regulates on the board's own reading (a sensor gain error moves the
   true power): a slow loop holds the mean over a 1 s window at the limit, a fast loop lets bursts
   sit at most ``cap_burst_margin`` above it, and the board's peak limiter holds instantaneous power
-  under ``cap_peak_ratio`` x its maximum (fitted to the real H100 square-wave trace). Below the
-  clock floor the ceiling becomes a duty cycle: the part idles part of the time, so any legal cap
-  can be held;
+  under ``cap_peak_ratio`` x its maximum (fitted to the real H100 square-wave trace). While the
+  cap binds, the part hops between V-f states ``cap_dither_mhz`` either side of the ceiling (a
+  locked clock runs steady), which costs energy at equal throughput. Below the clock floor the
+  ceiling becomes a duty cycle: the part idles part of the time, so any legal cap can be held;
 * voltage follows the V-f curve; power = static (memory refresh and PHY, fabric) + leakage(V, T)
   + (V/Vmax)^2 f/fmax x (clock tree + SM activity + tensor work) + (V/Vmax)^2 x on-chip data
   movement + HBM device power, the last two proportional to the bytes moved per second: every
@@ -30,6 +31,8 @@ Per GPU and sub-step:
 * boards differ in leakage, V-f offset and sustained speed (``*_sigma``), seeded per board.
 
 Settings (power limit, clock lock) live in a state file per node, as a driver outlives processes.
+``SimulatedGPU.steady_step`` answers from the same physics, without running, how long a sequence
+of loads takes at a setting (what ``--dry-run`` needs).
 """
 
 from __future__ import annotations
@@ -274,6 +277,16 @@ def roofline_s(part: PartSpec, load: Load, f_mhz: float) -> float:
     """Lower bound on a load's time at ``f_mhz``: its kernel classes at their rooflines, no engine
     overhead, no host time (what no engine can beat at that clock)."""
     return step_time(part, Load.of(load.classes()), f_mhz).roofline_s
+
+
+@dataclass(frozen=True)
+class SteadyStep:
+    """A workload step once it runs steadily at a setting (``SimulatedGPU.steady_step``)."""
+
+    seconds: float
+    watts: float  # true mean power over the step, host gaps included
+    temp_c: float  # the temperature that power settles at
+    thermal_tau_s: float  # how fast the temperature gets there
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,6 +594,57 @@ class SimulatedGPU:
     def synchronize(self) -> None:
         self.node.run_until_idle(self)
 
+    def steady_step(self, loads: list[Load], limit_w: float | None = None,
+                    lock_mhz: float | None = None) -> SteadyStep:
+        """How long the sequence ``loads`` takes on this board once it runs steadily at a power limit
+        (default: the one in force) and a clock lock (default: none), from the physics alone, without
+        advancing the clock: the highest clock at which the sequence's mean power (host gaps
+        included) stays under the limit, at the temperature that power settles to; below the clock
+        floor, the duty cycle that holds it. The cap's V-f dither and its transients are left out, so
+        this is a planning figure (what ``--dry-run`` needs), within a few percent of a window."""
+        part = self.part
+        scale = (self.overrides.efficiency or 1.0) * self.speed
+        runs = [load.scaled(1.0, min(1.0, load.efficiency * scale)) for load in loads]
+        limit = (limit_w if limit_w is not None else
+                 float(self._setting().get("power_limit_w", part.power_default_w))) / (1.0 + self.sensor_gain)
+        f_top = float(min(lock_mhz, part.sm_clock_max_mhz) if lock_mhz is not None else part.sm_clock_max_mhz)
+        floor = float(part.sm_clock_min_mhz)
+
+        def at(f: float, temp_c: float) -> tuple[float, float]:
+            """(seconds, joules) of the sequence at clock ``f``."""
+            v = voltage(part, f, self.vf_offset_v)
+            waiting = power_w(part, f, v, temp_c, self.leak_mult, IDLE, True)
+            seconds = joules = 0.0
+            for load in runs:
+                t = step_time(part, load, f)
+                busy = power_w(part, f, v, temp_c, self.leak_mult, t.activity(part.mem_bandwidth_tbs), True)
+                total = max(load.host_s, t.total_s) if load.host_overlaps else load.host_s + t.total_s
+                seconds += total
+                joules += busy * t.total_s + waiting * (total - t.total_s)
+            return seconds, joules
+
+        temp = part.ambient_c + part.thermal_resistance_c_per_w * limit
+        f = f_top
+        for _ in range(3):  # the temperature follows the power it settles at
+            lo, hi = floor, f_top
+            s, j = at(hi, temp)
+            if j / s > limit:
+                for _ in range(20):
+                    mid = 0.5 * (lo + hi)
+                    s, j = at(mid, temp)
+                    lo, hi = (mid, hi) if j / s <= limit else (lo, mid)
+                f = lo
+            else:
+                f = hi
+            s, j = at(f, temp)
+            temp = part.ambient_c + part.thermal_resistance_c_per_w * j / s
+        if f <= floor + 1e-6 and j / s > limit:  # idles part of the time to hold the cap
+            idle = power_w(part, floor, voltage(part, floor, self.vf_offset_v), temp, self.leak_mult, IDLE, True)
+            stretch = max(1.0, (j / s - idle) / max(limit - idle, 1e-9))
+            s, j = s * stretch, j + idle * s * (stretch - 1.0)
+            temp = part.ambient_c + part.thermal_resistance_c_per_w * j / s
+        return SteadyStep(s, j / s, temp, part.thermal_tau_s)
+
     # --- physics step -----------------------------------------------------------------------
     @property
     def f_cap_mhz(self) -> float:
@@ -602,6 +666,7 @@ class SimulatedGPU:
         f_top = float(part.sm_clock_max_mhz if lock is None else lock[1])
         events = 0
         duty = 1.0
+        dither = 0.0
         if not p0:
             f = float(part.idle_sm_clock_mhz)
             events |= ClockEvent.GPU_IDLE
@@ -611,21 +676,30 @@ class SimulatedGPU:
                 f, duty = self._clock_and_duty(self.f_cap_mhz, f_top)
                 if self.f_cap_mhz < f_top - 1.0:
                     events |= ClockEvent.SW_POWER_CAP
+                    # a binding cap holds its mean by hopping between V-f states either side of the
+                    # ceiling; the swing closes at the top (the cap stops binding) and at the floor
+                    dither = max(0.0, min(part.cap_dither_mhz, f_top - f, f - part.sm_clock_min_mhz))
             else:  # between bursts the clock floats up
                 events |= ClockEvent.GPU_IDLE
         if self.temp_c > part.slowdown_c:
             f = min(f, f_top * max(0.3, 1.0 - 0.05 * (self.temp_c - part.slowdown_c)))
             events |= ClockEvent.SW_THERMAL_SLOWDOWN
         act = IDLE
-        if self.queue:
-            run = self.queue[0]
-            run.timing = step_time(part, run.load, f)
-            if run.gpu_active():
-                act = run.timing.activity(part.mem_bandwidth_tbs).times(duty)
+        working = bool(self.queue) and self.queue[0].gpu_active()
         v = voltage(part, f, self.vf_offset_v)
+        if working and dither > 0:
+            p, act = self._dithered(f, dither)
+        else:
+            if self.queue:
+                run = self.queue[0]
+                run.timing = step_time(part, run.load, f)
+                if working:
+                    act = run.timing.activity(part.mem_bandwidth_tbs).times(duty)
+            p = power_w(part, f, v, self.temp_c, self.leak_mult, act, p0)
         ceiling_w = part.power_max_w * part.cap_peak_ratio / (1.0 + self.sensor_gain)
-        if p0 and act.busy > 0 and power_w(part, f, v, self.temp_c, self.leak_mult, act, p0) > ceiling_w:
+        if p0 and act.busy > 0 and p > ceiling_w:
             f, v, act = self._peak_limited(f, duty, ceiling_w)
+            p = power_w(part, f, v, self.temp_c, self.leak_mult, act, p0)
             events |= ClockEvent.SW_POWER_CAP
             # anti-windup: the averaging loops take over from the clock the limiter holds
             self.f_fast_mhz = min(self.f_fast_mhz, f + part.sm_clock_step_mhz)
@@ -634,8 +708,34 @@ class SimulatedGPU:
         self.duty = duty
         self.act = act
         self.events = int(events)
-        self.p_now_w = power_w(part, f, v, self.temp_c, self.leak_mult, act, p0)
+        self.p_now_w = p
         self._limit_w = limit
+
+    def _dithered(self, f_mhz: float, dither_mhz: float) -> tuple[float, Activity]:
+        """Power and activity of the running load while the cap controller hops between the V-f
+        states ``f_mhz`` +- ``dither_mhz``, half the time in each, faster than the 20 ms power
+        samples: the work advances at the mean of the two rates (the load's timing becomes the
+        mix), power is the mean of the two powers. Under a convex power curve and a throughput that
+        saturates with the clock, the mix costs more energy per token than a steady clock at the
+        same mean, which is why a locked clock beats a cap at equal throughput."""
+        part, run = self.part, self.queue[0]
+        states = []
+        for f in (f_mhz - dither_mhz, f_mhz + dither_mhz):
+            t = step_time(part, run.load, f)
+            a = t.activity(part.mem_bandwidth_tbs)
+            v = voltage(part, f, self.vf_offset_v)
+            states.append((t, a, power_w(part, f, v, self.temp_c, self.leak_mult, a, True)))
+        (t_lo, a_lo, p_lo), (t_hi, a_hi, p_hi) = states
+        total = 2.0 / (1.0 / t_lo.total_s + 1.0 / t_hi.total_s)  # half the time at each rate
+        run.timing = StepTime(
+            compute_s=0.5 * total * (t_lo.compute_s / t_lo.total_s + t_hi.compute_s / t_hi.total_s),
+            roofline_s=0.5 * total * (t_lo.roofline_s / t_lo.total_s + t_hi.roofline_s / t_hi.total_s),
+            overhead_s=0.5 * total * (t_lo.overhead_s / t_lo.total_s + t_hi.overhead_s / t_hi.total_s),
+            bytes_moved=t_lo.bytes_moved,
+        )
+        act = Activity(0.5 * (a_lo.busy + a_hi.busy), 0.5 * (a_lo.compute_util + a_hi.compute_util),
+                       0.5 * (a_lo.mem_util + a_hi.mem_util))
+        return 0.5 * (p_lo + p_hi), act
 
     def _peak_limited(self, f_mhz: float, duty: float, ceiling_w: float) -> tuple[float, float, Activity]:
         """The highest clock (>= the floor) at which the running load draws at most ``ceiling_w``:

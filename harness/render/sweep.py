@@ -7,18 +7,31 @@ from rich.table import Table
 from harness.render.fit import Column, fitted_table
 
 
-def plan_text(plan, estimate_s: float) -> str:
-    """The plan of a dry run, in words."""
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def plan_text(plan, estimate_s: float, sim_wall_s: float | None = None) -> str:
+    """The plan of a dry run, in words: what it measures, the device time it will hold the GPUs and
+    what that counts, and on simulated parts how long the simulation takes here."""
     unit = plan.lever.unit
     settings = "searched over the knob's range" if plan.search else ", ".join(f"{s:g}" for s in plan.settings)
     n = (f"adaptive, per batch size until the choice is within {plan.search_margin_pct:g}% of the best tokens/J "
          f"(95%) or {plan.search_budget:.2g} of a 1-repeat grid's device time is spent"
          if plan.search else str(len(plan.grid())))
-    return (f"knob: {plan.knob}  settings ({unit}): {settings}\n"
+    text = (f"knob: {plan.knob}  settings ({unit}): {settings}\n"
             f"batch sizes: {', '.join(map(str, plan.batch_sizes))}  "
             f"{'repeats: as the search needs' if plan.search else f'repeats: {plan.repeats}  order: {plan.order}'}\n"
             f"points: {n}  window: {plan.window_s:g} s  warm-up: {plan.warmup_min_s:g}-{plan.warmup_max_s:g} s\n"
-            f"estimated device time: {estimate_s / 60:.1f} min (warm-ups and compiles included)")
+            f"estimated device time: {_duration(estimate_s)} (warm-ups until power, clock and temperature settle, "
+            "windows run to the end of a workload step, each batch size's first steps and compile"
+            f"{'; a search counted at its whole budget' if plan.search else ''})")
+    if sim_wall_s is not None:
+        text += (f"\nsimulation: about {_duration(sim_wall_s)} on this machine "
+                 "(simulated GPUs run faster than real time)")
+    return text
 
 
 def summary_table(points, analysis=None, width: int = 200) -> Table:

@@ -190,7 +190,9 @@ def _warm_up(ctx: SweepContext, ws: Sequence[Any], phase: str, steady_cls: Any,
                 settled = False
                 continue
             _show(ctx, r)
-            power = r.power_instant_w if r.power_instant_w is not None else r.power_average_w
+            # power holds on the ~1 s mean: a 25 ms instant reading swings with where it falls among a step's
+            # host gaps (a host-bound decode, a prefill's launch gap) although nothing drifts
+            power = r.power_average_w if r.power_average_w is not None else r.power_instant_w
             det = detectors[d.info.index]
             ok = det.update(now, power or 0.0, r.sm_clock_mhz or 0.0) and det.settled_at is not None
             # the temperature's history is kept from the first reading (not from when power and clock
@@ -228,19 +230,26 @@ def _temperature_settled(history: list[tuple[float, float]], now: float, temp_c:
     return abs(rate) * drift_horizon_s(history, window_s) < budget_c
 
 
-def drift_horizon_s(history: Sequence[tuple[float, float]], window_s: float) -> float:
+def drift_horizon_s(history: Sequence[tuple[float, float]], window_s: float, resolution_c: float = 1.0) -> float:
     """Seconds over which the present temperature trend still acts in a window of ``window_s``:
     ``tau * (1 - exp(-window / tau))`` with the thermal constant ``tau`` measured from how the trend
-    decays between the two halves of ``history``; the whole window when no decay shows."""
+    decays between the two halves of ``history``; the whole window when no decay shows beyond the
+    readings' resolution (NVML reads whole degrees: each half's change may be off by ``resolution_c``,
+    and a decay read from one-degree steps would call a part still warming fast "settled")."""
     t_mid = (history[0][0] + history[-1][0]) / 2
     first = [h for h in history if h[0] <= t_mid]
     second = [h for h in history if h[0] >= t_mid]
     if len(first) < 2 or len(second) < 2:
         return window_s
-    r1 = (first[-1][1] - first[0][1]) / ((first[-1][0] - first[0][0]) or 1e-9)
-    r2 = (second[-1][1] - second[0][1]) / ((second[-1][0] - second[0][0]) or 1e-9)
+    d1, d2 = first[-1][1] - first[0][1], second[-1][1] - second[0][1]
+    t1, t2 = first[-1][0] - first[0][0], second[-1][0] - second[0][0]
     dt = (second[0][0] + second[-1][0]) / 2 - (first[0][0] + first[-1][0]) / 2
-    if r1 * r2 <= 0 or abs(r2) >= 0.95 * abs(r1) or dt <= 0:
+    if d1 * d2 <= 0 or t1 <= 0 or t2 <= 0 or dt <= 0:
+        return window_s
+    # the slowest the first half can have changed and the fastest the second
+    r1 = (abs(d1) - resolution_c) / t1
+    r2 = (abs(d2) + resolution_c) / t2
+    if r1 <= 0 or r2 >= 0.95 * r1:
         return window_s
     tau = dt / math.log(r1 / r2)
     return tau * (1.0 - math.exp(-window_s / tau))

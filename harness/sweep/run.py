@@ -13,11 +13,11 @@ from typing import Any
 
 from harness.devices.base import Device
 from harness.errors import GpuBusy, PermissionDenied, RunDirError, UsageError
-from harness.knobs import OBSERVE, SM_CLOCK, Knob, knob
+from harness.knobs import OBSERVE, POWER_LIMIT, SM_CLOCK, Knob, knob
 from harness.records.manifest import build_manifest, utc_now
 from harness.records.rundir import Point
 from harness.sweep.loop import LiveStatus, SweepContext, run_points
-from harness.sweep.plan import SweepPlan, resolve_settings
+from harness.sweep.plan import PlannedPoint, SweepPlan, resolve_settings
 from harness.sweep.sources import GridSource, MaxQSearch, PointSource, SearchPerBatch, SearchResult
 
 
@@ -89,33 +89,152 @@ class SweepRun:
     messages: list[str]
     plan: SweepPlan
     estimate_s: float = 0.0
+    #: on a simulated part, about how many seconds of this machine's time the simulation takes
+    sim_wall_s: float | None = None
     #: points of the plan still to measure when the run stopped on its budget
     remaining: int = 0
     #: the answer of each Max-Q search (one per batch size) and how sure it is
     searches: list[SearchResult] = field(default_factory=list)
 
 
-def estimate_seconds(plan: SweepPlan, n_points: int, phases: int, compile_s: float) -> float:
-    """Device time a plan needs: warm-ups, windows and compiles.
+def estimate_seconds(plan: SweepPlan, points: Sequence[PlannedPoint], phases: Sequence[str], compile_s: float,
+                     step: Callable[[float, int, str], Any] | None = None, start_temp_c: float | None = None,
+                     steady_load: Callable[[int], bool] | None = None) -> float:
+    """Device time a plan needs: per batch size the workload's first steps (and a compile), per
+    point and phase a warm-up and a window, each ending on a whole workload step (the loop checks
+    after each step).
 
-    A warm-up ends once power and clock hold and the temperature trend would move less than
-    2.5 C over a window (harness/sweep/loop.py): after a temperature step dT that takes
-    tau * ln(dT * window / (2.5 C * tau)) on a first-order thermal response, at least the
-    profile's minimum and ~6 s of history, at most its maximum. The first point starts from idle
-    (a large step), the others from the previous point (a smaller one).
+    The warm-up follows the loop's rule (harness/sweep/loop.py): its detector first reads after one
+    step and needs power and clock in band for the minimum warm-up; meanwhile the temperature trend,
+    taken over a span from the first reading on in whole degrees, must move less than 2.5 C over
+    the window's share of the thermal constant, tau * (1 - exp(-window / tau)). On a first-order
+    thermal response a temperature step dT settles to that rate after tau * ln(dT / (tau * rate)),
+    plus half the span the trend lags. At most the profile's maximum.
+
+    ``step`` (setting, batch, phase) -> the step as it runs steadily there (``seconds``, the
+    ``temp_c`` it settles at and its ``thermal_tau_s``: a simulated part answers from its physics),
+    or None: then a GPU it has not seen is assumed (steps short against the window, a 25 s
+    thermal constant, a 35 C step from idle to the first point and 8 C between points).
+    ``steady_load`` (batch) -> False where the workload's own load swings more than the warm-up's
+    band (a few users of a server arriving and leaving): those warm-ups run to the maximum.
     """
-    # what it assumes of a GPU it has not seen: thermal time constant (s), the temperature step
-    # from idle to work and between two points (C), how far a window runs past its length to
-    # finish the step in progress
     tau_s, first_step_c, next_step_c, overrun = 25.0, 35.0, 8.0, 0.03
+    #: seconds a part's readings take to come into band after a change (the power fields' 100 ms
+    #: refresh, the cap controller's first correction) and the window's edges (aligned to the
+    #: energy counter's ticks, synchronised)
+    ready_s, edges_s = 0.0, 0.1
+    hold_s = max(plan.warmup_min_s, 0.5)
+    span_s = min(5.0, max(plan.warmup_min_s, 1.0))
 
-    def warm_up(step_c: float) -> float:
-        settle = tau_s * math.log(max(1.0, step_c * plan.window_s / (2.5 * tau_s)))
-        return min(plan.warmup_max_s, max(plan.warmup_min_s, 6.0, settle))
+    def rate_c_per_s(tau: float) -> float:
+        """The trend at which the loop passes: the present rate carried over the thermal constant's
+        share of the window (tau * (1 - exp(-window / tau))) moves less than 2.5 C. The trend is read
+        in whole degrees over the span: it passes once a reading shows no more whole degrees than the
+        budget allows, which, tried after every step with the rounding falling differently each time,
+        happens a little before the true change reaches the next degree."""
+        horizon = tau * (1.0 - math.exp(-plan.window_s / tau)) if tau > 0 else plan.window_s
+        allowed = math.ceil(2.5 * span_s / horizon) - 1
+        return (allowed + 0.8) / span_s
 
-    windows = n_points * phases
-    warm = warm_up(first_step_c) + (windows - 1) * warm_up(next_step_c) if windows else 0.0
-    return warm + windows * plan.window_s * (1 + overrun) + compile_s * len(plan.batch_sizes)
+    def whole(seconds: float, step_s: float) -> float:
+        return math.ceil(seconds / step_s - 1e-9) * step_s if step_s > 0 else seconds
+
+    def warm_up(step_c: float, tau: float, step_s: float) -> float:
+        detector = whole(max(step_s + hold_s + ready_s, plan.warmup_min_s), step_s)
+        # the temperature's history runs from the first reading, beside the power and clock detector
+        trend = max(detector, whole(0.8 * span_s, step_s) if step_s < 0.8 * span_s else step_s)
+        x = step_c / (tau * rate_c_per_s(tau))
+        thermal = whole(tau * math.log(x) + span_s / 2, step_s) if x > 1.0 else 0.0
+        longest = whole(plan.warmup_max_s, step_s)
+        return min(max(trend, thermal), longest)
+
+    def window(step_s: float) -> float:
+        if not step_s:
+            return plan.window_s * (1 + overrun)
+        return whole(plan.window_s, step_s) + edges_s
+
+    total, batches, temp = 0.0, [], start_temp_c
+    for p in points:
+        steps = {ph: step(p.setting, p.batch_size, ph) if step is not None else None for ph in phases}
+        if p.batch_size not in batches:  # the workload is prepared (one step per phase) and compiled
+            batches.append(p.batch_size)
+            total += compile_s + sum(s.seconds for s in steps.values() if s is not None)
+        unsteady = steady_load is not None and not steady_load(p.batch_size)
+        for ph in phases:
+            s = steps[ph]
+            if s is None or temp is None:
+                step_c, tau = (next_step_c if total else first_step_c), tau_s
+            else:
+                step_c, tau = abs(s.temp_c - temp), s.thermal_tau_s
+            step_s = s.seconds if s is not None else 0.0
+            warm = whole(plan.warmup_max_s, step_s) if unsteady else warm_up(step_c, tau, step_s)
+            total += warm + window(step_s)
+            temp = s.temp_c if s is not None else None
+    return total
+
+
+def _steady_load(wcfg: Any) -> Callable[[int], bool] | None:
+    """Whether a workload's own load holds its power within the warm-up's band at a batch size. A
+    built-in workload repeats one step. An endpoint's closed loop of users changes the engine's
+    batch at every arrival and departure: with fewer than ~100 users its 1 s power swings more than
+    the band, and its warm-ups run to their maximum (seen on the serving twin, every setting)."""
+    if wcfg.name != "endpoint":
+        return None
+    return lambda users: users >= ENDPOINT_STEADY_USERS
+
+
+#: users of an endpoint's closed loop from which its power holds steady (``_steady_load``)
+ENDPOINT_STEADY_USERS = 100
+
+
+def _steady_step(device: Device, lever: Knob, wcfg: Any, get_workload: Callable[..., Any]) -> Callable[..., Any]:
+    """(setting, batch, phase) -> one workload step as it runs steadily on a simulated part, from its
+    physics (``steady_step``) and the twin's loads (``step_loads``); None where either is missing
+    (a workload that runs on its own, such as the serving twin)."""
+    cache: dict[tuple[float, int, str], Any] = {}
+
+    def step(setting: float, batch: int, phase: str) -> Any:
+        key = (setting, batch, phase)
+        if key not in cache:
+            workload = get_workload(wcfg.model_copy(update={"batch_size": batch}), device)
+            loads = getattr(workload, "step_loads", None)
+            if loads is None or not hasattr(device, "steady_step"):
+                cache[key] = None
+            else:
+                limit = setting if lever is POWER_LIMIT else None
+                lock = setting if lever is SM_CLOCK else None
+                cache[key] = device.steady_step(loads(phase)[0], limit_w=limit, lock_mhz=lock)
+        return cache[key]
+
+    return step
+
+
+def simulation_rate(device: Device, wcfg: Any, get_workload: Callable[..., Any], sample_s: float = 2.0) -> float:
+    """Simulated device seconds per second of this machine's time for a workload: a scratch board of
+    the same part (its own node: no setting is read or left) runs each of its phases alone, as a
+    sweep's warm-ups and windows do, with a sampler polling as a sweep's does, for a few simulated
+    seconds each; the phases count equally. Per-point bookkeeping (samples written, windows
+    computed) adds a little on top."""
+    import os
+    import time
+
+    from harness.devices.simulated import SimNode
+    from harness.telemetry import Sampler
+
+    node = SimNode(device.part, seed=0, name=f"tokbench-dry-run-{os.getpid()}")  # type: ignore[attr-defined]
+    gpu = node.gpus[0]
+    workload = get_workload(wcfg, gpu)
+    wall_per_s = []
+    with Sampler([gpu]):
+        workload.prepare(gpu)
+        for phase in workload.phases:
+            wall0, t0 = time.perf_counter(), node.now()
+            while node.now() - t0 < sample_s:
+                workload.step(phase)
+                workload.synchronize()
+            wall_per_s.append((time.perf_counter() - wall0) / (node.now() - t0))
+    workload.close()
+    return len(wall_per_s) / max(sum(wall_per_s), 1e-9)
 
 
 class RunInterrupted(BaseException):  # noqa: N818 (an interruption, like KeyboardInterrupt)
@@ -197,15 +316,22 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
             raise UsageError("--search changes settings; it cannot run with --observe")
         if plan.search and opts.repeats is not None:
             raise UsageError("--search max-q chooses its own repeats: give no --repeats")
-        phases = len(wcfg.resolved_phases)
         compile_s = 40.0 if (ds.backend == "nvml" and wcfg.compile is not False) else 0.0
         source: PointSource = max_q_searches(plan, lever, devices[0]) if plan.search else GridSource(plan)
-        # a search spends at most its budget: that share of its grid's points, per batch size
-        n_points = (sum(math.ceil(s.budget_share * s.grid_points) for s in source.searches)
-                    if isinstance(source, SearchPerBatch) else len(plan.grid()))
-        estimate = estimate_seconds(plan, n_points, phases, compile_s)
+        if isinstance(source, SearchPerBatch):  # a search spends at most its budget: that share of its grid
+            planned_points = [p for s in source.searches for p in _budget_points(s)]
+        else:
+            planned_points = plan.grid()
+        step = _steady_step(devices[0], lever, wcfg, get_workload) if ds.backend == "sim" else None
+        estimate = estimate_seconds(plan, planned_points, wcfg.resolved_phases, compile_s, step,
+                                    devices[0].read().temperature_c if step is not None else None,
+                                    steady_load=_steady_load(wcfg))
         if opts.dry_run:
-            return SweepRun(None, "dry-run", [], messages, plan, estimate)
+            sim_wall = None
+            if ds.backend == "sim":
+                rate = simulation_rate(devices[0], wcfg.model_copy(update={"batch_size": batch_sizes[0]}), get_workload)
+                sim_wall = estimate / rate
+            return SweepRun(None, "dry-run", [], messages, plan, estimate, sim_wall)
 
         def make_workload(device: Device, batch: int) -> Any:
             return get_workload(wcfg.model_copy(update={"batch_size": batch}), device)
@@ -273,6 +399,14 @@ def max_q_searches(plan: SweepPlan, lever: Knob, device: Device) -> SearchPerBat
     return SearchPerBatch([MaxQSearch(lo, hi, b, resolution=resolution, margin_pct=plan.search_margin_pct,
                                       budget_share=plan.search_budget, grid_points=grid_points,
                                       window_s=plan.window_s, snap=snap) for b in plan.batch_sizes])
+
+
+def _budget_points(search: MaxQSearch) -> list[PlannedPoint]:
+    """The points a search may spend for the estimate: its budget's share of its grid, spread from the
+    top of the range down (as its coarse pass runs), so warm-ups see the thermal steps it will."""
+    n = math.ceil(search.budget_share * search.grid_points)
+    hi, lo = search.hi, search.lo
+    return [PlannedPoint(search.snap(hi - (hi - lo) * i / max(n - 1, 1)), search.batch_size, 0) for i in range(n)]
 
 
 def check_not_swept(devices: Sequence[Device]) -> None:
