@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from harness.devices.base import Reading
 from harness.sweep.loop import LiveStatus, _warm_up, drift_horizon_s
-from harness.sweep.plan import SweepPlan
+from harness.sweep.plan import PlannedPoint, SweepPlan
 from harness.sweep.sources import MaxQSearch, Outcome, SearchPerBatch
 from harness.telemetry import SteadyState
 from workloads.base import StepResult
@@ -168,3 +168,39 @@ def test_a_simulated_sm_clock_search_per_batch_size_records_its_answers(tmp_path
         assert r["setting"] in {p.setting for p in res.points if p.batch_size == r["batch_size"]}
     batches = [p.batch_size for p in res.points]
     assert batches == sorted(batches)
+
+
+def _outcome(setting: float, tpj: float, warmup_s: float = WARM_S) -> Outcome:
+    return Outcome(PlannedPoint(setting, 1, 0, None), 0.0, tpj, True, device_s=warmup_s + BASE_S,
+                   warmup_s=warmup_s, window_s=BASE_S)
+
+
+def test_a_single_high_window_cannot_become_the_answer():
+    # the coarse pass and a repeat of the best, exact; then one window at 275 W (2.3% below the best)
+    # that reads 5% high, above everything else measured
+    done = [_outcome(k, peaked(k)) for k in (700, 575, 450, 325, 200, 325)] + [_outcome(275, 1.05 * peaked(275))]
+    assert done[-1].tokens_per_j > peaked(325)
+    r = MaxQSearch(200, 700, 1, resolution=25, window_s=BASE_S).result(done)
+    assert r.setting == 325 and r.p_within < 0.95  # the model's pick, and not sure of it against that window
+
+
+def test_an_answer_is_sure_only_once_it_rests_on_more_than_one_window():
+    for seed in range(4):
+        source, done = _search(peaked, 0.01, seed)
+        (r,) = source.results(done)
+        repeats = sum(1 for o in done if o.planned.setting == r.setting)
+        assert r.stopped == "budget" or repeats >= 2
+        assert any(sum(1 for o in done if o.planned.setting == k) >= 2 for k in {o.planned.setting for o in done})
+
+
+def test_the_grid_estimate_is_a_bound_from_below_and_a_small_grid_gets_a_small_coarse_pass():
+    search = MaxQSearch(200, 700, 1, resolution=25, window_s=BASE_S)
+    done = [_outcome(k, peaked(k), w) for k, w in ((700, 9.0), (575, 8.0), (450, 4.0), (325, 12.0))]
+    assert search.result(done).grid_s == 9.0 + BASE_S + 20 * (BASE_S + 4.0)  # the cheapest later warm-up
+    # 13 settings (a 100-400 W part in 25 W steps): a third is ~4 points, so 3 coarse settings, then refine
+    small = MaxQSearch(100, 400, 1, resolution=25, window_s=BASE_S, grid_points=13)
+    rng, done = random.Random(0), []
+    while (p := small.next_point(done)) is not None:
+        done.append(_outcome(p.setting, peaked(p.setting + 100) * (1 + rng.gauss(0, 0.003))))
+    assert [o.planned.setting for o in done[:3]] == [400, 250, 100] and len(done) >= 4
+    assert sum(o.device_s for o in done) <= 13 * (BASE_S + WARM_S) / 3 + 1e-9

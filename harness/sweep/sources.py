@@ -96,19 +96,24 @@ class SearchResult:
 class MaxQSearch:
     """Adaptive search for the setting with the most tokens/J, stopping on the decision.
 
-    A coarse pass over ``coarse`` settings spread over the range (descending: each setting runs cooler
-    than the last, so thermal history costs the least warm-up), then a model of tokens/J near the best:
-    a quadratic fitted by weighted least squares to the valid windows at the ``local`` settings nearest
-    the best (a window's weight is its length). From the fit's uncertainty (a multivariate t over its
-    coefficients, with the noise measured from the residuals) the search draws the shortfall of the
-    chosen setting against every candidate at the knob's resolution near it, and against each setting
-    tried farther away: the *differences* to the chosen one. It stops when the probability that no
-    candidate beats the chosen setting by more than ``margin_pct`` reaches ``confidence``, or when the
-    next point would spend more than ``budget_share`` of the device time of the knob's equivalent
-    1-repeat grid (``grid_points`` settings), whichever comes first; ``result`` says which and how sure.
+    A coarse pass over up to ``coarse`` settings spread over the range (descending: each setting runs
+    cooler than the last, so thermal history costs the least warm-up; fewer when the budget is small,
+    so two points near the best still fit), then a model of tokens/J near the best: a quadratic fitted
+    by weighted least squares to the valid windows at the ``local`` settings nearest the best (a
+    window's weight is its length). The answer is the tried setting the model rates best, not the best
+    single mean. From the fit's uncertainty (a multivariate t over its coefficients, with the noise
+    measured from the residuals) the search draws the shortfall of the chosen setting against every
+    candidate at the knob's resolution near it, and against each other tried setting's own mean: the
+    *differences* to the chosen one. It stops when the probability that no candidate beats the chosen
+    setting by more than ``margin_pct`` reaches ``confidence`` and the answer rests on more than one
+    window, or when the next point would spend more than ``budget_share`` of the device time of the
+    knob's equivalent 1-repeat grid (``grid_points`` settings, estimated from below), whichever comes
+    first; ``result`` says which and how sure.
 
     Until then it measures the fitted peak when no tried setting is within the resolution of it, and
-    otherwise repeats whichever of the chosen setting and its strongest rival has less weight. Windows
+    otherwise repeats whichever of the chosen setting and its strongest rival has less weight; when the
+    budget has room for one more point only and the answer rests on one window, it repeats the answer
+    (and a lengthened window always leaves room for that repeat). Windows
     lengthen with the measured noise (``_choose_window``). A flagged point (``Outcome.valid`` false)
     never enters the decision: after the coarse pass it is measured again once where it matters (near
     the best), and left out if flagged again or far from the best.
@@ -123,6 +128,7 @@ class MaxQSearch:
     grid_points: int = 21
     window_s: float = 30.0
     confidence: float = 0.95
+    #: the most settings in the coarse pass (fewer when the budget is small: __post_init__)
     coarse: int = 5
     local: int = 4
     max_points: int = 40
@@ -130,7 +136,9 @@ class MaxQSearch:
     snap: Callable[[float], float] = field(default=lambda v: round(v, 1))
 
     def __post_init__(self) -> None:
-        n = self.coarse
+        # the coarse pass leaves the budget room for two points near the best (the fitted peak and a
+        # repeat or a rival): fewer, well-spread settings when the grid, and so the budget, is small
+        n = min(self.coarse, max(3, math.floor(self.budget_share * self.grid_points + 1e-9) - 2))
         self._queue = sorted({self.snap(self.hi - (self.hi - self.lo) * i / (n - 1)) for i in range(n)}, reverse=True)
         self._window: float | None = None  # the next window's length (None: the base window)
         self._noise: float | None = None
@@ -147,14 +155,15 @@ class MaxQSearch:
         return PlannedPoint(setting, self.batch_size, rep, window)
 
     def _grid_s(self, mine: Sequence[Outcome]) -> float:
-        """A 1-repeat grid's device time, from this search's own points: the first point as measured (a
-        grid starts from the same state), the others at the base window after the median warm-up of
-        the later points (a part with a slow thermal constant keeps a grid warming up too)."""
+        """A 1-repeat grid's device time, from this search's own points, as a bound from below so the
+        budget never exceeds its share of what the grid would spend: the first point as measured (a grid
+        starts from the same state), the others at the base window after the cheapest later warm-up (the
+        grid's small steps settle at least as fast as the search's; the median over-estimated them)."""
         if not mine:
             return 0.0
         first = mine[0]
         later = [o.warmup_s for o in mine[1:]] or [first.warmup_s]
-        return first.warmup_s + self.window_s + (self.grid_points - 1) * (self.window_s + statistics.median(later))
+        return first.warmup_s + self.window_s + (self.grid_points - 1) * (self.window_s + min(later))
 
     def _excluded(self, mine: Sequence[Outcome]) -> dict[float, str]:
         return {o.planned.setting: o.flags or "invalid" for o in mine if not o.valid}
@@ -178,14 +187,22 @@ class MaxQSearch:
         # (an upper bound: they also hold whatever the quadratic misses)
         self._noise = a.pure_sigma if a.pure_df >= 1 else a.sigma
         resolved = min(abs(self.snap(a.peak) - k) for k in {o.planned.setting for o in mine}) <= self.resolution / 2
-        if a.p_within >= self.confidence and a.pure_df >= 1 and resolved and not a.misfit:
+        # an answer that rests on one window is repeated before the search calls itself sure of it
+        unconfirmed = sum(1 for o in mine if o.valid and o.planned.setting == a.chosen) == 1
+        if a.p_within >= self.confidence and a.pure_df >= 1 and resolved and not a.misfit and not unconfirmed:
             return self._stop("margin")
-        self._window = self._choose_window(mine)
+        self._window = self._choose_window(mine, reserve=unconfirmed)
         if not self._affordable(mine):
             return self._stop("budget")
+        if unconfirmed and self._left(mine) < 2 * (self._overhead(mine) + self.window_s):
+            return self._plan(a.chosen, mine)  # room for one more point: confirm the answer, do not explore
         return self._plan(self._next_setting(a, mine), mine)
 
-    def _choose_window(self, mine: Sequence[Outcome]) -> float:
+    def _left(self, mine: Sequence[Outcome]) -> float:
+        """Device time the budget has left."""
+        return self.budget_share * self._grid_s(mine) - sum(o.device_s for o in mine)
+
+    def _choose_window(self, mine: Sequence[Outcome], reserve: bool = False) -> float:
         """The next window's length from the noise measured so far: long enough that one window's noise
         is half the margin (noise falls as 1/sqrt(length)), at most ``max_window_factor`` times the base,
         and no longer than the budget has left after the next warm-up (one long window then buys more
@@ -193,7 +210,9 @@ class MaxQSearch:
         if self._noise is None:
             return self.window_s
         want = self.window_s * min(self.max_window_factor, max(1.0, (self._noise / (self.margin_pct / 200.0)) ** 2))
-        left = self.budget_share * self._grid_s(mine) - sum(o.device_s for o in mine) - self._overhead(mine)
+        left = self._left(mine) - self._overhead(mine)
+        if reserve:  # keep room for a base-length repeat of an answer measured by one window
+            left -= self._overhead(mine) + self.window_s
         return max(self.window_s, min(want, left))
 
     def _overhead(self, mine: Sequence[Outcome]) -> float:
@@ -350,6 +369,8 @@ def assess(mine: Sequence[Outcome], s: MaxQSearch, draws: int = 4000) -> _Assess
         curves = np.tile(fit, (draws, 1))
         sigma2, t_scale = math.inf, np.ones(draws)
     tried_local = [i for i, k in enumerate(cand) if k in by]
+    # the answer: the tried setting the model rates best, not the best single mean (the model weighs each
+    # window against its neighbours, so one window that read high does not carry its setting alone)
     i_chosen = max(tried_local, key=lambda i: fit[i])
     chosen = cand[i_chosen]
     peak = cand[int(np.argmax(fit))]
@@ -358,13 +379,16 @@ def assess(mine: Sequence[Outcome], s: MaxQSearch, draws: int = 4000) -> _Assess
     rival_gain: dict[float, float] = {k: float(np.mean(curves[:, i] - f_chosen > s.margin_pct / 100 * f_chosen))
                                       for i, k in enumerate(cand) if k in by and k != chosen}
     sd = math.sqrt(sigma2) if math.isfinite(sigma2) else math.inf
-    for k in by:  # settings tried away from the model: their means, with the noise of their weight
-        if k in local:
+    # every other tried setting also stands on its own mean, with the noise of its weight: away from the
+    # model that is all there is, and near it a mean the model cannot follow (a quadratic over a sharp
+    # peak) still counts against the answer, so the reported probability does not rest on the model alone
+    for k in by:
+        if k == chosen:
             continue
         wk = sum(v for _, v in by[k])
-        far = means[k] / scale + sd / math.sqrt(wk) * rng.standard_normal(draws) * t_scale
-        worst = np.maximum(worst, far - f_chosen)
-        rival_gain[k] = float(np.mean(far - f_chosen > s.margin_pct / 100 * f_chosen))
+        own = means[k] / scale + sd / math.sqrt(wk) * rng.standard_normal(draws) * t_scale
+        worst = np.maximum(worst, own - f_chosen)
+        rival_gain[k] = max(rival_gain.get(k, 0.0), float(np.mean(own - f_chosen > s.margin_pct / 100 * f_chosen)))
     p_within = float(np.mean(worst <= s.margin_pct / 100 * f_chosen)) if math.isfinite(sd) else 0.0
     rival = max(rival_gain, key=rival_gain.__getitem__) if rival_gain else None
     return _Assessment(chosen, rival, peak, p_within, sd if math.isfinite(sd) else None, pure_sigma, pure_df, df)
