@@ -20,6 +20,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from harness.errors import ProfileError, UsageError
 from harness.planner.capacity import GTOK_PER_MWH_PER_TOKENS_PER_J, Fleet, WorkloadFleet
 from harness.planner.horizon import Horizon, Scenario, Weights, weights
 from harness.planner.site import Site
+
+if TYPE_CHECKING:
+    from highspy import HighsBasis
 
 INF = math.inf
 #: the fixed policies the plan is compared with
@@ -344,11 +348,11 @@ class ScheduleModel:
         c[self.slack] = 1e3 * (worst / eff + w.reward)
         return c
 
-    def basis(self):
+    def basis(self) -> HighsBasis:
         """The last solve's simplex basis, to start a later scenario from (``solve(sc, start=...)``)."""
         return self.highs.getBasis()
 
-    def solve(self, sc: Scenario, start=None) -> Solution:
+    def solve(self, sc: Scenario, start: HighsBasis | None = None) -> Solution:
         """Solve one scenario from the previous solve's basis, or from ``start`` (a ``basis()``): a
         scenario near an earlier one (a fixed policy at the plan's usual setting, a what-if) is a
         few thousand dual simplex iterations from that one's basis instead of tens of thousands."""

@@ -107,7 +107,6 @@ def load_plotting():
     return plt
 
 
-
 def plot(result: PlanResult, path: Path) -> None:
     """Interval steps for a short horizon; daily bands and duration curves for a long one."""
     if is_long(result):

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from harness.planner.lp import ScheduleModel
 from harness.planner.schedule import scenario_result
 from harness.planner.site import Site, load_site
 from harness.planner.steady import SteadyRow, best_settings, steady_table
+
+if TYPE_CHECKING:
+    from highspy import HighsBasis
 
 BASELINES = ("max_p", "max_q", "default")
 MAIN = "plan"
@@ -148,7 +152,7 @@ def _surplus(h, ref_mw, mask, sched, without, value_per_mtok, target, objective)
     }
 
 
-def _solve(model: ScheduleModel, sc: Scenario, start=None) -> ScenarioResult:
+def _solve(model: ScheduleModel, sc: Scenario, start: HighsBasis | None = None) -> ScenarioResult:
     return scenario_result(model, sc, model.solve(sc, start))
 
 
