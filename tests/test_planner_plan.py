@@ -166,7 +166,7 @@ def _small_site(folder: Path) -> Path:
     "case, objective, target",
     [
         ("example", "tokens", None), ("example", "cost", 97_600.0), ("example", "carbon", None),
-        ("small", "tokens", None), ("small", "cost", None),
+        ("small", "tokens", None), ("small", "cost", None), ("small", "carbon", None),
     ],  # fmt: skip
 )
 def test_fixed_policies_solved_from_the_plans_basis_equal_each_policy_solved_alone(tmp_path, case, objective, target):
@@ -196,3 +196,17 @@ def test_fixed_policies_solved_from_the_plans_basis_equal_each_policy_solved_alo
         # money is a tie-break under the tokens objective, negative prices clipped: where several
         # schedules make the same tokens the cost may differ, never by more than the tie-break allows
         assert g["energy_cost_usd"] == pytest.approx(a["energy_cost_usd"], rel=1e-3, abs=1.0)
+
+
+def test_max_p_starts_from_the_plans_basis_and_a_policy_at_the_same_settings_is_solved_once():
+    import sys
+
+    from harness.planner.capacity import build_fleet
+    from harness.planner.site import load_site
+
+    split = sys.modules["harness.planner.plan"]._split_policies
+    fleet = build_fleet(load_site(SITE))  # its default setting is Max-P
+    assert split(fleet, {}, False) == (["max_p"], ["max_q"], {"default": "max_p"})
+    assert split(fleet, {}, True) == ([], ["max_p", "max_q"], {"default": "max_p"})  # a MIP: no basis
+    # the default solved first (it sets a cost or carbon target): Max-P is that solve
+    assert split(fleet, {"default": None}, False) == ([], ["max_q"], {"max_p": "default"})
