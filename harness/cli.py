@@ -361,7 +361,7 @@ def plan(
     """Plan an AI factory on its power: tokens per MW per setting, and a grid-interactive schedule."""
     from harness.planner import export_network as write_network
     from harness.planner import plan as run_plan
-    from harness.planner.outputs import default_out_dir, write_outputs
+    from harness.planner.outputs import default_out_dir, load_plotting, write_outputs
     from harness.planner.tables import render
 
     if export_network is not None and export_network.suffix != ".nc":
@@ -373,7 +373,8 @@ def plan(
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"--out {out}: cannot create the folder ({e.strerror})") from e
-    r = run_plan(site, grid, objective=objective, token_target_gtok=token_target, compare=compare)
+    r = run_plan(site, grid, objective=objective, token_target_gtok=token_target, compare=compare,
+                 background=load_plotting if plots else None)  # fmt: skip
     for item in render(r):
         console.print(item)
     for p in write_outputs(r, out or default_out_dir(r.site.name), plots=plots):
@@ -628,11 +629,16 @@ def fleet_govern_task(governors: Path, task: int) -> None:
     fleet.run_governor_task(governors, task)
 
 
+def _run_interrupted() -> type[BaseException] | tuple[()]:
+    """The sweep's interruption, only where a sweep ran: importing its module costs every other
+    command (`tokbench plan` among them) a fifth of a second; evaluated only as an exception passes."""
+    run = sys.modules.get("harness.sweep.run")
+    return run.RunInterrupted if run is not None else ()
+
+
 def main() -> None:
     """Console-script entry point: every TokbenchError becomes one line and its exit code; an
     interrupted run says where it is and how to resume it (see README.md, exit codes)."""
-    from harness.sweep.run import RunInterrupted
-
     try:
         rc = app(standalone_mode=False)
     except TokbenchError as e:
@@ -644,7 +650,7 @@ def main() -> None:
     except typer.TyperException as e:  # usage errors: unknown option, bad type (typer's own click)
         e.show()  # type: ignore[attr-defined]
         sys.exit(getattr(e, "exit_code", EXIT_USAGE))
-    except RunInterrupted as e:
+    except _run_interrupted() as e:
         err_console.print(f"[bold red]interrupted by {e.signal_name}:[/] settings restored; {e.points} finished "
                           f"point(s) kept in {e.run_dir}\n  resume with: tokbench sweep --resume {e.run_dir}",
                           highlight=False, soft_wrap=True)

@@ -134,3 +134,79 @@ def test_the_default_output_folder_is_a_safe_name():
     assert default_out_dir("example-site") == Path("results/plan-example-site")
     assert default_out_dir("My Site / A") == Path("results/plan-My-Site-A")
     assert default_out_dir("../..") == Path("results/plan-site")
+
+
+def _small_site(folder: Path) -> Path:
+    """A toy site whose three fixed policies differ (default between Max-Q and Max-P), with a battery,
+    solar and export in stress, on a day of hourly prices with a surplus night and a stress hour."""
+    from planner_fixtures import make_curve, make_grid
+
+    from harness.records.curves import save_curve
+
+    save_curve(make_curve([100, 200, 300], [60, 100, 120], [100, 200, 300], default=200), folder / "toy.json")
+    rng = np.random.default_rng(7)
+    hours = np.arange(24)
+    grid = make_grid(
+        np.where(hours < 6, 40.0, 22.0) + rng.uniform(-6, 6, 24),
+        price_per_mwh=np.where(hours < 6, -10.0, 50.0) + rng.uniform(0, 40, 24),
+        event=(hours == 19).astype(float),
+        solar_mw=np.clip(8 * np.sin(np.pi * (hours - 6) / 12), 0, None),
+    )
+    grid.frame.to_csv(folder / "grid.csv", date_format="%Y-%m-%dT%H:%M:%S")
+    (folder / "site.toml").write_text(
+        'name = "toy"\ngpus = 100000\npue = 1.0\nprovision = "mean"\ntoken_value_per_mtok = 0.01\n'
+        '[[workloads]]\ncurve = "toy.json"\n[grid]\nfile = "grid.csv"\nexport_mw = 5.0\n'
+        "[battery]\nenergy_mwh = 40.0\ncharge_mw = 10.0\ndischarge_mw = 10.0\nround_trip_efficiency = 0.9\n"
+        '[[generation]]\nname = "solar"\ncolumn = "solar_mw"\n'
+    )
+    return folder / "site.toml"
+
+
+@pytest.mark.parametrize(
+    "case, objective, target",
+    [
+        ("example", "tokens", None), ("example", "cost", 97_600.0), ("example", "carbon", None),
+        ("small", "tokens", None), ("small", "cost", None), ("small", "carbon", None),
+    ],  # fmt: skip
+)
+def test_fixed_policies_solved_from_the_plans_basis_equal_each_policy_solved_alone(tmp_path, case, objective, target):
+    # plan() re-solves Max-P from the plan's basis and the rest in a model without the hull's columns;
+    # each must be what a fresh model of the whole problem, solved for that policy alone, gives
+    from harness.planner.horizon import Scenario
+    from harness.planner.lp import ScheduleModel
+    from harness.planner.schedule import scenario_result
+
+    r = plan(SITE if case == "example" else _small_site(tmp_path), objective=objective, token_target_gtok=target)
+    wf = r.fleet.workloads[0]
+    assert len({wf.index(k) for k in ("max_p", "max_q", "default")}) == (2 if case == "example" else 3)
+    for k in ("max_p", "max_q", "default"):
+        m = ScheduleModel(r.site, r.fleet, r.horizon)
+        sc = Scenario(k, "tokens", only=k)
+        alone = scenario_result(m, sc, m.solve(sc))
+        got = r.baselines[k]
+        assert got.objective_value == pytest.approx(alone.objective_value, rel=1e-9, abs=1e-9)
+        a, g = alone.totals, got.totals
+        assert g["lp_tokens_gtok"] == pytest.approx(a["lp_tokens_gtok"], rel=1e-9)
+        assert g["export_mwh"] == pytest.approx(a["export_mwh"], rel=1e-9, abs=1e-9)
+        # whole GPUs: each LP's fraction of a GPU per interval is rounded down, within its relaxation gap
+        gap = g["relaxation_gap"] + a["relaxation_gap"] + 1e-9
+        assert g["tokens_gtok"] == pytest.approx(a["tokens_gtok"], rel=gap), k
+        assert g["gpu_energy_mwh"] == pytest.approx(a["gpu_energy_mwh"], rel=gap), k
+        assert g["grid_import_mwh"] == pytest.approx(a["grid_import_mwh"], abs=gap * a["gpu_energy_mwh"]), k
+        # money is a tie-break under the tokens objective, negative prices clipped: where several
+        # schedules make the same tokens the cost may differ, never by more than the tie-break allows
+        assert g["energy_cost_usd"] == pytest.approx(a["energy_cost_usd"], rel=1e-3, abs=1.0)
+
+
+def test_max_p_starts_from_the_plans_basis_and_a_policy_at_the_same_settings_is_solved_once():
+    import sys
+
+    from harness.planner.capacity import build_fleet
+    from harness.planner.site import load_site
+
+    split = sys.modules["harness.planner.plan"]._split_policies
+    fleet = build_fleet(load_site(SITE))  # its default setting is Max-P
+    assert split(fleet, {}, False) == (["max_p"], ["max_q"], {"default": "max_p"})
+    assert split(fleet, {}, True) == ([], ["max_p", "max_q"], {"default": "max_p"})  # a MIP: no basis
+    # the default solved first (it sets a cost or carbon target): Max-P is that solve
+    assert split(fleet, {"default": None}, False) == ([], ["max_q"], {"max_p": "default"})

@@ -1,8 +1,9 @@
 """`tokbench plan`: site + curves (+ grid signal) → steady answers, a schedule, and what it is worth.
 
 The schedule is compared with three fixed policies run on the same battery (every GPU at Max-P, at
-Max-Q, or at the default setting, GPUs switched off to fit the power), solved in one smaller model
-built once for the three (bounds change between them) on a second thread while the plan solves.
+Max-Q, or at the default setting, GPUs switched off to fit the power): the one at Max-P re-solved
+from the plan's basis in the plan's model, the others in a smaller model without the hull's columns
+on a second thread while the plan solves.
 Curtailments are the intervals where the grid and on-site generation offer less than the fleet
 draws at its default setting; for each the report splits the shortfall into what the battery
 covered and what lower settings or parked GPUs covered, and counts the tokens lost. A surplus is
@@ -13,9 +14,11 @@ surplus is needed for it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +31,9 @@ from harness.planner.lp import ScheduleModel
 from harness.planner.schedule import scenario_result
 from harness.planner.site import Site, load_site
 from harness.planner.steady import SteadyRow, best_settings, steady_table
+
+if TYPE_CHECKING:
+    from highspy import HighsBasis
 
 BASELINES = ("max_p", "max_q", "default")
 MAIN = "plan"
@@ -146,18 +152,40 @@ def _surplus(h, ref_mw, mask, sched, without, value_per_mtok, target, objective)
     }
 
 
-def _solve(model: ScheduleModel, sc: Scenario) -> ScenarioResult:
-    return scenario_result(model, sc, model.solve(sc))
+def _solve(model: ScheduleModel, sc: Scenario, start: HighsBasis | None = None) -> ScenarioResult:
+    return scenario_result(model, sc, model.solve(sc, start))
 
 
-def _fixed_policies(model: ScheduleModel, fleet: Fleet, done: dict[str, ScenarioResult]) -> dict[str, ScenarioResult]:
-    """Every fixed policy; one at the same settings as one solved already (Max-P is often the
-    default) is that one."""
+def _policy(key: str) -> Scenario:
+    return Scenario(key, "tokens", only=key)
+
+
+def _split_policies(
+    fleet: Fleet, done: dict[str, ScenarioResult], integer: bool
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """Which fixed policies to solve where: those at Max-P's settings from the plan's basis in the
+    plan's model (where power is ample the plan runs mostly at Max-P, so that is a few thousand
+    dual simplex iterations: a quarter of a cold solve), the others cold in the fixed policies'
+    smaller model, as every policy of a MIP (no basis to start from). A policy at the same settings
+    as another (Max-P is often the default) is that one."""
+    warm: list[str] = []
+    cold: list[str] = []
+    same: dict[str, str] = {}
     for k in BASELINES:
-        same = [j for j in done if _settings(fleet, j) == _settings(fleet, k)]
-        if k not in done:
-            done[k] = replace(done[same[0]], key=k) if same else _solve(model, Scenario(k, "tokens", only=k))
-    return done
+        if k in done:
+            continue
+        twin = [j for j in (*done, *warm, *cold) if _settings(fleet, j) == _settings(fleet, k)]
+        if twin:
+            same[k] = twin[0]
+        elif not integer and _settings(fleet, k) == _settings(fleet, "max_p"):
+            warm.append(k)
+        else:
+            cold.append(k)
+    return warm, cold, same
+
+
+def _solve_each(model: ScheduleModel, keys: list[str]) -> dict[str, ScenarioResult]:
+    return {k: _solve(model, _policy(k)) for k in keys}
 
 
 def plan(
@@ -166,8 +194,12 @@ def plan(
     objective: str = "tokens",
     token_target_gtok: float | None = None,
     compare: bool = True,
+    background: Callable[[], object] | None = None,
 ) -> PlanResult:
-    """Answer the steady questions and, given a grid signal, plan the schedule over its horizon."""
+    """Answer the steady questions and, given a grid signal, plan the schedule over its horizon.
+
+    ``background`` is work the caller needs next (the CLI imports its plotting library), run on the
+    comparison thread once its solves are done, while the plan's own solves still run."""
     check_objective(objective)
     site = load_site(site_path)
     fleet = build_fleet(site)
@@ -181,32 +213,42 @@ def plan(
     model = ScheduleModel(site, fleet, h)
     target = token_target_gtok or site.token_target_gtok
     needs_target = objective == "carbon" or (objective == "cost" and not site.token_value_per_mtok)
-    # the fixed policies solve faster in a model without the hull's columns
-    fixed = ScheduleModel(site, fleet, h, hull=False) if compare or (target is None and needs_target) else None
     done: dict[str, ScenarioResult] = {}
+    warm, cold, same = _split_policies(fleet, {}, model.integer) if compare else ([], [], {})
+    # the policies not started from the plan's basis solve faster in a model without the hull's columns
+    fixed = ScheduleModel(site, fleet, h, hull=False) if cold or (target is None and needs_target) else None
     if target is None and needs_target:
         # same tokens as the default setting makes, at least cost or carbon
-        done["default"] = _solve(fixed, Scenario("default", "tokens", only="default"))
+        done["default"] = _solve(fixed, _policy("default"))
         target = done["default"].totals["tokens_gtok"] * (1 - 1e-9)
+        if compare:
+            warm, cold, same = _split_policies(fleet, done, model.integer)
     ref_mw = reference_draw_mw(fleet)
     surplus_mask = h.supply_mw > ref_mw * (1 + 1e-6)
     surplus: dict = {}
     without = None
-    # the fixed policies solve on a second thread while the plan does (HiGHS lets go of the GIL); not
+    # the cold policies solve on a second thread while the plan does (HiGHS lets go of the GIL); not
     # for MIPs, whose solver runs its own parallel tasks
     with ThreadPoolExecutor(max_workers=1) as pool:
         policies = None
-        if compare and not model.integer:
-            policies = pool.submit(_fixed_policies, fixed, fleet, dict(done))
-        elif compare:
-            done = _fixed_policies(fixed, fleet, done)
+        if cold and not model.integer:
+            policies = pool.submit(_solve_each, fixed, cold)
+        elif cold:
+            done |= _solve_each(fixed, cold)
+        if background is not None:
+            pool.submit(background)  # a failure shows where the caller does the work itself
         sched = _solve(model, Scenario(MAIN, objective, target_gtok=target))
+        start = None if model.integer else model.basis()
+        for k in warm:
+            done[k] = _solve(model, _policy(k), start)
         if compare and surplus_mask.any():
             clipped = np.where(surplus_mask, np.clip(ref_mw - h.generation_mw, 0.0, h.import_mw), h.import_mw)
-            without = _solve(model, Scenario(NO_SURPLUS, objective, target_gtok=target, import_mw=clipped, soft=True))
+            whatif = Scenario(NO_SURPLUS, objective, target_gtok=target, import_mw=clipped, soft=True)
+            without = _solve(model, whatif, start)
             surplus = _surplus(h, ref_mw, surplus_mask, sched, without, site.token_value_per_mtok, target, objective)
         if policies is not None:
-            done = policies.result()
+            done |= policies.result()
+    done |= {k: replace(done[j], key=k) for k, j in same.items()}
     bases = {k: done[k] for k in BASELINES if k in done}
     return PlanResult(
         site=site,
