@@ -81,7 +81,10 @@ def pooled_noise(groups: list[np.ndarray], means_in_order: np.ndarray | None = N
     df = sum(len(g) - 1 for g in groups if len(g) > 1)
     if df > 0:
         return math.sqrt(ss / df), float(df)
-    if means_in_order is not None and len(means_in_order) >= 4:
+    # at least three second differences: the spread of two is their difference, which on a curve of
+    # four unrepeated settings is the change of its curvature, not noise (a concave training curve
+    # read that way calls 200 W's half speed "cannot be told" from 700 W's)
+    if means_in_order is not None and len(means_in_order) >= 5:
         d2 = np.diff(np.asarray(means_in_order, dtype=float), n=2)
         mad = float(np.median(np.abs(d2 - np.median(d2)))) * 1.4826
         sigma = mad / math.sqrt(6.0)
