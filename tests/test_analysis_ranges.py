@@ -121,3 +121,26 @@ def test_one_setting_is_no_curve(tmp_path):
     assert "observe-only run" in c.flat.sentence and "no curve to read" in c.flat.sentence
     assert c.max_p.best == c.max_q.best == 700.0
     assert c.vs_default.measured and c.vs_default.throughput_kept == 1.0
+
+
+def test_four_unrepeated_settings_give_no_noise_from_their_curvature():
+    """A fleet board's 1-repeat, 4-setting training curve (700/533/367/200 W): its two second differences
+    differ by the change of curvature, not noise; read as noise they called 200 W at half speed 'cannot be
+    told' from 700 W and made it Max-P."""
+    from harness.readers.ranges import max_p_range
+    from harness.readers.stats import pooled_noise
+
+    means = np.array([26_416.0, 51_545.0, 60_367.0, 64_940.0])
+    groups = [np.array([m]) for m in means]
+    assert pooled_noise(groups, means) == (None, 0.0)
+    five = np.array([26_416.0, 45_000.0, 51_545.0, 60_367.0, 64_940.0])
+    sigma, df = pooled_noise([np.array([m]) for m in five], five)
+    assert sigma is not None and df == 3.0
+
+    class Stat:
+        def __init__(self, setting: float, tps: float) -> None:
+            self.setting, self.n = setting, 1
+            self.tokens_per_s = type("M", (), {"mean": tps})()
+
+    stats = [Stat(s, m) for s, m in zip((200.0, 366.7, 533.3, 700.0), means)]
+    assert max_p_range(stats, {s.setting: np.array([s.tokens_per_s.mean]) for s in stats}).best == 700.0
