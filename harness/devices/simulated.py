@@ -273,6 +273,16 @@ def step_time(part: PartSpec, load: Load, f_mhz: float) -> StepTime:
     return StepTime(compute, roof, overhead, load.bytes_moved)
 
 
+def highest_clock(lo_mhz: float, hi_mhz: float, fits: Callable[[float], bool], steps: int) -> float:
+    """The highest clock in [lo, hi] at which ``fits`` holds (power under a limit falls with the
+    clock), by bisection over ``steps`` halvings; ``lo`` when none does."""
+    lo, hi = lo_mhz, hi_mhz
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
 def roofline_s(part: PartSpec, load: Load, f_mhz: float) -> float:
     """Lower bound on a load's time at ``f_mhz``: its kernel classes at their rooflines, no engine
     overhead, no host time (what no engine can beat at that clock)."""
@@ -626,16 +636,11 @@ class SimulatedGPU:
         temp = part.ambient_c + part.thermal_resistance_c_per_w * limit
         f = f_top
         for _ in range(3):  # the temperature follows the power it settles at
-            lo, hi = floor, f_top
-            s, j = at(hi, temp)
-            if j / s > limit:
-                for _ in range(20):
-                    mid = 0.5 * (lo + hi)
-                    s, j = at(mid, temp)
-                    lo, hi = (mid, hi) if j / s <= limit else (lo, mid)
-                f = lo
-            else:
-                f = hi
+            def fits(f_mhz: float, temp_c: float = temp) -> bool:
+                seconds, joules = at(f_mhz, temp_c)
+                return joules / seconds <= limit
+
+            f = f_top if fits(f_top) else highest_clock(floor, f_top, fits, 20)
             s, j = at(f, temp)
             temp = part.ambient_c + part.thermal_resistance_c_per_w * j / s
         if f <= floor + 1e-6 and j / s > limit:  # idles part of the time to hold the cap
@@ -743,7 +748,6 @@ class SimulatedGPU:
         limit within a sample period whatever the averaging loops do (the real trace peaks at
         ~1.3x the 700 W maximum)."""
         part, run = self.part, self.queue[0]
-        lo, hi = float(part.sm_clock_min_mhz), f_mhz
 
         def at(f: float) -> tuple[float, Activity, float]:
             run.timing = step_time(part, run.load, f)
@@ -751,12 +755,7 @@ class SimulatedGPU:
             v = voltage(part, f, self.vf_offset_v)
             return v, act, power_w(part, f, v, self.temp_c, self.leak_mult, act, True)
 
-        for _ in range(12):
-            mid = 0.5 * (lo + hi)
-            if at(mid)[2] > ceiling_w:
-                hi = mid
-            else:
-                lo = mid
+        lo = highest_clock(float(part.sm_clock_min_mhz), f_mhz, lambda f: at(f)[2] <= ceiling_w, 12)
         v, act, _ = at(lo)
         return lo, v, act
 
