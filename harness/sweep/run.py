@@ -191,20 +191,24 @@ def _steady_step(device: Device, lever: Knob, wcfg: Any, get_workload: Callable[
     """(setting, batch, phase) -> one workload step as it runs steadily on a simulated part, from its
     physics (``steady_step``) and the twin's loads (``step_loads``); None where either is missing
     (a workload that runs on its own, such as the serving twin)."""
-    cache: dict[tuple[float, int, str], Any] = {}
+    loads: dict[tuple[int, str], Any] = {}  # a step's loads depend on the batch and phase, not the setting
+    steps: dict[tuple[float, int, str], Any] = {}
+
+    def step_loads(batch: int, phase: str) -> Any:
+        if (batch, phase) not in loads:
+            workload = get_workload(wcfg.model_copy(update={"batch_size": batch}), device)
+            of = getattr(workload, "step_loads", None)
+            loads[batch, phase] = of(phase)[0] if of is not None and hasattr(device, "steady_step") else None
+        return loads[batch, phase]
 
     def step(setting: float, batch: int, phase: str) -> Any:
         key = (setting, batch, phase)
-        if key not in cache:
-            workload = get_workload(wcfg.model_copy(update={"batch_size": batch}), device)
-            loads = getattr(workload, "step_loads", None)
-            if loads is None or not hasattr(device, "steady_step"):
-                cache[key] = None
-            else:
-                limit = setting if lever is POWER_LIMIT else None
-                lock = setting if lever is SM_CLOCK else None
-                cache[key] = device.steady_step(loads(phase)[0], limit_w=limit, lock_mhz=lock)
-        return cache[key]
+        if key not in steps:
+            sequence = step_loads(batch, phase)
+            limit = setting if lever is POWER_LIMIT else None
+            lock = setting if lever is SM_CLOCK else None
+            steps[key] = None if sequence is None else device.steady_step(sequence, limit_w=limit, lock_mhz=lock)
+        return steps[key]
 
     return step
 
