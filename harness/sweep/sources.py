@@ -239,8 +239,7 @@ class MaxQSearch:
         """Whether one more point (at the current window) fits the budget."""
         if not mine:
             return True
-        spent = sum(o.device_s for o in mine)
-        return spent + self._overhead(mine) + (self._window or self.window_s) <= self.budget_share * self._grid_s(mine)
+        return self._overhead(mine) + (self._window or self.window_s) <= self._left(mine)
 
     def _stop(self, why: str) -> None:
         self._stopped = why
@@ -354,7 +353,7 @@ def assess(mine: Sequence[Outcome], s: MaxQSearch, draws: int = 4000) -> _Assess
     if df >= 1:
         # the abscissa whose quadratic fits the windows better (ties: the reciprocal)
         fits = [(axis, *_wls(np.array([axis(k) for k, _, _ in rows]), y, w, n_par)) for axis in _axes(best, s)]
-        axis, beta, cov_unit, rss = min(fits, key=lambda f: f[3] * (1.0 if f[0] is fits[0][0] else 1.0 + 1e-9))
+        axis, beta, cov_unit, rss = fits[1] if fits[1][3] * (1.0 + 1e-9) < fits[0][3] else fits[0]
         xc = np.vander(np.array([axis(k) for k in cand]), n_par, increasing=True)
         sigma2 = max(rss / df, 1e-6 ** 2)
         if pure_df:
