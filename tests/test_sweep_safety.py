@@ -106,6 +106,31 @@ def test_sigkill_is_repaired_by_the_next_process_and_resume_completes(tmp_path, 
     ds.close()
 
 
+def test_a_killed_search_is_repaired_keeps_its_points_and_its_resume_is_one_line(tmp_path, original_650):
+    """A Max-Q search killed mid-run: the next process puts the limit back, the finished points stay
+    readable, and --resume (which a search does not support) is refused in one line, touching nothing."""
+    proc = _tokbench(["sweep", "--profile", "train-llama-1b", "--search", "max-q", "--window", "20",
+                      "--warmup-min", "1", "--warmup-max", "3", *SIM, "--out", str(tmp_path), "--run-id", "s1"])
+    run = tmp_path / "s1"
+    _wait_for_points(run, 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = pd.read_csv(run / "points.csv")
+    restored = subprocess.run([sys.executable, "-m", "harness.cli", "restore"], capture_output=True, text=True)
+    assert restored.returncode == 0 and "650 W" in restored.stdout, restored.stdout + restored.stderr
+    resumed = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", "--resume", str(run)],
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+    assert len(resumed.stderr.strip().splitlines()) == 1 and "adaptive search" in resumed.stderr
+    report = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(run)], capture_output=True,
+                            text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(run / "points.csv"), before)  # nothing lost or rewritten
+    ds = _gpu()
+    assert ds.devices[0].power_limits().current_w == original_650
+    ds.close()
+
+
 def test_permission_refused_changes_nothing(tmp_path, original_650, monkeypatch):
     monkeypatch.setenv("TOKBENCH_SIM_READONLY", "1")
     out = tmp_path / "out"
