@@ -85,10 +85,11 @@ class SearchResult:
         if self.excluded:
             text += "; left out (flagged): " + ", ".join(f"{s:g} {unit} ({f})" for s, f in self.excluded.items())
         if self.stopped == "budget":
-            text += (f". The search budget ({self.budget_s:.0f} device-s) ran out before the answer was that sure: "
+            text += (f". The search budget ({self.budget_s:.0f} device-s) ran out before the answer was confirmed "
+                     "(95% sure, measured twice, at the model's peak): "
                      "a larger --search-budget, a longer --window or a wider --margin-pct would settle it")
         elif self.stopped == "points":
-            text += ". The search stopped at its point limit before the answer was that sure"
+            text += ". The search stopped at its point limit before the answer was confirmed"
         return text
 
 
