@@ -204,3 +204,24 @@ def test_the_grid_estimate_is_a_bound_from_below_and_a_small_grid_gets_a_small_c
         done.append(_outcome(p.setting, peaked(p.setting + 100) * (1 + rng.gauss(0, 0.003))))
     assert [o.planned.setting for o in done[:3]] == [400, 250, 100] and len(done) >= 4
     assert sum(o.device_s for o in done) <= 13 * (BASE_S + WARM_S) / 3 + 1e-9
+
+
+def test_with_one_point_left_the_search_measures_the_models_peak_when_it_expects_a_gain():
+    """After the coarse pass, with room for one more point only, a model that expects its untried peak to
+    beat the answer by more than the margin is checked there (the answer stays the tried setting the
+    model rates best); a repeat of the answer would leave the gain unmeasured."""
+    def truth(w: float) -> float:
+        return (w - 150) ** 0.45 / w  # peak at 150 / 0.55 = 273 W, 325 W 1.7% below it
+
+    search = MaxQSearch(200, 700, 1, resolution=25, window_s=BASE_S)
+    done: list[Outcome] = []
+    for warm_s in (3.0, 5.0, 5.0, 5.0, 3.0):  # 71 of the budget's 91 device-s: room for one 15 s point
+        p = search.next_point(done)
+        done.append(_outcome(p.setting, truth(p.setting), warm_s))
+    assert [o.planned.setting for o in done] == [700, 575, 450, 325, 200]
+    last = search.next_point(done)
+    assert last is not None and 250 <= last.setting <= 300
+    done.append(_outcome(last.setting, truth(last.setting)))
+    assert search.next_point(done) is None  # the budget is spent
+    r = search.result(done)
+    assert r.setting == last.setting and r.stopped == "budget"

@@ -321,6 +321,22 @@ class RunDir:
         other GPU's point to measure)."""
         return {point_key(r.gpu_uuid, r.setting, r.batch_size, r.repeat, r.phase) for r in self.points().itertuples()}
 
+    def records(self) -> list[Point]:
+        """Every finished point as a ``Point`` (what a resumed run, or a search resumed from it, knows)."""
+        names = {f.name for f in fields(Point)} - {"extra"}
+        out = []
+        for row in self.points().to_dict("records"):
+            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items() if k in names}
+            clean["flags"] = clean.get("flags") or ""
+            clean["clock_event_shares"] = clean.get("clock_event_shares") or ""
+            out.append(Point(**clean))
+        return out
+
+    def recorded(self) -> dict[tuple, Point]:
+        """Every finished point by its ``point_key``: what a resumed run skips, and what a search resumed
+        from it has already learnt."""
+        return {point_key(p.gpu_uuid, p.setting, p.batch_size, p.repeat, p.phase): p for p in self.records()}
+
     def samples_path(self, point_index: int) -> Path:
         return self.path / SAMPLES_DIR / f"point-{point_index:04d}.parquet"
 

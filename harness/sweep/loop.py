@@ -65,8 +65,8 @@ class SweepContext:
     status: LiveStatus = field(default_factory=LiveStatus)
     on_point: Callable[[list[Point]], None] | None = None
     next_index: int = 0
-    #: ``records.rundir.point_key`` of every point already recorded (a resumed run)
-    done: set[tuple] = field(default_factory=set)
+    #: every point already recorded, by ``records.rundir.point_key`` (a resumed run)
+    done: dict[tuple, Point] = field(default_factory=dict)
     own_pids: frozenset[int] = frozenset()
     #: set when the loop ended on ``plan.max_time_s`` with points left to measure
     stopped_by_budget: bool = False
@@ -75,6 +75,12 @@ class SweepContext:
 
     def recorded(self, device: Device, planned: PlannedPoint, phase: str) -> bool:
         return point_key(device.info.uuid, planned.setting, planned.batch_size, planned.repeat, phase) in self.done
+
+    def kept(self, planned: PlannedPoint, phase: str) -> list[Point] | None:
+        """The recorded points of ``phase`` on every GPU, or None when a GPU still lacks it."""
+        keys = [point_key(d.info.uuid, planned.setting, planned.batch_size, planned.repeat, phase)
+                for d in self.devices]
+        return [self.done[k] for k in keys] if all(k in self.done for k in keys) else None
 
 
 def run_points(ctx: SweepContext) -> list[Outcome]:
@@ -102,22 +108,21 @@ def run_points(ctx: SweepContext) -> list[Outcome]:
                 workloads = {planned.batch_size: _prepare(ctx, planned.batch_size)}
             ws = workloads[planned.batch_size]
             ctx.status.point += 1
-            todo = [ph for ph in ws[0].phases if not all(ctx.recorded(d, planned, ph) for d in devices)]
-            if not todo:
-                continue  # a resumed run has this point on every GPU
-            t_point = clock.now()
-            enforced = _apply(ctx, planned.setting)
-            ctx.status.setting, ctx.status.batch_size = planned.setting, planned.batch_size
-            first_phase_points: list[Point] = []
+            # a resumed run has some points already: they are not measured again, and a search learns
+            # from their records what it learnt from them before the run stopped
+            by_phase = {ph: ctx.kept(planned, ph) for ph in ws[0].phases}
+            todo = [ph for ph, kept in by_phase.items() if kept is None]
+            if todo:
+                enforced = _apply(ctx, planned.setting)
+                ctx.status.setting, ctx.status.batch_size = planned.setting, planned.batch_size
             for phase in todo:
                 ctx.status.phase = phase
                 warmup_s, settled = _warm_up(ctx, ws, phase, SteadyState, planned.window_s)
-                points = _measure(ctx, ws, phase, planned, enforced, warmup_s, settled, Window)
+                by_phase[phase] = _measure(ctx, ws, phase, planned, enforced, warmup_s, settled, Window)
                 ctx.sampler.forget_before(clock.now() - KEEP_SAMPLES_S)  # memory stays flat in long runs
-                if not first_phase_points:
-                    first_phase_points = points
-            if first_phase_points:
-                outcomes.append(_outcome(planned, first_phase_points, clock.now() - t_point))
+            measured = [p for p in by_phase.values() if p]
+            if measured:
+                outcomes.append(_outcome(planned, measured))
     finally:
         for ws in workloads.values():
             for w in ws:
@@ -125,11 +130,15 @@ def run_points(ctx: SweepContext) -> list[Outcome]:
     return outcomes
 
 
-def _outcome(planned: PlannedPoint, points: Sequence[Point], device_s: float) -> Outcome:
-    """The node's tokens/J at one point (first phase), with what a search needs to weigh and budget it."""
+def _outcome(planned: PlannedPoint, by_phase: Sequence[Sequence[Point]]) -> Outcome:
+    """The node's tokens/J at one point (first phase), with what a search needs to weigh and budget it:
+    its device time is the warm-ups and windows of every phase (the slowest GPU's), read from the points
+    themselves, so a point measured now and one read back from a resumed run's records count the same."""
+    points = by_phase[0]
     tps = sum(p.tokens_per_s for p in points)
     joules_per_s = sum(p.joules / p.seconds for p in points if p.seconds > 0)
     flags = sorted({f for p in points for f in p.flags.split(";") if f})
+    device_s = sum(max(p.warmup_s + p.seconds for p in phase) for phase in by_phase)
     return Outcome(planned, tps, tps / joules_per_s if joules_per_s else 0.0, all(p.valid for p in points),
                    device_s=device_s, warmup_s=max(p.warmup_s for p in points),
                    window_s=max(p.seconds for p in points), flags=",".join(flags))

@@ -269,9 +269,6 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         # the run's own options, but this invocation's budget (each invocation may have one)
         opts = SweepOptions(**{**resumed.manifest["options"], "resume": opts.resume, "dry_run": opts.dry_run,
                                "max_time_s": opts.max_time_s, "command": opts.command})
-        if opts.search:
-            resumed.close()
-            raise UsageError("--resume of an adaptive search is not supported; start a new run")
     try:
         profile = load_profile(opts.profile)
         reopen = dict(backend=opts.backend, sim_gpu=opts.sim_gpu, sim_count=opts.sim_count, sim_seed=opts.sim_seed,
@@ -360,7 +357,7 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
                     manifest["idle_power_w"] = {str(k): v for k, v in measure_idle(devices, sampler).items()}
                     run_dir = RunDir.create(opts.out, run_id, manifest)
                 ctx = SweepContext(devices, plan, source, make_workload, run_dir, sampler, g,
-                                   status or LiveStatus(), on_point, run_dir.next_point_index(), run_dir.done_keys())
+                                   status or LiveStatus(), on_point, run_dir.next_point_index(), run_dir.recorded())
                 searches: list[SearchResult] = []
                 ctx.status.total = None if plan.search else len(plan.grid())
                 ctx.status.estimate_s = None if plan.search else estimate
@@ -382,7 +379,7 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
                     run_dir.close()
             finally:
                 sampler.stop()
-        result = SweepRun(run_dir, final, _points_of(run_dir), messages, plan, estimate, searches=searches)
+        result = SweepRun(run_dir, final, run_dir.records(), messages, plan, estimate, searches=searches)
         if final == "stopped":
             result.remaining = _remaining(plan, devices, wcfg.resolved_phases, run_dir)
         return result
@@ -470,20 +467,6 @@ def _remaining(plan: SweepPlan, devices: Sequence[Device], phases: Sequence[str]
     done = run_dir.done_keys()
     return sum(1 for p in plan.grid() for d in devices for ph in phases
                if point_key(d.info.uuid, p.setting, p.batch_size, p.repeat, ph) not in done)
-
-
-def _points_of(run_dir: Any) -> list[Point]:
-    from dataclasses import fields as dc_fields
-
-    names = {f.name for f in dc_fields(Point)} - {"extra"}
-    df = run_dir.points()
-    out = []
-    for row in df.to_dict("records"):
-        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items() if k in names}
-        clean["flags"] = clean.get("flags") or ""
-        clean["clock_event_shares"] = clean.get("clock_event_shares") or ""
-        out.append(Point(**clean))
-    return out
 
 
 def _manifest(run_id: str, opts: SweepOptions, profile: Any, plan: SweepPlan, devices: Sequence[Device],

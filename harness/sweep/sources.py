@@ -195,7 +195,7 @@ class MaxQSearch:
         self._window = self._choose_window(mine, reserve=unconfirmed)
         if not self._affordable(mine):
             return self._stop("budget")
-        if unconfirmed and self._left(mine) < 2 * (self._overhead(mine) + self.window_s):
+        if unconfirmed and self._left(mine) < 2 * (self._overhead(mine) + self.window_s) and a.peak_gain < 0.5:
             return self._plan(a.chosen, mine)  # room for one more point: confirm the answer, do not explore
         return self._plan(self._next_setting(a, mine), mine)
 
@@ -295,6 +295,8 @@ class _Assessment:
 
     #: the model's residual degrees of freedom
     df: int = 0
+    #: probability that the model's peak beats the chosen setting by more than the margin
+    peak_gain: float = 0.0
 
     @property
     def misfit(self) -> bool:
@@ -390,8 +392,11 @@ def assess(mine: Sequence[Outcome], s: MaxQSearch, draws: int = 4000) -> _Assess
         worst = np.maximum(worst, own - f_chosen)
         rival_gain[k] = max(rival_gain.get(k, 0.0), float(np.mean(own - f_chosen > s.margin_pct / 100 * f_chosen)))
     p_within = float(np.mean(worst <= s.margin_pct / 100 * f_chosen)) if math.isfinite(sd) else 0.0
+    gain_at_peak = curves[:, int(np.argmax(fit))] - f_chosen
+    peak_gain = float(np.mean(gain_at_peak > s.margin_pct / 100 * f_chosen)) if math.isfinite(sd) else 0.0
     rival = max(rival_gain, key=rival_gain.__getitem__) if rival_gain else None
-    return _Assessment(chosen, rival, peak, p_within, sd if math.isfinite(sd) else None, pure_sigma, pure_df, df)
+    return _Assessment(chosen, rival, peak, p_within, sd if math.isfinite(sd) else None, pure_sigma, pure_df, df,
+                       peak_gain)
 
 
 @dataclass
