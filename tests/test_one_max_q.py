@@ -38,12 +38,12 @@ def run(tmp_path_factory):
     return root / "r", sweep.stdout, env
 
 
-def _summary_marks(table: str) -> tuple[list[float], float | None, float | None]:
-    """(settings marked Max-Q, the starred one, the one marked Max-P) of the decode rows."""
+def _summary_marks(table: str, phase: str = "decode") -> tuple[list[float], float | None, float | None]:
+    """(settings marked Max-Q, the starred one, the one marked Max-P) of the ``phase`` rows."""
     q, star, p = [], None, None
     for line in table.splitlines():
         cells = [c.strip() for c in line.split("│")]
-        if len(cells) < 10 or cells[2] != "decode":
+        if len(cells) < 10 or cells[2] != phase:
             continue
         setting, marks = float(cells[3]), cells[9]
         if "Max-Q" in marks:
@@ -87,16 +87,42 @@ def test_every_output_names_the_same_max_q_and_max_p(run, tmp_path):
     assert (cq["lo"], cq["hi"], cq["best"]) == (q.lo, q.hi, q.best)
     assert (cp["lo"], cp["hi"], cp["best"]) == (p.lo, p.hi, p.best)
 
-    # fleet collect over a one-node campaign holding this run
-    camp = fleet.new_campaign(fleet.FleetRequest(profile="decode-llama-1b", nodes=1, gpus_per_node=1,
-                                                 sim_gpu="h100-sxm"), launcher=["tokbench"])
-    cdir = tmp_path / camp.id
-    cdir.mkdir()
-    fleet.save_campaign(camp, cdir)
-    shutil.copytree(path, cdir / "node0" / "task-0" / "gpu-0", ignore=shutil.ignore_patterns(".lock"))
-    r = fleet_collect.collect(cdir)
+    r = _collect_one(path, tmp_path, "decode-llama-1b")
     row = r.gpus.iloc[0]
     assert (row.max_q_lo, row.max_q_hi, row.max_q_setting, row.max_p_setting) == (q.lo, q.hi, q.best, p.best)
     (fq,), (fp,) = r.curves[0].max_q, r.curves[0].max_p
     assert (fq.lo, fq.hi, fq.best, fp.best) == (q.lo, q.hi, q.best, p.best)
     assert pd.read_csv(r.out_dir / "gpus.csv").max_q_setting.item() == q.best
+
+
+def _collect_one(path, tmp_path, profile: str):
+    """``fleet collect`` over a one-node campaign holding the run at ``path``."""
+    camp = fleet.new_campaign(fleet.FleetRequest(profile=profile, nodes=1, gpus_per_node=1, sim_gpu="h100-sxm"),
+                              launcher=["tokbench"])
+    cdir = tmp_path / camp.id
+    cdir.mkdir()
+    fleet.save_campaign(camp, cdir)
+    shutil.copytree(path, cdir / "node0" / "task-0" / "gpu-0", ignore=shutil.ignore_patterns(".lock"))
+    return fleet_collect.collect(cdir)
+
+
+def test_a_search_run_names_the_searchs_answer_everywhere(tmp_path):
+    """A Max-Q search answers with the tried setting its model rates best, which need not be the best single
+    window: the summary's star, report.md, the exported curve and fleet collect name the search's answer,
+    not a second Max-Q beside it."""
+    env = {**os.environ, "TOKBENCH_STATE_DIR": str(tmp_path / "state"),
+           "TOKBENCH_SIM_STATE_DIR": str(tmp_path / "sim"), "COLUMNS": "200"}
+    out = _cli("sweep", "--search", "max-q", "--backend", "sim", "--window", "5", "--warmup-min", "1",
+               "--warmup-max", "5", "--out", str(tmp_path), "--run-id", "s", env=env).stdout
+    path = tmp_path / "s"
+    answer = float(re.search(r"Max-Q search, batch 8: ([\d.]+) W", out).group(1))
+    q = analyse(path).curve("train", 8).max_q
+    # this run's best single window is another setting (else there would be nothing to test)
+    assert q.top != answer and q.best == answer
+    assert _summary_marks(out, "train")[1] == answer
+    _cli("report", str(path), env=env)
+    assert f"best {answer:.0f} W" in (path / "report.md").read_text()
+    _cli("export", str(path), env=env)
+    (cq,) = json.loads((path / "curve.json").read_text())["max_q"]
+    assert cq["best"] == answer
+    assert _collect_one(path, tmp_path, "train-llama-1b").gpus.iloc[0].max_q_setting == answer

@@ -19,7 +19,7 @@ import pandas as pd
 from harness.errors import RunDirError, TokbenchError
 from harness.fleet import campaign as fleet
 from harness.knobs import POWER_LIMIT, SM_CLOCK
-from harness.readers.analysis import ranges_of
+from harness.readers.analysis import ranges_of, search_answers
 from harness.readers.export import setting_range
 from harness.records.curves import (
     CurveFile,
@@ -127,7 +127,8 @@ def gpu_table(statuses: list[fleet.TaskStatus]) -> tuple[pd.DataFrame, pd.DataFr
                                  part=[str(devs.get(u, {}).get("name") or devs.get(u, {}).get("part") or "unknown")
                                        for u in points["gpu_uuid"]]))
         for (gpu_index, uuid, part, knob), g in per.groupby(["gpu_index", "gpu_uuid", "part", "knob"]):
-            for (phase, batch), (q, p) in ranges_of(points[points["gpu_uuid"] == uuid]).items():
+            mine = points[points["gpu_uuid"] == uuid]
+            for (phase, batch), (q, p) in ranges_of(mine, searched=search_answers(manifest, points)).items():
                 rows.append(dict(task=st.task, host=st.host, gpu_index=int(gpu_index), gpu_uuid=uuid, part=part,
                                  knob=knob, phase=phase, batch_size=batch,
                                  max_q_tokens_per_j=q.value, max_q_setting=q.best, max_q_lo=q.lo, max_q_hi=q.hi,

@@ -352,11 +352,11 @@ def _repeats(rows: pd.DataFrame, sold: bool = False) -> tuple[dict[float, np.nda
 
 
 def _curve(phase: str, batch: int, stats: list[SettingStats], rows: pd.DataFrame, knob: str, unit: str,
-           part: PartInfo) -> Curve:
+           part: PartInfo, chosen: float | None = None) -> Curve:
     stats = sorted(stats, key=lambda s: s.setting)
     by_s, by_j = _repeats(rows)
     max_p = max_p_range(stats, by_s)
-    max_q = best_range(stats, by_j, "tokens_per_j")
+    max_q = best_range(stats, by_j, "tokens_per_j", chosen)
     fit_s = _fit(stats, "tokens_per_s")
     return Curve(phase=phase, batch_size=batch, stats=tuple(stats), max_p=max_p, max_q=max_q,
                  flat=replace(_flatness(stats, max_p, knob, unit), lowest=stats[0].setting),
@@ -367,9 +367,21 @@ def _curve(phase: str, batch: int, stats: list[SettingStats], rows: pd.DataFrame
                  fit_power_max_1s_w=_fit(stats, "power_max_1s_w"))
 
 
-def ranges_of(points: pd.DataFrame, include_flagged: bool = False) -> dict[tuple[str, int], tuple[Range, Range]]:
+def search_answers(manifest: dict, points: pd.DataFrame) -> dict[tuple[str, int], float]:
+    """A run's Max-Q search answers (manifest ``search``) by (phase, batch): a search decides on the
+    first phase each point measures. Empty for a grid run."""
+    answers = [a for a in manifest.get("search") or [] if a.get("setting") is not None]
+    if not answers or not len(points):
+        return {}
+    first = str(points.sort_values("point_index")["phase"].iloc[0])
+    return {(first, int(a["batch_size"])): float(a["setting"]) for a in answers}
+
+
+def ranges_of(points: pd.DataFrame, include_flagged: bool = False,
+              searched: dict[tuple[str, int], float] | None = None) -> dict[tuple[str, int], tuple[Range, Range]]:
     """(Max-Q, Max-P) of every (phase, batch) in a table of points.csv rows: one run's, or several
-    GPUs' pooled as repeats (``fleet collect``): the same definition every output uses."""
+    GPUs' pooled as repeats (``fleet collect``): the same definition every output uses. ``searched``:
+    the run's Max-Q search answers (``search_answers``)."""
     use = points if include_flagged else points[points["flags"].astype(str).str.len() == 0]
     stats = setting_stats(points, include_flagged)
     out = {}
@@ -377,7 +389,8 @@ def ranges_of(points: pd.DataFrame, include_flagged: bool = False) -> dict[tuple
         st = sorted((s for s in stats if s.phase == phase and s.batch_size == batch), key=lambda s: s.setting)
         if st:
             by_s, by_j = _repeats(rows)
-            out[(str(phase), int(batch))] = (best_range(st, by_j), max_p_range(st, by_s))
+            chosen = (searched or {}).get((str(phase), int(batch)))
+            out[(str(phase), int(batch))] = (best_range(st, by_j, "tokens_per_j", chosen), max_p_range(st, by_s))
     return out
 
 
@@ -403,11 +416,17 @@ def analyse(run: RunData | str, include_flagged: bool = False, gpu: int | None =
     curves = []
     problems = list(run.problems)
     repeats: dict[tuple[str, int], tuple[dict, dict]] = {}
+    searched = search_answers(run.manifest, run.points)
     for (phase, batch), rows in use.groupby(["phase", "batch_size"], sort=True):
         stats = [s for s in all_stats if s.phase == phase and s.batch_size == batch]
         repeats[(str(phase), int(batch))] = _repeats(rows, sold=True)
         if stats:
-            curves.append(_curve(str(phase), int(batch), stats, rows, knob, unit, run.part))
+            chosen = searched.get((str(phase), int(batch)))
+            curve = _curve(str(phase), int(batch), stats, rows, knob, unit, run.part, chosen)
+            if chosen is not None and curve.max_q.best != chosen:
+                problems.append(f"the Max-Q search chose {chosen:g} {unit} (batch {batch}), which the repeats tell "
+                                f"from the best measured tokens/J ({curve.max_q.best:g} {unit})")
+            curves.append(curve)
     if not curves:
         raise UsageError(f"run {run.run_id} has no valid point to analyse ({len(flagged)} flagged; "
                          "use --include-flagged to analyse them anyway)")

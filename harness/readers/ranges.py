@@ -38,11 +38,16 @@ class Range:
     wide: bool = False
 
 
-def best_range(stats: list, samples: dict[float, np.ndarray], metric: str = "tokens_per_j") -> Range:
+def best_range(stats: list, samples: dict[float, np.ndarray], metric: str = "tokens_per_j",
+               chosen: float | None = None) -> Range:
     """The contiguous run of settings around the best mean of ``metric`` that cannot be told from
     it (Max-Q). The recommended setting is the best measured mean: every output names a setting a
     reader can find at the top of the table. When the range is wide and thinly repeated
-    (``wide``), outputs give the range instead of singling out one setting."""
+    (``wide``), outputs give the range instead of singling out one setting.
+
+    ``chosen``: the answer of the run's Max-Q search. Its model weighs each window against its
+    neighbours, so where it lies in the range it is the recommended setting (and the range is not
+    called too wide to pick from): every output of a search run then names the search's answer."""
     means = np.array([getattr(s, metric).mean for s in stats])
     settings = [s.setting for s in stats]
     ib = int(np.argmax(means))
@@ -57,7 +62,10 @@ def best_range(stats: list, samples: dict[float, np.ndarray], metric: str = "tok
     while hi < len(stats) - 1 and same[hi + 1]:
         hi += 1
     wide = hi - lo + 1 >= WIDE_SETTINGS and min(st.n for st in stats[lo:hi + 1]) < MIN_REPEATS_TO_PICK
-    return Range(lo=settings[lo], hi=settings[hi], best=settings[ib], value=float(means[ib]),
+    pick = ib
+    if chosen is not None and chosen in settings[lo:hi + 1]:
+        pick, wide = settings.index(chosen), False
+    return Range(lo=settings[lo], hi=settings[hi], best=settings[pick], value=float(means[pick]),
                  top=settings[ib], settings=tuple(settings[lo:hi + 1]), wide=wide)
 
 
