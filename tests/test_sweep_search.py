@@ -225,3 +225,13 @@ def test_with_one_point_left_the_search_measures_the_models_peak_when_it_expects
     assert search.next_point(done) is None  # the budget is spent
     r = search.result(done)
     assert r.setting == last.setting and r.stopped == "budget"
+
+
+def test_a_budget_too_small_to_refine_is_said_before_the_search_runs():
+    """A 13-setting grid (a 100-400 W part): a third of it is about four points and the coarse pass takes
+    three, so the run's notes say the answer will likely stand unconfirmed; an H100's 21 settings do not."""
+    small = MaxQSearch(100, 400, 1, resolution=25, window_s=BASE_S, grid_points=13)
+    note = small.budget_note("W")
+    assert note is not None and "about 4 points" in note and "coarse pass takes 3" in note
+    assert "--search-budget" in note
+    assert MaxQSearch(200, 700, 1, resolution=25, window_s=BASE_S).budget_note("W") is None

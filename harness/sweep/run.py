@@ -319,6 +319,8 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
             raise UsageError("--search max-q chooses its own repeats: give no --repeats")
         compile_s = 40.0 if (ds.backend == "nvml" and wcfg.compile is not False) else 0.0
         source: PointSource = max_q_searches(plan, lever, devices[0]) if plan.search else GridSource(plan)
+        if isinstance(source, SearchPerBatch):
+            messages.extend({n for s in source.searches if (n := s.budget_note(lever.unit))})
         if isinstance(source, SearchPerBatch):  # a search spends at most its budget: that share of its grid
             planned_points = [p for s in source.searches for p in _budget_points(s)]
         else:

@@ -146,6 +146,17 @@ class MaxQSearch:
         self._assessed: _Assessment | None = None
         self._stopped = ""
 
+    def budget_note(self, unit: str) -> str | None:
+        """A line for the run's notes when the budget affords less than the coarse pass and two points
+        near the best (a part whose range makes a small grid): the answer will likely stand unconfirmed."""
+        points = self.budget_share * self.grid_points
+        coarse = len(self._queue)
+        if points >= coarse + 2:
+            return None
+        return (f"the search budget ({self.budget_share:.2g} of a {self.grid_points}-setting grid over "
+                f"{self.lo:g}-{self.hi:g} {unit}) affords about {points:.0f} points and its coarse pass takes "
+                f"{coarse}: expect an answer it cannot confirm (a larger --search-budget buys points to refine it)")
+
     # -- bookkeeping -----------------------------------------------------------------------------
     def _mine(self, done: Sequence[Outcome]) -> list[Outcome]:
         return [o for o in done if o.planned.batch_size == self.batch_size]
