@@ -140,3 +140,18 @@ def test_sections_list_is_extensible(tmp_path, monkeypatch):
                                                  "gpu_check_serving")
     p = subprocess.run([sys.executable, str(SCRIPT), "--list"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and [line.split()[0] for line in p.stdout.splitlines()][:3] == BASE_SECTIONS
+
+
+def test_the_sweep_section_reports_warm_ups_and_window_noise_of_its_repeats():
+    """Issue 14's figures from a real GPU: the warm-up of each window at one setting (the first from idle,
+    the rest on a settled part) and tokens/J's window-to-window variation, per phase and batch."""
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("gpu_check_sweep", REPO_ROOT / "scripts" / "gpu_check_sweep.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    df = pd.DataFrame({"phase": ["train"] * 3 + ["decode"], "batch_size": [8, 8, 8, 1],
+                       "warmup_s": [41.0, 3.1, 3.2, 5.0], "tokens_per_j": [100.0, 102.0, 98.0, 7.0]})
+    (key, row), = mod._repeat_summary(df)["repeats"].items()  # one window of decode: no variation to report
+    assert key == "train_b8" and row["warmup_s"] == [41.0, 3.1, 3.2] and row["windows"] == 3
+    assert row["tokens_per_j_cv_pct"] == pytest.approx(2.0)
