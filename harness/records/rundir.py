@@ -133,10 +133,11 @@ _INT_FIELDS = tuple(f.name for f in fields(Point) if f.type in ("int", int))
 
 
 def new_run_id(prefix: str) -> str:
-    """``<prefix>-YYYYmmdd-HHMMSS-xxxx`` in UTC; sorts by start time, unique enough to never
-    collide on one machine."""
+    """``<prefix>-YYYYmmdd-HHMMSS-xxxxxxxx`` in UTC; sorts by start time. Runs started in the same second
+    (a node's GPUs launched together) differ by 32 random bits: two collide once in four billion pairs
+    (16 bits collided in ~2% of 50 ids drawn at once, and a collision refuses the second run)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{prefix}-{stamp}-{secrets.token_hex(2)}"
+    return f"{prefix}-{stamp}-{secrets.token_hex(4)}"
 
 
 def _fsync_dir(path: Path) -> None:
