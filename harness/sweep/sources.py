@@ -111,7 +111,8 @@ class MaxQSearch:
     knob's equivalent 1-repeat grid (``grid_points`` settings, estimated from below), whichever comes
     first; ``result`` says which and how sure.
 
-    Until then it measures the fitted peak when no tried setting is within the resolution of it, and
+    Until then it measures the fitted peak when no tried setting is within the resolution of it (then
+    the other leads of ``_Assessment.peaks``: the other abscissa's peak, the bracket's vertices), and
     otherwise repeats whichever of the chosen setting and its strongest rival has less weight; when the
     budget has room for one more point only and the answer rests on one window, it repeats the answer
     (and a lengthened window always leaves room for that repeat). Windows
@@ -198,7 +199,9 @@ class MaxQSearch:
         # the noise of one window: from repeats once there are any, until then the model's residuals
         # (an upper bound: they also hold whatever the quadratic misses)
         self._noise = a.pure_sigma if a.pure_df >= 1 else a.sigma
-        resolved = min(abs(self.snap(a.peak) - k) for k in {o.planned.setting for o in mine}) <= self.resolution / 2
+        # located: the peak on either abscissa lies within the resolution of a tried setting
+        tried = {o.planned.setting for o in mine}
+        resolved = all(min(abs(self.snap(p) - k) for k in tried) <= self.resolution / 2 for p in a.peaks())
         # an answer that rests on one window is repeated before the search calls itself sure of it
         unconfirmed = sum(1 for o in mine if o.valid and o.planned.setting == a.chosen) == 1
         if a.p_within >= self.confidence and a.pure_df >= 1 and resolved and not a.misfit and not unconfirmed:
@@ -262,9 +265,9 @@ class MaxQSearch:
         first repeat measures the noise); where the quadratic does not fit the curve (its residuals well
         above the repeats' noise), a golden-section point in the wider gap beside the chosen setting."""
         tried = sorted({o.planned.setting for o in mine})
-        peak = self.snap(a.peak)
-        if min(abs(peak - s) for s in tried) > self.resolution / 2 and self.lo <= peak <= self.hi:
-            return peak
+        for peak in (self.snap(p) for p in a.peaks()):
+            if min(abs(peak - s) for s in tried) > self.resolution / 2 and self.lo <= peak <= self.hi:
+                return peak
         i = tried.index(a.chosen)
         gaps = [(a.chosen - tried[i - 1], tried[i - 1]) if i > 0 else (0.0, a.chosen),
                 (tried[i + 1] - a.chosen, tried[i + 1]) if i + 1 < len(tried) else (0.0, a.chosen)]
@@ -308,6 +311,13 @@ class _Assessment:
     df: int = 0
     #: probability that the model's peak beats the chosen setting by more than the margin
     peak_gain: float = 0.0
+    #: other places the peak may lie: the other abscissa's peak (where its quadratic fits about as well)
+    #: and the vertices of the three-point bracket around the best (``_bracket_vertices``)
+    leads: tuple[float, ...] = ()
+
+    def peaks(self) -> tuple[float, ...]:
+        """The model's peak, then the other leads: the peak is located when a tried setting is near each."""
+        return (self.peak, *self.leads)
 
     @property
     def misfit(self) -> bool:
@@ -326,6 +336,30 @@ def _axes(best: float, s: MaxQSearch) -> tuple[Callable[[float], float], ...]:
     (tokens/J rises steeply from the low end, where static power buys nothing, and falls gently towards
     the top, which a quadratic in 1/setting follows) and the setting itself (a peak symmetric in it)."""
     return (lambda k: s.lo / k - s.lo / best, lambda k: (k - best) / (s.hi - s.lo or 1.0))
+
+
+def _bracket_vertices(means: dict[float, float], best: float, s: MaxQSearch) -> list[float]:
+    """Where a parabola through the best setting and its nearest tried neighbours peaks, on each abscissa
+    (the classic three-point step of a line search), where it rises above the best mean by more than the
+    margin. The local model spans more settings than these three, which keeps one high window from
+    carrying the answer, but on a curve much steeper on one side (tokens/J falling fast below Max-Q)
+    those farther settings bend its peak onto a coarse setting: the bracket's vertices say where to look
+    next, not what to answer. On a flat peak the three means hardly differ and the vertex promises no
+    gain worth a point."""
+    tried = sorted(means)
+    i = tried.index(best)
+    if not 0 < i < len(tried) - 1:
+        return []
+    ks = tried[i - 1: i + 2]
+    out = []
+    for axis in _axes(best, s):
+        x = np.array([axis(k) for k in ks])
+        a, b, c = np.polyfit(x, np.array([means[k] for k in ks]), 2)
+        vertex = -b / (2 * a) if a < 0 else None
+        if vertex is not None and c - b * b / (4 * a) > means[best] * (1 + s.margin_pct / 100):
+            grid = np.arange(ks[0], ks[2] + 1e-9, s.resolution / 2)
+            out.append(float(grid[int(np.argmin(np.abs(np.array([axis(k) for k in grid]) - vertex)))]))
+    return out
 
 
 def _wls(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_par: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -363,12 +397,21 @@ def assess(mine: Sequence[Outcome], s: MaxQSearch, draws: int = 4000) -> _Assess
     n_par = 3 if len(local) >= 3 else len(local)
     df = len(rows) - n_par
     rng = np.random.default_rng(0)
+    leads: list[float] = []
     cand = sorted(set(local) | {s.snap(v) for v in np.arange(span_lo, span_hi + 1e-9, s.resolution / 2)})
     if df >= 1:
         # the abscissa whose quadratic fits the windows better (ties: the reciprocal)
         fits = [(axis, *_wls(np.array([axis(k) for k, _, _ in rows]), y, w, n_par)) for axis in _axes(best, s)]
-        axis, beta, cov_unit, rss = fits[1] if fits[1][3] * (1.0 + 1e-9) < fits[0][3] else fits[0]
+        use = 1 if fits[1][3] * (1.0 + 1e-9) < fits[0][3] else 0
+        axis, beta, cov_unit, rss = fits[use]
         xc = np.vander(np.array([axis(k) for k in cand]), n_par, increasing=True)
+        # the other abscissa's peak, where its quadratic fits about as well: the two disagree on where the
+        # peak lies when the tried settings are far apart, and the truth lies between them (a part whose
+        # curve is steeper below its peak than above it, or less so)
+        o_axis, o_beta, _, o_rss = fits[1 - use]
+        if o_rss <= 2.0 * rss + 1e-12:
+            o_fit = np.vander(np.array([o_axis(k) for k in cand]), n_par, increasing=True) @ o_beta
+            leads.append(cand[int(np.argmax(o_fit))])
         sigma2 = max(rss / df, 1e-6 ** 2)
         if pure_df:
             sigma2 = max(sigma2, pure_sigma ** 2)  # residuals of a smooth fit cannot be quieter than the repeats
@@ -407,7 +450,7 @@ def assess(mine: Sequence[Outcome], s: MaxQSearch, draws: int = 4000) -> _Assess
     peak_gain = float(np.mean(gain_at_peak > s.margin_pct / 100 * f_chosen)) if math.isfinite(sd) else 0.0
     rival = max(rival_gain, key=rival_gain.__getitem__) if rival_gain else None
     return _Assessment(chosen, rival, peak, p_within, sd if math.isfinite(sd) else None, pure_sigma, pure_df, df,
-                       peak_gain)
+                       peak_gain, tuple(leads) + tuple(_bracket_vertices(means, best, s)))
 
 
 @dataclass
