@@ -108,7 +108,8 @@ def sweep(
     margin_pct: Annotated[float | None, typer.Option(help="max-q search: stop once the choice is within this % of the "
                                                           "best tokens/J with 95% probability (default 1)")] = None,
     search_budget: Annotated[float | None, typer.Option(help="max-q search: device-time budget per batch size, as a "
-                                                             "share of a 1-repeat grid at the knob's 21 settings "
+                                                             "share of a 1-repeat grid over the knob's range (21 "
+                                                             "settings; 25 W steps on a power range under 500 W) "
                                                              "(default 0.33)")] = None,
     batch_sizes: Annotated[str | None, typer.Option(help="inference batch sizes, e.g. 1,8,64")] = None,
     repeats: Annotated[int | None, typer.Option(min=1)] = None,
