@@ -93,6 +93,10 @@ class SearchResult:
         return text
 
 
+#: the golden ratio's inverse: the golden-section point of a range lies this share from one end
+GOLDEN = (math.sqrt(5) - 1) / 2
+
+
 @dataclass
 class MaxQSearch:
     """Adaptive search for the setting with the most tokens/J, stopping on the decision.
@@ -141,7 +145,11 @@ class MaxQSearch:
         # the coarse pass leaves the budget room for two points near the best (the fitted peak and a
         # repeat or a rival): fewer, well-spread settings when the grid, and so the budget, is small
         n = min(self.coarse, max(3, math.floor(self.budget_share * self.grid_points + 1e-9) - 2))
-        self._queue = sorted({self.snap(self.hi - (self.hi - self.lo) * i / (n - 1)) for i in range(n)}, reverse=True)
+        # three settings: the ends and the golden-section point nearer the bottom, where tokens/J peaks on
+        # every part modelled here (it rises steeply from the low end and falls gently towards the top),
+        # so a budget that affords only the coarse pass still measures near Max-Q
+        shares = (0.0, 1 - GOLDEN, 1.0) if n == 3 else tuple(i / (n - 1) for i in range(n))
+        self._queue = sorted({self.snap(self.lo + (self.hi - self.lo) * f) for f in shares}, reverse=True)
         self._window: float | None = None  # the next window's length (None: the base window)
         self._noise: float | None = None
         self._assessed: _Assessment | None = None
@@ -273,7 +281,7 @@ class MaxQSearch:
                 (tried[i + 1] - a.chosen, tried[i + 1]) if i + 1 < len(tried) else (0.0, a.chosen)]
         width, neighbour = max(gaps)
         if a.misfit and width > self.resolution:
-            golden = self.snap(a.chosen + (neighbour - a.chosen) * 0.381966)
+            golden = self.snap(a.chosen + (neighbour - a.chosen) * (1 - GOLDEN))
             if golden not in tried:
                 return golden
         pair = [a.chosen] + ([a.rival] if a.rival is not None else [])
