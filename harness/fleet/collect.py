@@ -126,9 +126,9 @@ def gpu_table(statuses: list[fleet.TaskStatus]) -> tuple[pd.DataFrame, pd.DataFr
         raw.append(points.assign(task=st.task, host=st.host,
                                  part=[str(devs.get(u, {}).get("name") or devs.get(u, {}).get("part") or "unknown")
                                        for u in points["gpu_uuid"]]))
+        searched = search_answers(manifest, points)
         for (gpu_index, uuid, part, knob), g in per.groupby(["gpu_index", "gpu_uuid", "part", "knob"]):
-            mine = points[points["gpu_uuid"] == uuid]
-            for (phase, batch), (q, p) in ranges_of(mine, searched=search_answers(manifest, points)).items():
+            for (phase, batch), (q, p) in ranges_of(points[points["gpu_uuid"] == uuid], searched=searched).items():
                 rows.append(dict(task=st.task, host=st.host, gpu_index=int(gpu_index), gpu_uuid=uuid, part=part,
                                  knob=knob, phase=phase, batch_size=batch,
                                  max_q_tokens_per_j=q.value, max_q_setting=q.best, max_q_lo=q.lo, max_q_hi=q.hi,

@@ -321,7 +321,7 @@ def run_sweep(opts: SweepOptions, status: LiveStatus | None = None,
         source: PointSource = max_q_searches(plan, lever, devices[0]) if plan.search else GridSource(plan)
         if isinstance(source, SearchPerBatch):
             messages.extend({n for s in source.searches if (n := s.budget_note(lever.unit))})
-        if isinstance(source, SearchPerBatch):  # a search spends at most its budget: that share of its grid
+            # a search spends at most its budget: that share of its grid
             planned_points = [p for s in source.searches for p in _budget_points(s)]
         else:
             planned_points = plan.grid()

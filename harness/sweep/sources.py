@@ -119,7 +119,8 @@ class MaxQSearch:
     the other leads of ``_Assessment.peaks``: the other abscissa's peak, the bracket's vertices), and
     otherwise repeats whichever of the chosen setting and its strongest rival has less weight; when the
     budget has room for one more point only and the answer rests on one window, it repeats the answer
-    (and a lengthened window always leaves room for that repeat). Windows
+    (and a lengthened window always leaves room for that repeat), unless the model more likely than not
+    expects its untried peak to beat the answer by more than the margin: then it measures the peak. Windows
     lengthen with the measured noise (``_choose_window``). A flagged point (``Outcome.valid`` false)
     never enters the decision: after the coarse pass it is measured again once where it matters (near
     the best), and left out if flagged again or far from the best.
@@ -207,9 +208,7 @@ class MaxQSearch:
         # the noise of one window: from repeats once there are any, until then the model's residuals
         # (an upper bound: they also hold whatever the quadratic misses)
         self._noise = a.pure_sigma if a.pure_df >= 1 else a.sigma
-        # located: the peak on either abscissa lies within the resolution of a tried setting
-        tried = {o.planned.setting for o in mine}
-        resolved = all(min(abs(self.snap(p) - k) for k in tried) <= self.resolution / 2 for p in a.peaks())
+        resolved = not self._unlocated(a, mine)
         # an answer that rests on one window is repeated before the search calls itself sure of it
         unconfirmed = sum(1 for o in mine if o.valid and o.planned.setting == a.chosen) == 1
         if a.p_within >= self.confidence and a.pure_df >= 1 and resolved and not a.misfit and not unconfirmed:
@@ -268,14 +267,22 @@ class MaxQSearch:
         self._stopped = why
         return None
 
+    def _unlocated(self, a: _Assessment, mine: Sequence[Outcome]) -> list[float]:
+        """The leads (``_Assessment.peaks``) with no tried setting within half the resolution: where the
+        peak may still lie untried. The peak is located when there are none."""
+        tried = {o.planned.setting for o in mine}
+        leads = (self.snap(p) for p in a.peaks())
+        return [p for p in leads if self.lo <= p <= self.hi and min(abs(p - k) for k in tried) > self.resolution / 2]
+
     def _next_setting(self, a: _Assessment, mine: Sequence[Outcome]) -> float:
-        """The fitted peak when untried; else a repeat of the chosen setting or its strongest rival (the
-        first repeat measures the noise); where the quadratic does not fit the curve (its residuals well
-        above the repeats' noise), a golden-section point in the wider gap beside the chosen setting."""
+        """The first lead not yet located (the fitted peak, then the others); else a repeat of the
+        chosen setting or its strongest rival (the first repeat measures the noise); where the quadratic
+        does not fit the curve (its residuals well above the repeats' noise), a golden-section point in
+        the wider gap beside the chosen setting."""
+        unlocated = self._unlocated(a, mine)
+        if unlocated:
+            return unlocated[0]
         tried = sorted({o.planned.setting for o in mine})
-        for peak in (self.snap(p) for p in a.peaks()):
-            if min(abs(peak - s) for s in tried) > self.resolution / 2 and self.lo <= peak <= self.hi:
-                return peak
         i = tried.index(a.chosen)
         gaps = [(a.chosen - tried[i - 1], tried[i - 1]) if i > 0 else (0.0, a.chosen),
                 (tried[i + 1] - a.chosen, tried[i + 1]) if i + 1 < len(tried) else (0.0, a.chosen)]
