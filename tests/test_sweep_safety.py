@@ -107,9 +107,10 @@ def test_sigkill_is_repaired_by_the_next_process_and_resume_completes(tmp_path, 
 
 
 def test_a_killed_search_is_repaired_and_resumes_from_its_points(tmp_path, original_650):
-    """A Max-Q search killed mid-run: the next process puts the limit back, and --resume carries on
-    from the finished points (not measured again, not rewritten, and counted in the search's decision
-    and budget), ending with an answer in the manifest and the limit as it was found."""
+    """A Max-Q search killed mid-run, in the middle of writing a row: the next process puts the limit
+    back, and --resume drops the torn row and carries on from the finished points (not measured again,
+    not rewritten, and counted in the search's decision and budget), ending with an answer in the
+    manifest and the limit as it was found."""
     proc = _tokbench(["sweep", "--profile", "train-llama-1b", "--search", "max-q", "--window", "20",
                       "--warmup-min", "1", "--warmup-max", "3", *SIM, "--out", str(tmp_path), "--run-id", "s1"])
     run = tmp_path / "s1"
@@ -117,6 +118,8 @@ def test_a_killed_search_is_repaired_and_resumes_from_its_points(tmp_path, origi
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     before = pd.read_csv(run / "points.csv")
+    text = (run / "points.csv").read_text()
+    (run / "points.csv").write_text(text + text.splitlines()[-1][:40])  # a third row cut short
     restored = subprocess.run([sys.executable, "-m", "harness.cli", "restore"], capture_output=True, text=True)
     assert restored.returncode == 0 and "650 W" in restored.stdout, restored.stdout + restored.stderr
     resumed = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", "--resume", str(run)],
